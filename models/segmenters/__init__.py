@@ -1,0 +1,25 @@
+"""Segmentation networks: ``image -> K logits`` behind one interface, built by name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .backbone import BackboneSegmenter
+from .base import Segmenter
+from .unet import UNet
+
+__all__ = ["Segmenter", "UNet", "BackboneSegmenter", "ARCHITECTURES", "build_segmenter"]
+
+#: Architectures by the name used in configs, checkpoints and ONNX metadata.
+ARCHITECTURES: dict[str, type[Segmenter]] = {"unet": UNet, "backbone": BackboneSegmenter}
+
+
+def build_segmenter(architecture: str = "unet", **options: Any) -> Segmenter:
+    """Build a segmenter by name; ``options`` go to its constructor (e.g. ``num_regions``, ``width``)."""
+    try:
+        cls = ARCHITECTURES[architecture]
+    except KeyError:
+        raise ValueError(
+            f"unknown architecture {architecture!r}; choose from {sorted(ARCHITECTURES)}"
+        ) from None
+    return cls(**options)

@@ -1,0 +1,225 @@
+"""The ``gwm`` command line: precompute flow, train, evaluate, export, serve.
+
+Every sub-command calls the same library functions the service and the tests use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("gwm")
+
+DEFAULT_DATA = "../shared/data/davis2016"
+DEFAULT_CACHE = "cache/flow-dis-128x224"
+
+
+def _size(text: str) -> tuple[int, int]:
+    """Parse ``HxW`` (e.g. 128x224)."""
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 128x224, got {text!r}") from None
+    return height, width
+
+
+def _gaps(text: str) -> tuple[int, ...]:
+    try:
+        gaps = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as -2,-1,1,2, got {text!r}") from None
+    if 0 in gaps:
+        raise argparse.ArgumentTypeError("a gap of 0 has no flow")
+    return gaps
+
+
+def _cmd_flow(args: argparse.Namespace) -> int:
+    from .flow import build_flow_estimator
+    from .flow_cache import FlowCache, FlowCacheSpec
+    from .frames import list_sequences
+
+    videos = list_sequences(args.data, args.resolution, args.splits)
+    estimator = build_flow_estimator(args.method, weights=args.raft_weights, device=args.device)
+    cache = FlowCache(args.output, FlowCacheSpec(args.method, *args.size, gaps=args.gaps))
+    log.info("computing %s flow for %d sequences into %s", args.method, len(videos), args.output)
+    cache.build(videos, estimator)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, train
+
+    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+                 if getattr(args, f.name, None) is not None}
+    if args.config:
+        base = TrainConfig.from_dict(json.loads(Path(args.config).read_text()))
+        config = TrainConfig.from_dict({**base.__dict__, **overrides})
+    else:
+        config = TrainConfig.from_dict(overrides)
+    path = train(config, resume=not args.restart)
+    print(f"checkpoint: {path}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .evaluate import evaluate_davis, evaluate_images, format_table
+    from .train import select_device
+
+    device = select_device(args.device)
+    model, spec = load_model(args.checkpoint, device)
+    input_size = tuple(spec["input_size"])
+    report: dict = {"checkpoint": str(args.checkpoint), "model_version": spec.get("version")}
+    if not args.skip_davis:
+        davis = evaluate_davis(model, args.data, input_size, split=args.split, resolution=args.resolution,
+                               protocol=args.protocol, device=device)
+        report["davis"] = davis
+        print(format_table(davis))
+    if args.images:
+        images = evaluate_images(model, Path(args.images) / "images", Path(args.images) / "masks", input_size,
+                                 device=device, limit=args.limit)
+        report["images"] = images
+        print(f"images: {images['images']}  accuracy {100 * images['pixel_accuracy']:.1f}  "
+              f"J {100 * images['J']:.1f}  max F-beta {100 * images['max_F_beta']:.1f}")
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(report, indent=2))
+        print(f"report: {args.output}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model, slim_checkpoint
+    from .export import export_onnx, onnx_parity
+
+    model, spec = load_model(args.checkpoint)
+    if args.version:
+        spec = {**spec, "version": args.version}
+    path = export_onnx(model, spec, args.output)
+    difference = onnx_parity(model, path)
+    print(f"onnx: {path}  parity max |onnx - torch| = {difference:.2e}")
+    if args.slim_checkpoint:
+        slim_checkpoint(args.checkpoint, args.slim_checkpoint)
+        print(f"slim checkpoint: {args.slim_checkpoint}")
+    return 0 if difference < args.tolerance else 1
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    from .train import TrainConfig
+
+    defaults = TrainConfig()
+    group = parser.add_argument_group("training options (defaults follow the paper's U-Net where the CPU allows)")
+    group.add_argument("--config", help="JSON file with TrainConfig fields (command-line options override it)")
+    group.add_argument("--data-root", dest="data_root", help=f"DAVIS-style root (default {defaults.data_root})")
+    group.add_argument("--splits", nargs="+", help=f"ImageSets splits to train on (default {defaults.splits})")
+    group.add_argument("--flow-cache", dest="flow_cache", help=f"flow cache from `gwm flow` (default {defaults.flow_cache})")
+    group.add_argument("--output-dir", dest="output_dir", help=f"run directory (default {defaults.output_dir})")
+    group.add_argument("--architecture", choices=["unet", "backbone"], help="segmenter (default unet)")
+    group.add_argument("--width", type=int, help=f"U-Net first-stage channels (default {defaults.width}; paper 64)")
+    group.add_argument("--num-regions", dest="num_regions", type=int, help="K (default 4)")
+    group.add_argument("--input-size", dest="input_size", type=_size, help="network input HxW (default 128x224)")
+    group.add_argument("--loss-size", dest="loss_size", type=_size, help="loss grid HxW (default: flow cache grid; paper 480x854)")
+    group.add_argument("--motion-model", dest="motion_model", choices=["constant", "affine", "quadratic"],
+                       help="flow model per region (default quadratic)")
+    group.add_argument("--weight-power", dest="weight_power", type=int, choices=[1, 2],
+                       help="fit weights p (paper, default) or p^2 (authors' code)")
+    group.add_argument("--steps", type=int, help=f"training steps (default {defaults.steps})")
+    group.add_argument("--batch-size", dest="batch_size", type=int, help=f"default {defaults.batch_size}")
+    group.add_argument("--lr", type=float, help=f"peak learning rate (default {defaults.lr})")
+    group.add_argument("--warmup-steps", dest="warmup_steps", type=int, help=f"default {defaults.warmup_steps}")
+    group.add_argument("--grad-clip", dest="grad_clip", type=float, help=f"default {defaults.grad_clip}")
+    group.add_argument("--coarse-steps", dest="coarse_steps", type=int,
+                       help="first N steps at half resolution (a cheap resolution schedule; default 0)")
+    group.add_argument("--snapshot-every", dest="snapshot_every", type=int, help="keep step_<N>.pt every N steps")
+    group.add_argument("--eval-every", dest="eval_every", type=int, help="J on val-dev every N steps (0 = never)")
+    group.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    group.add_argument("--device", help="auto (default), cpu or cuda")
+    group.add_argument("--seed", type=int)
+    group.add_argument("--version", help="model version stored in checkpoints")
+    group.add_argument("--restart", action="store_true", help="ignore an existing last.pt instead of resuming")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gwm",
+        description="Guess What Moves: learn to segment objects from optical flow, without labels.\n\n"
+                    "Typical workflow:\n"
+                    "  gwm flow                      # precompute optical flow for DAVIS frames\n"
+                    "  gwm train --steps 9000        # train a segmenter on that flow (resumable)\n"
+                    "  gwm eval runs/default/last.pt # DAVIS J (merged and oracle)\n"
+                    "  gwm export runs/default/last.pt model.onnx\n"
+                    "  gwm serve                     # HTTP API on 127.0.0.1:8000",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    flow = commands.add_parser("flow", help="precompute optical flow for a dataset (resumable)",
+                               description="Compute optical flow from each frame to frame+gap for every sequence and "
+                                           "store it compactly (float16) for training. Re-running resumes.")
+    flow.add_argument("--data", default=DEFAULT_DATA, help=f"DAVIS-style root (default {DEFAULT_DATA})")
+    flow.add_argument("--resolution", default="240p", help="JPEGImages sub-folder (default 240p)")
+    flow.add_argument("--splits", nargs="+", default=["train", "val-dev"], help="ImageSets splits (default train val-dev)")
+    flow.add_argument("--method", default="dis", help="dis (default), dis-fast, dis-ultrafast, farneback, raft")
+    flow.add_argument("--raft-weights", help="local RAFT state-dict file (needed for --method raft)")
+    flow.add_argument("--device", default="cpu", help="device for RAFT")
+    flow.add_argument("--size", type=_size, default=(128, 224), help="stored grid HxW (default 128x224)")
+    flow.add_argument("--gaps", type=_gaps, default=(-2, -1, 1, 2), help="frame gaps (default -2,-1,1,2 as in the paper)")
+    flow.add_argument("--output", default=DEFAULT_CACHE, help=f"cache directory (default {DEFAULT_CACHE})")
+    flow.set_defaults(handler=_cmd_flow)
+
+    train = commands.add_parser("train", help="train a segmenter on precomputed flow (resumes from last.pt)")
+    _add_train_options(train)
+    train.set_defaults(handler=_cmd_train)
+
+    evaluate = commands.add_parser("eval", help="DAVIS J (merged/oracle) and image metrics of a checkpoint")
+    evaluate.add_argument("checkpoint", help="model checkpoint (.pt)")
+    evaluate.add_argument("--data", default=DEFAULT_DATA)
+    evaluate.add_argument("--split", default="val-dev")
+    evaluate.add_argument("--resolution", default="240p")
+    evaluate.add_argument("--protocol", default="davis", choices=["davis", "gwm-reference"],
+                          help="davis: official (first/last frame excluded, empty/empty=1); gwm-reference: authors' code")
+    evaluate.add_argument("--images", help="ECSSD-style folder with images/ and masks/ for image metrics")
+    evaluate.add_argument("--limit", type=int, help="evaluate only the first N images")
+    evaluate.add_argument("--skip-davis", action="store_true", help="only image metrics")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--output", help="write the full report as JSON here")
+    evaluate.set_defaults(handler=_cmd_eval)
+
+    export = commands.add_parser("export", help="export a checkpoint to ONNX and check parity with PyTorch")
+    export.add_argument("checkpoint")
+    export.add_argument("output", help="ONNX file to write")
+    export.add_argument("--version", help="model version to record in the metadata")
+    export.add_argument("--slim-checkpoint", help="also write a weights-only float16 checkpoint here (for shipping)")
+    export.add_argument("--tolerance", type=float, default=1e-4, help="fail if ONNX and PyTorch differ more")
+    export.set_defaults(handler=_cmd_export)
+
+    try:
+        from service.cli import add_service_commands
+    except ImportError as error:  # the service is optional for training-only installs
+        log.debug("service commands unavailable: %s", error)
+    else:
+        add_service_commands(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.handler(args) or 0)
+    except (FileNotFoundError, ValueError) as error:
+        log.error("%s", error)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

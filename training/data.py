@@ -1,0 +1,173 @@
+"""Training samples: (frame, flow) pairs from DAVIS-style folders and a flow cache.
+
+Every frame of every sequence is one sample; at each draw one of the gaps that exist for that frame
+is picked at random (paper App. A: "we sample one at random for each iteration"). Frames are prepared
+once with :func:`models.preprocessing.prepare_image` — the same function the service uses — and held
+in memory with the flow, so that a training step costs no disk I/O or JPEG decoding: on a 2-core
+machine the network, not the loader, must be the bottleneck.
+
+Flow is converted to the authors' reference units (pixels of a 480×854 frame) and clipped to
+±``flow_clip`` (reference notes: ±20 px), so that the loss scale and the gradient-clipping threshold
+mean the same thing whatever grid the flow was stored on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from models.preprocessing import DEFAULT_INPUT_SIZE, prepare_image
+
+from .flow import FlowEstimator
+from .flow_cache import FlowCache, compute_sequence_flow
+from .frames import VideoFolder
+
+__all__ = ["REFERENCE_FLOW_SIZE", "Batch", "FlowPairDataset", "to_reference_units"]
+
+
+def _align_gaps(stored: Sequence[np.ndarray], gaps: Sequence[int], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Place per-gap flow arrays (N − |g| rows each) on a common frame axis: (N, G, h, w, 2), (N, G)."""
+    flows = np.zeros((n, len(gaps), *stored[0].shape[1:]), np.float16)
+    valid = np.zeros((n, len(gaps)), bool)
+    for column, (gap, array) in enumerate(zip(gaps, stored)):
+        first = max(0, -gap)
+        flows[first:first + len(array), column] = array
+        valid[first:first + len(array), column] = True
+    return flows, valid
+
+#: The authors compute their loss on 480×854 flow; flow magnitudes are expressed in those pixels.
+REFERENCE_FLOW_SIZE: tuple[int, int] = (480, 854)
+
+
+def to_reference_units(flow: torch.Tensor, clip: float | None) -> torch.Tensor:
+    """Rescale flow (B, 2, h, w) in pixels of its own grid to 480×854 pixels, clipped to ±clip."""
+    h, w = flow.shape[-2:]
+    scale = flow.new_tensor([REFERENCE_FLOW_SIZE[1] / w, REFERENCE_FLOW_SIZE[0] / h]).view(1, 2, 1, 1)
+    flow = flow * scale
+    return flow.clamp(-clip, clip) if clip is not None else flow
+
+
+@dataclass
+class Batch:
+    """Network input (B, 3, H, W) and the matching flow (B, 2, h, w) in reference units."""
+
+    images: torch.Tensor
+    flows: torch.Tensor
+
+    def rescaled(self, scale: float) -> Batch:
+        """The same batch at ``scale`` × its resolution (images antialiased, flow nearest).
+
+        Flow stays in reference units, so the loss keeps its scale across resolutions.
+        """
+        size = [round(s * scale) for s in self.images.shape[-2:]]
+        images = F.interpolate(self.images, size=size, mode="bilinear", antialias=True, align_corners=False)
+        flow_size = [round(s * scale) for s in self.flows.shape[-2:]]
+        return Batch(images=images, flows=F.interpolate(self.flows, size=flow_size, mode="nearest"))
+
+
+class FlowPairDataset:
+    """Frames with their flow for every gap, held in memory; build with :meth:`from_cache` (training)
+    or :meth:`from_frames` (test-time adaptation on one uploaded video).
+
+    Args:
+        images: (N, 3, H, W) prepared network inputs.
+        flows: (N, G, h, w, 2) flow of each frame for each gap (zeros where the gap does not exist).
+        valid_gaps: (N, G) which gaps exist for each frame.
+        loss_size: (h, w) grid of the loss; ``None`` keeps the flow's grid.
+        flip: random horizontal flips (the flow's u component changes sign).
+        flow_clip: clip in reference pixels, ``None`` to disable.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        flows: torch.Tensor,
+        valid_gaps: torch.Tensor,
+        loss_size: tuple[int, int] | None = None,
+        flip: bool = True,
+        flow_clip: float | None = 20.0,
+    ) -> None:
+        if not valid_gaps.any(dim=1).all():
+            raise ValueError("every frame needs at least one flow field")
+        self.images, self.flows, self.valid_gaps = images, flows, valid_gaps
+        self.loss_size = tuple(loss_size) if loss_size else tuple(flows.shape[2:4])
+        self.flip = flip
+        self.flow_clip = flow_clip
+
+    @classmethod
+    def from_cache(
+        cls,
+        videos: Sequence[VideoFolder],
+        cache: FlowCache,
+        input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
+        progress: bool = True,
+        **options,
+    ) -> FlowPairDataset:
+        """All frames of ``videos`` with their precomputed flow (see ``gwm flow``)."""
+        images, flows, valid = [], [], []
+        for video in tqdm(videos, desc="loading frames", unit="seq", disable=not progress):
+            n = len(video)
+            images += [prepare_image(video.read(i), input_size) for i in range(n)]
+            stored = [np.asarray(cache.load(video.name, gap, mmap=False), np.float16) for gap in cache.spec.gaps]
+            frame_flows, frame_valid = _align_gaps(stored, cache.spec.gaps, n)
+            flows.append(frame_flows)
+            valid.append(frame_valid)
+        return cls(torch.from_numpy(np.stack(images)), torch.from_numpy(np.concatenate(flows)),
+                   torch.from_numpy(np.concatenate(valid)), **options)
+
+    @classmethod
+    def from_frames(
+        cls,
+        frames: Sequence[np.ndarray],
+        estimator: FlowEstimator,
+        gaps: Sequence[int],
+        input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
+        progress: Callable[[int, int], None] | None = None,
+        **options,
+    ) -> FlowPairDataset:
+        """One video's frames (RGB uint8) with flow computed now, on the input grid."""
+        n = len(frames)
+        gaps = [g for g in gaps if abs(g) < n]
+        if not gaps:
+            raise ValueError("a video needs at least two frames to compute optical flow")
+        images = np.stack([prepare_image(frame, input_size) for frame in frames])
+        stored = []
+        for index, gap in enumerate(gaps):
+            stored.append(compute_sequence_flow(frames, gap, estimator, input_size).astype(np.float16))
+            if progress is not None:
+                progress(index + 1, len(gaps))
+        flows, valid = _align_gaps(stored, gaps, n)
+        return cls(torch.from_numpy(images), torch.from_numpy(flows), torch.from_numpy(valid), **options)
+
+    @property
+    def num_gaps(self) -> int:
+        return self.valid_gaps.shape[1]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+        """Draw a random batch; all randomness comes from ``generator`` so runs resume exactly."""
+        index = torch.randint(len(self), (batch_size,), generator=generator)
+        # One valid gap per frame: random scores, invalid gaps pushed below every valid one.
+        scores = torch.rand(batch_size, self.num_gaps, generator=generator)
+        scores = scores.masked_fill(~self.valid_gaps[index], -1.0)
+        gap = scores.argmax(dim=1)
+        flip = torch.rand(batch_size, generator=generator) < 0.5 if self.flip else torch.zeros(batch_size, dtype=torch.bool)
+        images = self.images[index]
+        flows = self.flows[index, gap].permute(0, 3, 1, 2).float()  # (B, 2, h, w)
+        if self.loss_size != tuple(flows.shape[-2:]):
+            src_h, src_w = flows.shape[-2:]
+            flows = F.interpolate(flows, size=self.loss_size, mode="nearest")
+            flows = flows * flows.new_tensor([self.loss_size[1] / src_w, self.loss_size[0] / src_h]).view(1, 2, 1, 1)
+        if flip.any():
+            images[flip] = images[flip].flip(-1)
+            flipped = flows[flip].flip(-1)
+            flipped[:, 0] = -flipped[:, 0]
+            flows[flip] = flipped
+        return Batch(images=images, flows=to_reference_units(flows, self.flow_clip))

@@ -1,0 +1,113 @@
+"""Precomputed optical flow on disk: compact, resumable, memory-mappable.
+
+Layout: ``<cache>/<sequence>/gap<±g>.npy`` holds the flow from every frame ``i`` to frame ``i + g``
+for the frames where ``i + g`` exists, as float16 (N − |g|, h, w, 2) in pixels of the stored grid
+(h, w). ``<cache>/meta.json`` records the method and grid so that a cache is never silently mixed
+with another. Each file is written to a temporary name and renamed when complete, so an interrupted
+run resumes at the first missing file.
+
+float16 keeps 1/1000-pixel precision over ±60 px, far finer than any estimator's accuracy, at half
+the size of float32. At 128×224 the whole DAVIS-2016 set (3.5 k frames, four gaps) takes ~1.3 GB.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from models.preprocessing import resize_flow
+
+from .flow import FlowEstimator
+from .frames import VideoFolder
+
+__all__ = ["PAPER_GAPS", "FlowCacheSpec", "FlowCache", "compute_sequence_flow"]
+
+log = logging.getLogger(__name__)
+
+#: Frame gaps used for DAVIS in the paper (App. A).
+PAPER_GAPS: tuple[int, ...] = (-2, -1, 1, 2)
+
+
+@dataclass(frozen=True)
+class FlowCacheSpec:
+    """What a cache holds; stored as ``meta.json`` and checked on reuse."""
+
+    method: str
+    height: int
+    width: int
+    gaps: tuple[int, ...] = PAPER_GAPS
+
+    @classmethod
+    def from_json(cls, text: str) -> FlowCacheSpec:
+        data = json.loads(text)
+        data["gaps"] = tuple(data["gaps"])
+        return cls(**data)
+
+
+def compute_sequence_flow(
+    video: VideoFolder | Sequence[np.ndarray],
+    gap: int,
+    estimator: FlowEstimator,
+    size: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Flow from each frame i to frame i + gap, resized to ``size``: (N − |gap|, h, w, 2) float32."""
+    frames = [video.read(i) for i in range(len(video))] if isinstance(video, VideoFolder) else list(video)
+    sources = range(max(0, -gap), min(len(frames), len(frames) - gap))
+    flows = []
+    for i in sources:
+        flow = estimator(frames[i], frames[i + gap])
+        flows.append(resize_flow(flow, size) if size is not None else flow)
+    return np.stack(flows)
+
+
+class FlowCache:
+    """A directory of precomputed flow for a set of sequences."""
+
+    def __init__(self, root: str | Path, spec: FlowCacheSpec | None = None) -> None:
+        self.root = Path(root)
+        meta = self.root / "meta.json"
+        stored = FlowCacheSpec.from_json(meta.read_text()) if meta.is_file() else None
+        if spec is None:
+            if stored is None:
+                raise FileNotFoundError(f"{self.root} is not a flow cache (no meta.json); run `gwm flow` first")
+            spec = stored
+        elif stored is not None and stored != spec:
+            raise ValueError(f"flow cache {self.root} holds {stored}, not the requested {spec}; use another directory")
+        self.spec = spec
+
+    def path(self, sequence: str, gap: int) -> Path:
+        return self.root / sequence / f"gap{gap:+d}.npy"
+
+    def has(self, sequence: str, gap: int) -> bool:
+        return self.path(sequence, gap).is_file()
+
+    def load(self, sequence: str, gap: int, mmap: bool = True) -> np.ndarray:
+        """Flow array (N − |gap|, h, w, 2) float16; row j is the flow of frame ``j + max(0, -gap)``."""
+        return np.load(self.path(sequence, gap), mmap_mode="r" if mmap else None)
+
+    def build(self, videos: Sequence[VideoFolder], estimator: FlowEstimator, progress: bool = True) -> None:
+        """Compute every missing (sequence, gap) file; existing complete files are kept."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "meta.json").write_text(json.dumps(asdict(self.spec)))
+        todo = [(v, g) for v in videos for g in self.spec.gaps if not self.has(v.name, g)]
+        done = len(videos) * len(self.spec.gaps) - len(todo)
+        if done:
+            log.info("flow cache: %d of %d files already present, resuming", done, done + len(todo))
+        total_pairs = sum(len(v) - abs(g) for v, g in todo)
+        size = (self.spec.height, self.spec.width)
+        with tqdm(total=total_pairs, unit="flow", disable=not progress, desc="optical flow") as bar:
+            for video, gap in todo:
+                flow = compute_sequence_flow(video, gap, estimator, size).astype(np.float16)
+                target = self.path(video.name, gap)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                partial = target.with_suffix(".partial.npy")
+                np.save(partial, flow)
+                os.replace(partial, target)
+                bar.update(len(flow))
