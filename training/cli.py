@@ -68,14 +68,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .checkpoint import load_model
+    from .checkpoint import load_checkpoint, load_model
     from .evaluate import evaluate_davis, evaluate_images, format_table
     from .train import select_device
 
     device = select_device(args.device)
     model, spec = load_model(args.checkpoint, device)
     input_size = tuple(spec["input_size"])
-    report: dict = {"checkpoint": str(args.checkpoint), "model_version": spec.get("version")}
+    report: dict = {"checkpoint": str(args.checkpoint), "model_version": spec.get("version"),
+                    "step": load_checkpoint(args.checkpoint).get("step")}
     if not args.skip_davis:
         davis = evaluate_davis(model, args.data, input_size, split=args.split, resolution=args.resolution,
                                protocol=args.protocol, device=device)
@@ -108,6 +109,20 @@ def _cmd_export(args: argparse.Namespace) -> int:
         slim_checkpoint(args.checkpoint, args.slim_checkpoint)
         print(f"slim checkpoint: {args.slim_checkpoint}")
     return 0 if difference < args.tolerance else 1
+
+
+def _cmd_card(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .model_card import build_model_card, inference_cost, training_summary
+
+    model, spec = load_model(args.checkpoint)
+    card = build_model_card(
+        name=args.name, spec=spec, cost=inference_cost(model, spec, args.onnx),
+        training=training_summary(args.run_dir), evaluation=json.loads(Path(args.eval).read_text()),
+    )
+    Path(args.output).write_text(json.dumps(card, indent=2))
+    print(f"model card: {args.output}")
+    return 0
 
 
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
@@ -199,6 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--slim-checkpoint", help="also write a weights-only float16 checkpoint here (for shipping)")
     export.add_argument("--tolerance", type=float, default=1e-4, help="fail if ONNX and PyTorch differ more")
     export.set_defaults(handler=_cmd_export)
+
+    card = commands.add_parser("card", help="write a model card (JSON) from a run, an eval report and an ONNX file")
+    card.add_argument("checkpoint", help="the shipped checkpoint (.pt)")
+    card.add_argument("--onnx", required=True, help="the exported ONNX file (its CPU latency is measured)")
+    card.add_argument("--run-dir", required=True, help="training run directory (config.json, log.jsonl, eval/)")
+    card.add_argument("--eval", required=True, help="report from `gwm eval --output`")
+    card.add_argument("--name", default="gwm-default")
+    card.add_argument("--output", required=True)
+    card.set_defaults(handler=_cmd_card)
 
     try:
         from service.cli import add_service_commands

@@ -1,0 +1,1 @@
+"""The FastAPI application: routes, middleware and startup."""

@@ -1,0 +1,79 @@
+"""Application factory: wires settings, model, queue, middleware and routes together."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+import torch
+from PIL import Image
+
+from service import metrics
+from service.api import health, jobs, segment
+from service.api.middleware import APIKeyGuard, BodySizeLimit
+from service.api.state import ServiceState
+from service.errors import install_error_handlers
+from service.inference import OnnxSegmenter
+from service.queue import create_queue
+from service.settings import Settings
+from service.uploads import sweep_stale
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
+
+
+def _load_segmenter(settings: Settings) -> tuple[OnnxSegmenter | None, str | None]:
+    """Load the ONNX model; a failure keeps the service up (health, jobs) and /readyz says why."""
+    try:
+        return OnnxSegmenter(settings.model_path, settings.device), None
+    except Exception as exc:
+        logger.error("could not load model %s: %s", settings.model_path, exc)
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; the model and queue are created at startup and closed at shutdown."""
+    settings = settings or Settings()
+    # Pillow refuses to decode beyond this many pixels (decompression bombs), before our own check.
+    Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
+    if settings.torch_threads is not None:
+        torch.set_num_threads(settings.torch_threads)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        segmenter, model_error = _load_segmenter(settings)
+        queue = create_queue(settings)
+        sweep_stale(settings.upload_dir, settings.job_ttl_seconds + settings.job_timeout_seconds)
+        app.state.service = ServiceState(settings, queue, segmenter, model_error)
+        logger.info("gwm service ready: queue=%s, data dir=%s", settings.queue_mode, settings.data_dir)
+        try:
+            yield
+        finally:
+            queue.close()
+
+    app = FastAPI(
+        title="gwm",
+        summary="Guess What Moves: unsupervised foreground segmentation and per-video adaptation.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.middleware("http")(metrics.record_request)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    if settings.api_key is not None:
+        app.add_middleware(APIKeyGuard, api_key=settings.api_key.get_secret_value())
+    for router in (segment.router, jobs.router, health.router):
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    return app

@@ -1,0 +1,114 @@
+"""Video jobs: ``POST /adapt-and-segment`` and ``/jobs/{id}`` (status, result, cancel)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Path as PathParam, Query, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+
+from service import encoding, rle
+from service.api.state import State
+from service.errors import BadInput
+from service.jobs import VideoJobRequest
+from service.queue.base import JobStatus, check_job_id, new_job_id
+from service.uploads import save_upload, sweep_stale
+from service.video import VideoLimits, probe_video
+
+router = APIRouter(tags=["videos"])
+
+JobId = Annotated[str, PathParam(description="Job id as returned by POST /adapt-and-segment")]
+
+
+class ResultFormat(StrEnum):
+    """Formats of a job's result."""
+
+    zip = "zip"
+    json = "json"
+    video = "video"
+
+
+@router.post("/adapt-and-segment", status_code=202, response_model=JobStatus)
+async def adapt_and_segment(
+    state: State,
+    file: Annotated[UploadFile, File(description="Video: mp4, webm, mov, mkv, avi or GIF.")],
+    steps: Annotated[int | None, Query(ge=0, description="Adaptation steps (default GWM_DEFAULT_ADAPTATION_STEPS)")] = None,
+    stride: Annotated[int, Query(ge=1, le=100, description="Use every stride-th frame")] = 1,
+    max_frames: Annotated[int | None, Query(ge=1, description="Stop after this many frames")] = None,
+    format: Annotated[ResultFormat, Query(description="Default format of the result")] = ResultFormat.zip,
+) -> JSONResponse:
+    """Queue test-time adaptation on the uploaded video; poll the returned URL for progress."""
+    settings = state.settings
+    steps = settings.default_adaptation_steps if steps is None else steps
+    if steps > settings.max_adaptation_steps:
+        raise BadInput(f"steps={steps} exceeds the limit of {settings.max_adaptation_steps}")
+    if max_frames is not None and max_frames > settings.max_video_frames:
+        raise BadInput(f"max_frames={max_frames} exceeds the limit of {settings.max_video_frames}")
+    limits = VideoLimits(settings.max_video_frames, settings.max_video_seconds, settings.max_video_side)
+
+    job_id = new_job_id()
+    path = await save_upload(file, settings.upload_dir, job_id, settings.max_upload_bytes)
+    try:
+        await run_in_threadpool(probe_video, path, limits)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    request = VideoJobRequest(
+        video_path=str(path),
+        steps=steps,
+        stride=stride,
+        max_frames=max_frames or settings.max_video_frames,
+        limits=limits,
+        result_format=format.value,
+    )
+    status = state.queue.submit(job_id, request)
+    sweep_stale(settings.upload_dir, settings.job_ttl_seconds + settings.job_timeout_seconds)
+    return JSONResponse(status.model_dump(mode="json"), status_code=202, headers={"Location": status.url})
+
+
+@router.get("/jobs/{job_id}", response_model=JobStatus)
+def job_status(state: State, job_id: JobId) -> JobStatus:
+    """State, stage, progress, timings and error of a job."""
+    return state.queue.status(check_job_id(job_id))
+
+
+@router.delete("/jobs/{job_id}", response_model=JobStatus)
+def cancel_job(state: State, job_id: JobId) -> JobStatus:
+    """Cancel a queued job, or ask a running one to stop at its next step."""
+    return state.queue.cancel(check_job_id(job_id))
+
+
+@router.get(
+    "/jobs/{job_id}/result",
+    responses={200: {"content": {"application/zip": {}, "application/json": {}, "video/mp4": {}}}},
+)
+async def job_result(
+    state: State,
+    job_id: JobId,
+    format: Annotated[ResultFormat | None, Query(description="zip of PNGs, json RLE, or mp4 mask video")] = None,
+) -> Response:
+    """Masks of a succeeded job: ZIP of PNGs named by source frame index, JSON RLE, or MP4."""
+    status = state.queue.status(check_job_id(job_id))
+    result = state.queue.result(job_id)
+    chosen = format or ResultFormat(status.options.get("format", ResultFormat.zip.value))
+    if chosen is ResultFormat.json:
+        return JSONResponse({"id": job_id, **result})
+    return await run_in_threadpool(_package, job_id, result, chosen)
+
+
+def _package(job_id: str, result: dict[str, Any], format: ResultFormat) -> Response:
+    masks = [rle.decode(item) for item in result["masks"]]
+    if format is ResultFormat.video:
+        return Response(
+            encoding.mask_video_mp4(masks, result["fps"]),
+            media_type="video/mp4",
+            headers={"Content-Disposition": f'attachment; filename="{job_id}.mp4"'},
+        )
+    entries = [(f"{index:05d}.png", encoding.mask_png(mask)) for index, mask in zip(result["frame_indices"], masks)]
+    return Response(
+        encoding.zip_files(entries),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{job_id}.zip"'},
+    )

@@ -1,0 +1,78 @@
+"""Turning masks into response payloads: PNG, JSON summary, overlay, ZIP and mask video."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Iterable
+
+import av
+import numpy as np
+from PIL import Image
+
+from service import rle
+
+_OVERLAY_COLOUR = np.array([255, 40, 90], dtype=np.float32)
+
+
+def mask_png(mask: np.ndarray) -> bytes:
+    """8-bit greyscale PNG, 255 = foreground."""
+    buffer = io.BytesIO()
+    Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def overlay_jpeg(rgb: np.ndarray, mask: np.ndarray) -> bytes:
+    """The image with the foreground tinted and the background dimmed, for people to look at."""
+    image = rgb.astype(np.float32)
+    tinted = np.where(mask[..., None], 0.5 * image + 0.5 * _OVERLAY_COLOUR, 0.55 * image)
+    buffer = io.BytesIO()
+    Image.fromarray(tinted.astype(np.uint8), mode="RGB").save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def mask_summary(mask: np.ndarray, regions: list[dict[str, float]] | None = None) -> dict[str, object]:
+    """Size, foreground area, bounding box (x0, y0, x1, y1 exclusive; null if empty) and RLE."""
+    height, width = mask.shape
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    bbox = [int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1] if rows.size else None
+    area = int(mask.sum())
+    summary: dict[str, object] = {
+        "width": width,
+        "height": height,
+        "foreground_area": area,
+        "foreground_fraction": round(area / mask.size, 6),
+        "bbox": bbox,
+        "rle": rle.encode(mask),
+    }
+    if regions is not None:
+        summary["regions"] = regions
+    return summary
+
+
+def zip_files(files: Iterable[tuple[str, bytes]]) -> bytes:
+    """A ZIP archive of (name, content) pairs; PNGs are stored, not deflated again."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, content in files:
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def mask_video_mp4(masks: list[np.ndarray], fps: float) -> bytes:
+    """H.264 MP4 of the masks (white = foreground); odd sizes are padded to even for yuv420p."""
+    height, width = masks[0].shape
+    even_h, even_w = height + height % 2, width + width % 2
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=max(1, round(fps)))
+        stream.width, stream.height, stream.pix_fmt = even_w, even_h, "yuv420p"
+        stream.options = {"preset": "veryfast", "crf": "18"}
+        for mask in masks:
+            grey = np.zeros((even_h, even_w), dtype=np.uint8)
+            grey[:height, :width] = mask.astype(np.uint8) * 255
+            frame = av.VideoFrame.from_ndarray(np.repeat(grey[..., None], 3, axis=2), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return buffer.getvalue()

@@ -1,0 +1,100 @@
+"""Safe decoding of uploaded images into RGB uint8 arrays.
+
+Guards, in order: the pixel count is read from the header and checked before
+any pixel data is decoded (decompression bombs); truncated or corrupt data is
+a 400; unknown data is a 415 with a hint when it is a video. Multi-frame
+images (animated GIF/WebP/PNG, multi-page TIFF) use their first frame. EXIF
+orientation is applied so masks match the image as people see it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from service.errors import BadInput, TooLarge, UnsupportedMedia
+
+SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF", "GIF"})
+
+# Container signatures of the video formats accepted by /adapt-and-segment,
+# used only to give a helpful message when one is posted to /segment.
+_VIDEO_SIGNATURES: tuple[tuple[int, bytes], ...] = (
+    (4, b"ftyp"),  # mp4, mov
+    (0, b"\x1a\x45\xdf\xa3"),  # mkv, webm
+    (8, b"AVI "),  # avi (RIFF)
+)
+
+
+def looks_like_video(head: bytes) -> bool:
+    """Whether the first bytes of a file carry a video container signature."""
+    return any(head[offset : offset + len(sig)] == sig for offset, sig in _VIDEO_SIGNATURES)
+
+
+def decode_image(fp: BinaryIO, max_pixels: int) -> np.ndarray:
+    """Decode the first frame of an image file to an oriented HxWx3 uint8 RGB array.
+
+    Raises UnsupportedMedia (415), TooLarge (413) or BadInput (400).
+    """
+    head = fp.read(16)
+    if not head:
+        raise BadInput("the uploaded file is empty")
+    fp.seek(0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(fp)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise TooLarge(f"image rejected as a decompression bomb: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        if looks_like_video(head):
+            raise UnsupportedMedia("this is a video; post videos to /adapt-and-segment") from exc
+        raise UnsupportedMedia("not a recognised image (supported: JPEG, PNG, WebP, BMP, TIFF, GIF)") from exc
+    except (OSError, SyntaxError, ValueError) as exc:  # a header Pillow recognised but could not read
+        raise BadInput(f"image header is truncated or corrupt: {exc}") from exc
+    with image:
+        if image.format not in SUPPORTED_FORMATS:
+            raise UnsupportedMedia(f"image format {image.format} is not supported")
+        width, height = image.size
+        if width * height > max_pixels:
+            raise TooLarge(f"image has {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
+        if width == 0 or height == 0:
+            raise BadInput("image has zero width or height")
+        try:
+            image.seek(0)
+            image.load()
+            oriented = ImageOps.exif_transpose(image)
+        except (OSError, ValueError, SyntaxError) as exc:  # Pillow signals truncation/corruption this way
+            raise BadInput(f"image data is truncated or corrupt: {exc}") from exc
+        return to_rgb(oriented)
+
+
+def to_rgb(image: Image.Image) -> np.ndarray:
+    """Convert any Pillow mode to RGB uint8, keeping the full range of high-bit-depth images.
+
+    Transparent pixels are composited on white so their (arbitrary) hidden
+    colour does not influence the segmentation.
+    """
+    if image.mode in {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}:
+        grey = _to_uint8(np.asarray(image, dtype=np.float64), image.mode)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if image.mode in {"RGBA", "LA", "PA", "RGBa", "La"} or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        canvas.alpha_composite(rgba)
+        image = canvas
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
+    """Map integer or float grey levels to 0..255: 16-bit by its full range, float by min/max."""
+    if mode == "F":
+        low, high = float(values.min()), float(values.max())
+        scaled = (values - low) / (high - low) * 255.0 if high > low else np.zeros_like(values)
+    elif values.max() > 255:
+        scaled = values / 257.0
+    else:
+        scaled = values
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)

@@ -1,0 +1,67 @@
+"""Prometheus metrics: HTTP requests, video jobs and queue depth.
+
+Metrics live in the default registry of the process that records them: the
+API records requests, and jobs where they run (embedded mode: the API
+process; redis mode: each ``gwm worker``, which serves them on
+``--metrics-port``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+
+REQUESTS = Counter("gwm_http_requests_total", "HTTP requests by route and status.", ["method", "route", "status"])
+LATENCY = Histogram(
+    "gwm_http_request_duration_seconds",
+    "HTTP request latency by route.",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+JOBS = Counter("gwm_jobs_total", "Video jobs by outcome.", ["outcome"])
+JOB_DURATION = Histogram(
+    "gwm_job_duration_seconds",
+    "Video job wall time by outcome.",
+    ["outcome"],
+    buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
+)
+JOB_STAGE_DURATION = Histogram(
+    "gwm_job_stage_duration_seconds",
+    "Wall time of each stage of a video job.",
+    ["stage"],
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+)
+QUEUE_DEPTH = Gauge("gwm_queue_depth", "Video jobs waiting for a worker.")
+
+
+def observe_job(outcome: str, seconds: float, stages: dict[str, float]) -> None:
+    """Record one finished job."""
+    JOBS.labels(outcome).inc()
+    JOB_DURATION.labels(outcome).observe(seconds)
+    for stage, stage_seconds in stages.items():
+        JOB_STAGE_DURATION.labels(stage).observe(stage_seconds)
+
+
+def _route_template(request: Request) -> str:
+    """The matched route's path template, so /jobs/<id> does not create one series per id."""
+    return getattr(request.scope.get("route"), "path", "unmatched")
+
+
+async def record_request(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """HTTP middleware: count and time every request."""
+    started = time.perf_counter()
+    response = await call_next(request)
+    route = _route_template(request)
+    REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+    LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
+    return response
+
+
+def render(queue_depth: int) -> Response:
+    """The /metrics response, with the queue depth sampled now."""
+    QUEUE_DEPTH.set(queue_depth)
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,106 @@
+"""The job queue interface and the state model shared by every backend."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from abc import ABC, abstractmethod
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel
+
+from service.errors import BadInput
+from service.jobs import VideoJobRequest
+
+_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+class JobState(StrEnum):
+    """Lifecycle of a job; the three last states are terminal."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the job will not change any more."""
+        return self in {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
+
+
+class Progress(BaseModel):
+    """Where a running job is: e.g. stage ``adapt`` at step 7 of 20."""
+
+    stage: str
+    current: int = 0
+    total: int = 0
+
+
+class JobStatus(BaseModel):
+    """Everything ``GET /jobs/{id}`` returns (timestamps are Unix seconds)."""
+
+    id: str
+    state: JobState
+    progress: Progress
+    options: dict[str, Any]
+    created_at: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    timings: dict[str, float] = {}
+    error: str | None = None
+    url: str
+    result_url: str | None = None
+
+
+def new_job_id() -> str:
+    """A random, URL- and path-safe job id."""
+    return uuid.uuid4().hex
+
+
+def check_job_id(job_id: str) -> str:
+    """Reject anything that is not an id we could have made (e.g. ``../../etc``)."""
+    if not _JOB_ID.fullmatch(job_id):
+        raise BadInput("malformed job id: expected 32 lowercase hex characters")
+    return job_id
+
+
+def make_status(job_id: str, state: JobState, progress: Progress, **fields: Any) -> JobStatus:
+    """Build a status with the URLs filled in from the id."""
+    url = f"/jobs/{job_id}"
+    result_url = f"{url}/result" if state is JobState.SUCCEEDED else None
+    return JobStatus(id=job_id, state=state, progress=progress, url=url, result_url=result_url, **fields)
+
+
+class JobQueue(ABC):
+    """Where the API puts video jobs and reads their state and results back."""
+
+    @abstractmethod
+    def submit(self, job_id: str, request: VideoJobRequest) -> JobStatus:
+        """Queue a job; the uploaded file in ``request`` now belongs to the job."""
+
+    @abstractmethod
+    def status(self, job_id: str) -> JobStatus:
+        """Current state; raises NotFound for unknown or expired jobs."""
+
+    @abstractmethod
+    def result(self, job_id: str) -> dict[str, Any]:
+        """Result of a succeeded job; raises NotFound, or Conflict if it has not succeeded."""
+
+    @abstractmethod
+    def cancel(self, job_id: str) -> JobStatus:
+        """Cancel a queued job now, or ask a running one to stop; terminal jobs are left as they are."""
+
+    @abstractmethod
+    def depth(self) -> int:
+        """Jobs waiting for a worker."""
+
+    @abstractmethod
+    def ping(self) -> bool:
+        """Whether the queue can accept jobs now."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release threads and connections."""

@@ -1,0 +1,66 @@
+"""Service configuration, read from the environment (prefix ``GWM_``).
+
+One object carries every limit so the API, the job function and the worker
+agree on them; the worker reads its own environment, which lets a GPU worker
+run with ``GWM_DEVICE=cuda`` while the API stays on CPU.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+_WEIGHTS = _REPO_ROOT / "models" / "weights"
+
+
+class Settings(BaseSettings):
+    """All tunables of the service; see README for the environment variable names."""
+
+    model_config = SettingsConfigDict(env_prefix="GWM_", extra="ignore")
+
+    model_path: Path = Field(_WEIGHTS / "gwm-default.onnx", description="ONNX model used by /segment.")
+    checkpoint_path: Path = Field(_WEIGHTS / "gwm-default.pt", description="PyTorch checkpoint adapted by video jobs.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    flow_method: str = Field("dis", description="Optical flow method passed to training.adapt.")
+    torch_threads: int | None = Field(
+        None,
+        gt=0,
+        description="PyTorch threads in this process (None: PyTorch's default). The API's PyTorch work "
+        "(merging) is tiny and 1 thread avoids contention with onnxruntime; workers want all cores.",
+    )
+
+    queue_mode: Literal["embedded", "redis"] = "embedded"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    queue_name: str = "gwm"
+    data_dir: Path = Field(
+        default_factory=lambda: Path(tempfile.gettempdir()) / "gwm-service",
+        description="Uploads waiting for a worker; must be shared with workers in redis mode.",
+    )
+
+    max_upload_bytes: int = Field(200 * 1024 * 1024, gt=0)
+    max_image_pixels: int = Field(40_000_000, gt=0)
+    max_images_per_request: int = Field(16, gt=0)
+    max_video_frames: int = Field(300, gt=0)
+    max_video_seconds: float = Field(120.0, gt=0)
+    max_video_side: int = Field(1920, gt=0, description="Longest side in pixels a video may have.")
+    max_adaptation_steps: int = Field(200, ge=0)
+    default_adaptation_steps: int = Field(20, ge=0)
+
+    job_ttl_seconds: int = Field(3600, gt=0, description="How long results and failed jobs are kept.")
+    job_timeout_seconds: int = Field(1800, gt=0)
+    job_retries: int = Field(1, ge=0, description="Retries after a worker died mid-job (RQ only).")
+
+    api_key: SecretStr | None = Field(None, description="If set, required in X-API-Key everywhere but health.")
+
+    @cached_property
+    def upload_dir(self) -> Path:
+        """Directory for uploaded videos; created on first use."""
+        path = self.data_dir / "uploads"
+        path.mkdir(parents=True, exist_ok=True)
+        return path

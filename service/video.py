@@ -1,0 +1,139 @@
+"""Probing and decoding of uploaded videos with PyAV, within configured limits.
+
+The API probes a video while the client waits, so "not a video", audio-only
+files, and too-long or too-large videos are rejected with a 4xx instead of a
+failed job; the job decodes the frames later, which is where corrupt streams
+and empty videos are found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from service.errors import BadInput, TooLarge, UnsupportedMedia
+
+# FFmpeg demuxer names of the accepted containers: mp4/mov, mkv/webm, avi, GIF.
+ACCEPTED_DEMUXERS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi", "gif"})
+_IMAGE_DEMUXER_SUFFIX = "_pipe"  # e.g. jpeg_pipe, png_pipe: a still image
+
+
+@dataclass(frozen=True)
+class VideoLimits:
+    """Bounds on what a job may decode; plain data so it travels in RQ job arguments."""
+
+    max_frames: int
+    max_seconds: float
+    max_side: int
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container header says about the video stream."""
+
+    width: int
+    height: int
+    fps: float
+    duration_s: float | None
+
+
+@dataclass(frozen=True)
+class DecodedVideo:
+    """Selected frames and the source index of each (kept for naming result files)."""
+
+    frames: list[np.ndarray]
+    indices: list[int]
+    fps: float
+
+
+def probe_video(path: Path, limits: VideoLimits) -> VideoInfo:
+    """Check a file is an accepted, non-empty video within limits, without decoding it."""
+    with _open(path) as container:
+        stream = _video_stream(container)
+        info = VideoInfo(
+            width=stream.codec_context.width,
+            height=stream.codec_context.height,
+            fps=float(stream.average_rate or stream.guessed_rate or 25),
+            duration_s=_duration_s(container, stream),
+        )
+    _check_size(info.width, info.height, limits)
+    if info.duration_s is not None and info.duration_s > limits.max_seconds:
+        raise TooLarge(f"video lasts {info.duration_s:.1f} s; the limit is {limits.max_seconds:g} s")
+    return info
+
+
+def decode_frames(
+    path: Path,
+    limits: VideoLimits,
+    stride: int = 1,
+    max_frames: int | None = None,
+    on_frame: Callable[[int], None] | None = None,
+) -> DecodedVideo:
+    """Decode every ``stride``-th frame as RGB uint8, stopping after ``max_frames`` frames.
+
+    ``on_frame(n)`` is called after each kept frame so callers can report progress.
+    """
+    wanted = min(max_frames or limits.max_frames, limits.max_frames)
+    frames: list[np.ndarray] = []
+    indices: list[int] = []
+    with _open(path) as container:
+        stream = _video_stream(container)
+        fps = float(stream.average_rate or stream.guessed_rate or 25)
+        try:
+            for index, frame in enumerate(container.decode(stream)):
+                if index % stride:
+                    continue
+                _check_size(frame.width, frame.height, limits)
+                frames.append(frame.to_ndarray(format="rgb24"))
+                indices.append(index)
+                if on_frame is not None:
+                    on_frame(len(frames))
+                if len(frames) >= wanted:
+                    break
+        except av.FFmpegError as exc:
+            raise BadInput(f"video stream is corrupt after {len(frames)} frames: {exc}") from exc
+    if not frames:
+        raise BadInput("the video has no decodable frames")
+    return DecodedVideo(frames=frames, indices=indices, fps=fps / stride)
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    if path.stat().st_size == 0:
+        raise BadInput("the uploaded file is empty")
+    try:
+        container = av.open(str(path), mode="r")
+    except (av.FFmpegError, UnicodeDecodeError) as exc:
+        raise UnsupportedMedia("not a recognised video (supported: mp4, webm, mov, mkv, avi, GIF)") from exc
+    name = container.format.name
+    if name not in ACCEPTED_DEMUXERS:
+        container.close()
+        if name.endswith(_IMAGE_DEMUXER_SUFFIX) or name.startswith("image2"):
+            raise UnsupportedMedia("this is a still image; post images to /segment")
+        raise UnsupportedMedia(f"container {name!r} is not supported (supported: mp4, webm, mov, mkv, avi, GIF)")
+    return container
+
+
+def _video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
+    if not container.streams.video:
+        kind = "an audio-only file" if container.streams.audio else "a file without streams"
+        raise UnsupportedMedia(f"this is {kind}; a video stream is required")
+    return container.streams.video[0]
+
+
+def _duration_s(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def _check_size(width: int, height: int, limits: VideoLimits) -> None:
+    if width <= 0 or height <= 0:
+        raise BadInput("video stream has no frame size")
+    if max(width, height) > limits.max_side:
+        raise TooLarge(f"video is {width}x{height}; the longest side may be at most {limits.max_side} px")

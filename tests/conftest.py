@@ -1,0 +1,62 @@
+"""Shared fixtures for the service tests: a tiny model, settings, an app client and a DAVIS clip."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service_media import DAVIS_FRAMES, davis_frames, encode_video
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(ONNX path, checkpoint path) of a small random-weight U-Net, built with the training code."""
+    from models.segmenters import build_segmenter
+    from training.checkpoint import model_spec, save_checkpoint
+    from training.export import export_onnx
+
+    root = tmp_path_factory.mktemp("model")
+    options = {"num_regions": 4, "width": 8, "depth": 2}
+    model = build_segmenter("unet", **options)
+    spec = model_spec("unet", options, input_size=(64, 96), version="test-tiny")
+    save_checkpoint(root / "tiny.pt", model, spec)
+    export_onnx(model, spec, root / "tiny.onnx")
+    return root / "tiny.onnx", root / "tiny.pt"
+
+
+@pytest.fixture
+def service_settings(tiny_model: tuple[Path, Path], tmp_path: Path):
+    """Settings for an embedded-queue service on the tiny model, with small limits."""
+    from service.settings import Settings
+
+    onnx_path, checkpoint_path = tiny_model
+    return Settings(
+        model_path=onnx_path,
+        checkpoint_path=checkpoint_path,
+        device="cpu",
+        queue_mode="embedded",
+        data_dir=tmp_path / "data",
+        max_upload_bytes=20 * 1024 * 1024,
+        max_image_pixels=4_000_000,
+        max_video_frames=30,
+    )
+
+
+@pytest.fixture
+def client(service_settings) -> Iterator[TestClient]:
+    """A TestClient on a fresh app (startup and shutdown run)."""
+    from service.api.app import create_app
+
+    with TestClient(create_app(service_settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+def davis_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 6-frame H.264 MP4 of DAVIS 'bear' (skips where the dataset is absent)."""
+    if not (DAVIS_FRAMES / "bear").is_dir():
+        pytest.skip(f"DAVIS frames not found under {DAVIS_FRAMES}")
+    return encode_video(davis_frames("bear", 6), tmp_path_factory.mktemp("video") / "bear.mp4")

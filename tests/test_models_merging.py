@@ -1,0 +1,180 @@
+"""Merging K regions into foreground/background (models/merging.py)."""
+
+from __future__ import annotations
+
+from itertools import product
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import models.merging as merging
+from models.merging import (
+    AFFINITY_EPSILON,
+    background_group,
+    foreground_probability,
+    masks_at_size,
+    oracle_merge,
+    region_affinity,
+    region_features,
+    spectral_bipartition,
+)
+
+
+def test_region_features_are_probability_weighted_means():
+    g = torch.Generator().manual_seed(0)
+    probabilities = torch.rand(2, 3, 8, 12, generator=g).softmax(1)
+    features = torch.randn(2, 5, 8, 12, generator=g)
+    mean = region_features(probabilities, features)
+    assert mean.shape == (2, 3, 5)
+    b, k = 1, 2
+    expected = (probabilities[b, k] * features[b]).sum((-2, -1)) / probabilities[b, k].sum()
+    torch.testing.assert_close(mean[b, k], expected)
+    # coarser features: masks are area-averaged onto the feature grid
+    coarse = torch.randn(2, 5, 2, 3, generator=g)
+    pooled = F.adaptive_avg_pool2d(probabilities, (2, 3))
+    expected = (pooled[0, 1] * coarse[0]).sum((-2, -1)) / pooled[0, 1].sum()
+    torch.testing.assert_close(region_features(probabilities, coarse)[0, 1], expected)
+
+
+def test_affinity_is_cosine_floored_and_symmetric():
+    features = torch.tensor([[[1.0, 0.0], [2.0, 0.0], [0.0, 3.0], [-1.0, 0.0], [1.0, 1.0]]])
+    a = region_affinity(features)
+    assert a.shape == (1, 5, 5)
+    torch.testing.assert_close(a, a.transpose(1, 2))
+    assert a[0, 0, 1].item() == pytest.approx(1.0)  # same direction, different norm
+    floor = torch.tensor(AFFINITY_EPSILON, dtype=a.dtype).item()
+    assert a[0, 0, 2].item() == floor  # orthogonal -> floor
+    assert a[0, 0, 3].item() == floor  # opposite (cos = -1) -> floor, never negative
+    assert a[0, 0, 4].item() == pytest.approx(2**-0.5)
+    assert (a >= floor).all() and a.min().item() == floor
+    random = region_affinity(torch.randn(3, 6, 16, generator=torch.Generator().manual_seed(1)))
+    torch.testing.assert_close(random, random.transpose(1, 2))
+    assert (random >= floor).all() and (random <= 1 + 1e-6).all()
+
+
+def _two_clusters(order: list[int], noise: float = 0.1, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    a, b = torch.randn(32, generator=g), torch.randn(32, generator=g)
+    base = torch.stack([a, a, b, b])[order]
+    return (base + noise * torch.randn(4, 32, generator=g)).unsqueeze(0)
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2, 3], [0, 2, 1, 3], [2, 0, 3, 1], [3, 2, 1, 0]])
+def test_spectral_bipartition_separates_two_clusters(order):
+    features = _two_clusters(order)
+    groups = spectral_bipartition(region_affinity(features))[0].tolist()
+    cluster = [0, 0, 1, 1]
+    cluster = [cluster[i] for i in order]
+    same = [[groups[i] == groups[j] for j in range(4)] for i in range(4)]
+    expected = [[cluster[i] == cluster[j] for j in range(4)] for i in range(4)]
+    assert same == expected
+
+
+def test_spectral_bipartition_uneven_clusters_and_batch():
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(16, generator=g), torch.randn(16, generator=g)
+    one = torch.stack([a, a, a, b]) + 0.05 * torch.randn(4, 16, generator=g)
+    two = torch.stack([b, a, b, b]) + 0.05 * torch.randn(4, 16, generator=g)
+    groups = spectral_bipartition(region_affinity(torch.stack([one, two])))
+    assert groups.shape == (2, 4) and groups.dtype == torch.bool
+    g0, g1 = groups.tolist()
+    assert g0[0] == g0[1] == g0[2] != g0[3]
+    assert g1[0] == g1[2] == g1[3] != g1[1]
+
+
+def test_spectral_bipartition_always_returns_two_non_empty_groups():
+    g = torch.Generator().manual_seed(4)
+    affinities = [torch.ones(1, 4, 4), region_affinity(torch.randn(50, 4, 8, generator=g))]
+    for affinity in affinities:
+        groups = spectral_bipartition(affinity)
+        assert groups.any(dim=1).all() and (~groups).any(dim=1).all()
+
+
+def _scene(object_region: int, k: int = 4, h: int = 32, w: int = 48):
+    """Object in the centre (region ``object_region``); the other regions tile the rest of the frame,
+    every one touching the border. Features: one direction for the object, another for background."""
+    labels = torch.zeros(h, w, dtype=torch.long)
+    background = [r for r in range(k) if r != object_region]
+    labels[:, : w // 3] = background[0]
+    labels[:, w // 3: 2 * w // 3] = background[1]
+    labels[:, 2 * w // 3:] = background[2]
+    truth = torch.zeros(h, w, dtype=torch.bool)
+    truth[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = True
+    labels[truth] = object_region
+    logits = 8.0 * F.one_hot(labels, k).permute(2, 0, 1).float().unsqueeze(0)
+    g = torch.Generator().manual_seed(object_region)
+    object_feature, background_feature = torch.randn(16, generator=g), torch.randn(16, generator=g)
+    features = torch.where(truth, object_feature[:, None, None], background_feature[:, None, None])
+    features = features + 0.05 * torch.randn(16, h, w, generator=g)
+    return logits, features.unsqueeze(0), truth
+
+
+@pytest.mark.parametrize("object_region", [0, 1, 2, 3])
+@pytest.mark.parametrize("flip_labels", [False, True])
+def test_foreground_is_the_centre_object_whatever_the_cluster_labels(object_region, flip_labels, monkeypatch):
+    if flip_labels:  # the eigenvector's sign is arbitrary: the rule must not depend on it
+        original = merging.spectral_bipartition
+        monkeypatch.setattr(merging, "spectral_bipartition", lambda affinity: ~original(affinity))
+    logits, features, truth = _scene(object_region)
+    soft = foreground_probability(logits, features)
+    assert soft.shape == (1, *truth.shape)
+    assert 0 <= soft.min() and soft.max() <= 1
+    mask = soft[0] > 0.5
+    iou = (mask & truth).sum() / (mask | truth).sum()
+    assert iou > 0.95
+    # coarse features (stride 4, as the U-Net gives) lead to the same answer
+    coarse = F.avg_pool2d(features, 4)
+    assert ((foreground_probability(logits, coarse)[0] > 0.5) == mask).all()
+
+
+def test_background_group_is_the_one_owning_the_border():
+    h, w = 20, 30
+    centre = torch.zeros(h, w)
+    centre[5:15, 8:22] = 1
+    merged = torch.stack([centre, 1 - centre]).unsqueeze(0)
+    assert background_group(merged).tolist() == [1]
+    assert background_group(merged.flip(1)).tolist() == [0]
+    # An object touching the bottom border still loses to a background that owns three strips.
+    bottom = torch.zeros(h, w)
+    bottom[8:, 10:20] = 1
+    merged = torch.stack([1 - bottom, bottom]).unsqueeze(0)
+    assert background_group(merged).tolist() == [0]
+
+
+def test_oracle_merge_picks_the_best_subset_by_brute_force():
+    g = torch.Generator().manual_seed(5)
+    k, h, w = 4, 12, 16
+    probabilities = (3 * torch.randn(3, k, h, w, generator=g)).softmax(1)
+    truth = torch.zeros(3, h, w, dtype=torch.bool)
+    truth[0, 2:8, 3:10] = True
+    truth[1] = probabilities[1, 1] + probabilities[1, 3] > 0.5  # exactly a subset
+    truth[2, :, :5] = True
+    merged = oracle_merge(probabilities, truth)
+    assert merged.shape == (3, h, w)
+    for b in range(3):
+        best = 0.0
+        for subset in product([0, 1], repeat=k):
+            if not any(subset):
+                continue
+            candidate = (probabilities[b] * torch.tensor(subset, dtype=torch.float32)[:, None, None]).sum(0) > 0.5
+            union = (candidate | truth[b]).sum().item()
+            best = max(best, (candidate & truth[b]).sum().item() / union if union else 1.0)
+        chosen = merged[b] > 0.5
+        iou = (chosen & truth[b]).sum().item() / (chosen | truth[b]).sum().item()
+        assert iou == pytest.approx(best)
+    assert ((merged[1] > 0.5) == truth[1]).all()
+
+
+def test_masks_at_size_upsamples_before_thresholding():
+    soft = torch.tensor([[[0.9, 0.3]]])  # (1, 1, 2)
+    masks = masks_at_size(soft, (3, 8))
+    assert masks.shape == (1, 3, 8) and masks.dtype == torch.bool
+    # bilinear (half-pixel centres) gives 0.9 0.9 0.825 0.675 0.525 0.375 0.3 0.3 -> 5 pixels above 0.5;
+    # thresholding first and then up-sampling would give 4.
+    assert masks[0, 0].tolist() == [True] * 5 + [False] * 3
+    assert (masks == masks[:, :1]).all()
+    batch = masks_at_size(torch.rand(4, 6, 10), (30, 50))
+    assert batch.shape == (4, 30, 50)
+    assert np.isclose(masks_at_size(torch.ones(1, 4, 4), (7, 9)).float().mean().item(), 1.0)

@@ -1,0 +1,136 @@
+"""The RQ backend against a real Redis (GWM_TEST_REDIS_URL, default db 15, flushed per test)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+pytestmark = pytest.mark.redis
+
+REDIS_URL = os.environ.get("GWM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def redis_settings(service_settings, tiny_model, monkeypatch):
+    """Redis-mode settings on a flushed test database; workers read the same via the environment."""
+    from redis import Redis
+    from redis.exceptions import RedisError
+
+    connection = Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        connection.ping()
+    except RedisError as exc:
+        pytest.skip(f"Redis not reachable at {REDIS_URL}: {exc}")
+    connection.flushdb()
+    settings = service_settings.model_copy(
+        update={"queue_mode": "redis", "redis_url": REDIS_URL, "queue_name": "gwm-test"}
+    )
+    env = {
+        "GWM_CHECKPOINT_PATH": str(tiny_model[1]),
+        "GWM_DEVICE": "cpu",
+        "GWM_REDIS_URL": REDIS_URL,
+        "GWM_QUEUE_NAME": "gwm-test",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    yield settings
+    connection.flushdb()
+    connection.close()
+
+
+def run_worker_burst(settings) -> None:
+    """Run every queued job in this process, as ``gwm worker --burst`` would."""
+    from redis import Redis
+    from rq import Queue, SimpleWorker
+
+    connection = Redis.from_url(settings.redis_url)
+    SimpleWorker([Queue(settings.queue_name, connection=connection)], connection=connection).work(burst=True)
+
+
+def new_client(settings) -> TestClient:
+    from service.api.app import create_app
+
+    return TestClient(create_app(settings))
+
+
+def test_job_runs_on_rq_worker_and_survives_api_restart(redis_settings, davis_video) -> None:
+    with new_client(redis_settings) as client:
+        response = client.post("/adapt-and-segment?steps=2", files={"file": ("bear.mp4", davis_video.read_bytes())})
+        assert response.status_code == 202, response.text
+        url = response.json()["url"]
+        assert client.get(url).json()["state"] == "queued"
+        assert "gwm_queue_depth 1.0" in client.get("/metrics").text
+        assert client.get("/readyz").json()["queue"] == {"mode": "redis", "reachable": True}
+
+    run_worker_burst(redis_settings)
+
+    with new_client(redis_settings) as client:  # a new API process sees the same state
+        status = client.get(url).json()
+        assert status["state"] == "succeeded", status
+        assert status["progress"]["stage"] == "encoding"
+        assert status["progress"]["current"] == status["progress"]["total"] == 6
+        assert status["timings"]["adapting"] > 0
+        result = client.get(f"{url}/result?format=json").json()
+        assert (result["frames"], result["width"], result["height"]) == (6, 426, 240)
+    assert not list(redis_settings.upload_dir.iterdir())
+
+
+def test_cancel_queued_job(redis_settings, davis_video) -> None:
+    with new_client(redis_settings) as client:
+        url = client.post("/adapt-and-segment?steps=2", files={"file": ("bear.mp4", davis_video.read_bytes())}).json()["url"]
+        assert client.delete(url).json()["state"] == "cancelled"
+    run_worker_burst(redis_settings)
+    with new_client(redis_settings) as client:
+        assert client.get(url).json()["state"] == "cancelled"
+        assert client.get(f"{url}/result").status_code == 409
+    assert not list(redis_settings.upload_dir.iterdir())
+
+
+def test_input_error_fails_without_retry(redis_settings, tmp_path) -> None:
+    from service_media import encode_video, gradient_rgb
+
+    one_frame = encode_video([gradient_rgb(64, 48)], tmp_path / "one.mp4")
+    with new_client(redis_settings) as client:
+        url = client.post("/adapt-and-segment", files={"file": ("one.mp4", one_frame.read_bytes())}).json()["url"]
+        run_worker_burst(redis_settings)
+        status = client.get(url).json()
+    assert status["state"] == "failed" and "two frames" in status["error"]
+
+
+@pytest.mark.slow
+def test_killed_worker_job_ends_failed(redis_settings, davis_video) -> None:
+    """SIGKILL a worker mid-job; RQ's abandoned-job cleanup must fail the job, not leave it running."""
+    from rq import Queue
+    from rq.registry import StartedJobRegistry
+
+    settings = redis_settings.model_copy(update={"job_retries": 0})
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "training.cli", "worker", "--log-level", "warning"],  # = `gwm worker`
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        with new_client(settings) as client:
+            url = client.post("/adapt-and-segment?steps=200", files={"file": ("b.mp4", davis_video.read_bytes())}).json()["url"]
+            deadline = time.monotonic() + 60
+            while client.get(url).json()["state"] != "running":
+                assert time.monotonic() < deadline, "worker never started the job"
+                time.sleep(0.2)
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(timeout=10)
+            assert client.get(url).json()["state"] == "running"  # heartbeat not yet expired
+            queue = client.app.state.service.queue.queue
+            assert isinstance(queue, Queue)
+            StartedJobRegistry(queue=queue).cleanup(timestamp=time.time() + 24 * 3600)  # as if time passed
+            status = client.get(url).json()
+        assert status["state"] == "failed" and "abandoned" in status["error"]
+    finally:
+        if worker.poll() is None:
+            worker.kill()

@@ -1,0 +1,112 @@
+"""Service pieces on their own: RLE, pixel conversion, provider choice, API key, streaming size limit, metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from service import rle
+from service.imaging import to_rgb
+from service.inference import choose_providers
+from service_media import image_variants
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_rle_round_trip(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    height, width = rng.integers(1, 50, size=2)
+    mask = rng.random((height, width)) < rng.random()
+    assert np.array_equal(rle.decode(rle.encode(mask)), mask)
+
+
+def test_rle_matches_pycocotools_strings() -> None:
+    assert rle.encode(np.ones((2, 2), bool)) == {"size": [2, 2], "counts": "04"}
+    assert rle.encode(np.zeros((3, 4), bool)) == {"size": [3, 4], "counts": "<"}
+
+
+def test_sixteen_bit_grey_keeps_its_range() -> None:
+    values = np.array([[0, 32896, 65535]], dtype=np.uint16)
+    assert to_rgb(Image.fromarray(values))[0, :, 0].tolist() == [0, 128, 255]
+
+
+def test_transparent_pixels_become_white() -> None:
+    rgba = np.zeros((1, 2, 4), np.uint8)
+    rgba[0, 1] = (10, 20, 30, 255)
+    assert to_rgb(Image.fromarray(rgba, "RGBA")).tolist() == [[[255, 255, 255], [10, 20, 30]]]
+
+
+def test_provider_choice() -> None:
+    both = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers("auto", both) == both
+    assert choose_providers("auto", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert choose_providers("cpu", both) == ["CPUExecutionProvider"]
+    with pytest.raises(RuntimeError):
+        choose_providers("cuda", ["CPUExecutionProvider"])
+
+
+def test_api_key_protects_everything_but_health(service_settings) -> None:
+    from pydantic import SecretStr
+
+    from service.api.app import create_app
+
+    settings = service_settings.model_copy(update={"api_key": SecretStr("s3cret")})
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/readyz").status_code == 200
+        for path in ("/metrics", "/docs", "/jobs/0123456789abcdef0123456789abcdef"):
+            response = client.get(path)
+            assert response.status_code == 401 and "X-API-Key" in response.json()["error"]["message"]
+        assert client.get("/metrics", headers={"X-API-Key": "wrong"}).status_code == 401
+        assert client.get("/metrics", headers={"X-API-Key": "s3cret"}).status_code == 200
+
+
+def test_streamed_body_without_length_is_cut_at_limit(service_settings) -> None:
+    from service.api.app import create_app
+
+    settings = service_settings.model_copy(update={"max_upload_bytes": 64 * 1024})
+    boundary = "gwmboundary"
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'.encode()
+
+    def chunks():  # a generator body is sent chunked, without Content-Length
+        yield head
+        for _ in range(100):
+            yield b"\0" * 4096
+
+    with TestClient(create_app(settings)) as client:
+        response = client.post(
+            "/segment", content=chunks(), headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "too_large"
+
+
+def test_metrics_count_requests_by_route_template(client) -> None:
+    client.post("/segment", files={"file": ("a.png", image_variants()["rgba.png"])})
+    client.get("/jobs/0123456789abcdef0123456789abcdef")
+    text = client.get("/metrics").text
+    assert 'gwm_http_requests_total{method="POST",route="/segment",status="200"}' in text
+    assert 'route="/jobs/{job_id}",status="404"' in text
+    assert "gwm_queue_depth" in text
+
+
+def test_missing_model_is_503_not_a_crash(service_settings, tmp_path) -> None:
+    from service.api.app import create_app
+
+    settings = service_settings.model_copy(update={"model_path": tmp_path / "absent.onnx"})
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/healthz").status_code == 200
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "absent.onnx" in ready.json()["model"]["error"]
+        response = client.post("/segment", files={"file": ("a.png", image_variants()["rgba.png"])})
+        assert response.status_code == 503 and "model not loaded" in response.json()["error"]["message"]
+
+
+def test_web_page_and_docs_are_served(client) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and "/static/app.js" in page.text
+    assert client.get("/static/app.js").status_code == 200
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/segment", "/adapt-and-segment", "/jobs/{job_id}", "/jobs/{job_id}/result"} <= set(paths)

@@ -1,0 +1,151 @@
+"""POST /adapt-and-segment through the embedded worker, /jobs/{id}, and bad video input."""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from service import rle
+from service_media import encode_image, encode_video, gradient_rgb
+
+
+def wait_for_end(client, url: str, timeout: float = 60.0) -> dict:
+    """Poll a job until it is terminal."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.get(url).json()
+        if status["state"] in {"succeeded", "failed", "cancelled"}:
+            return status
+        time.sleep(0.1)
+    raise AssertionError(f"job {url} did not finish: {status}")
+
+
+def submit(client, data: bytes, name: str = "clip.mp4", query: str = "steps=2"):
+    return client.post(f"/adapt-and-segment?{query}", files={"file": (name, data)})
+
+
+def test_video_job_runs_to_masks_of_every_frame(client, davis_video, service_settings) -> None:
+    response = submit(client, davis_video.read_bytes())
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert response.headers["location"] == job["url"] == f"/jobs/{job['id']}"
+    assert job["state"] in {"queued", "running"}
+
+    status = wait_for_end(client, job["url"])
+    assert status["state"] == "succeeded", status
+    assert {"decoding", "flow", "adapting", "segmenting"} <= set(status["timings"])
+    assert status["options"]["steps"] == 2
+
+    result = client.get(f"{job['url']}/result?format=json").json()
+    assert (result["frames"], result["width"], result["height"]) == (6, 426, 240)
+    assert all(rle.decode(m).shape == (240, 426) for m in result["masks"])
+
+    archive = zipfile.ZipFile(io.BytesIO(client.get(f"{job['url']}/result").content))
+    assert archive.namelist() == [f"{i:05d}.png" for i in range(6)]
+    assert Image.open(archive.open("00000.png")).size == (426, 240)
+
+    video = client.get(f"{job['url']}/result?format=video")
+    assert video.headers["content-type"] == "video/mp4"
+    with av.open(io.BytesIO(video.content)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 6
+    assert not list(service_settings.upload_dir.iterdir()), "upload must be removed after the job"
+
+
+def test_stride_and_max_frames_select_frames(client, davis_video) -> None:
+    job = submit(client, davis_video.read_bytes(), query="steps=0&stride=2&max_frames=2&format=json").json()
+    assert wait_for_end(client, job["url"])["state"] == "succeeded"
+    result = client.get(f"{job['url']}/result").json()  # format=json chosen at submission
+    assert result["frame_indices"] == [0, 2]
+
+
+def test_gif_is_accepted_as_video(client, tmp_path) -> None:
+    frames = [Image.fromarray(np.roll(gradient_rgb(64, 48), 4 * i, axis=1)) for i in range(4)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=80)
+    job = submit(client, buffer.getvalue(), "anim.gif", "steps=1").json()
+    status = wait_for_end(client, job["url"])
+    assert status["state"] == "succeeded", status
+    assert client.get(f"{job['url']}/result?format=json").json()["frames"] == 4
+
+
+def test_cancel_a_queued_job(client, davis_video) -> None:
+    first = submit(client, davis_video.read_bytes(), query="steps=50").json()
+    second = submit(client, davis_video.read_bytes()).json()
+    cancelled = client.delete(second["url"]).json()
+    assert cancelled["state"] == "cancelled"
+    client.delete(first["url"])
+    assert wait_for_end(client, first["url"])["state"] == "cancelled"
+    code = client.get(f"{second['url']}/result").status_code
+    assert code == 409
+
+
+def _error(response) -> tuple[int, str]:
+    body = response.json()
+    return response.status_code, body["error"]["message"]
+
+
+def test_not_a_video_image_and_audio_are_415(client, tmp_path) -> None:
+    assert _error(submit(client, b"plain text, no video"))[0] == 415
+    code, message = _error(submit(client, encode_image(Image.fromarray(gradient_rgb()), "JPEG"), "a.jpg"))
+    assert code == 415 and "/segment" in message
+
+    audio_path = tmp_path / "tone.m4a"
+    with av.open(str(audio_path), mode="w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=8000)
+        samples = np.zeros((1, 1024), dtype=np.float32)
+        for _ in range(8):
+            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+            frame.sample_rate = 8000
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    code, message = _error(submit(client, audio_path.read_bytes(), "tone.mp4"))
+    assert code == 415 and "audio-only" in message
+
+
+def test_corrupt_video_fails_cleanly(client, davis_video) -> None:
+    data = bytearray(davis_video.read_bytes())
+    data[len(data) // 3 :] = bytes(len(data) - len(data) // 3)  # zero the stream after the first third
+    response = submit(client, bytes(data))
+    if response.status_code == 202:
+        status = wait_for_end(client, response.json()["url"])
+        assert status["state"] in {"failed", "succeeded"}
+        assert status["state"] == "succeeded" or status["error"]
+    else:
+        assert response.status_code in {400, 415}
+
+
+def test_video_limits(client, tmp_path, service_settings) -> None:
+    tall = encode_video([np.zeros((2048, 64, 3), np.uint8)] * 2, tmp_path / "tall.mp4")
+    code, message = _error(submit(client, tall.read_bytes()))
+    assert code == 413 and "longest side" in message
+    code, message = _error(submit(client, b"x", query=f"steps={service_settings.max_adaptation_steps + 1}"))
+    assert code == 400 and "steps" in message
+    assert submit(client, b"x", query="stride=0").status_code == 422
+
+
+def test_single_frame_video_fails_with_message(client, tmp_path) -> None:
+    one = encode_video([gradient_rgb(64, 48)], tmp_path / "one.mp4")
+    status = wait_for_end(client, submit(client, one.read_bytes()).json()["url"])
+    assert status["state"] == "failed" and "two frames" in status["error"]
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/jobs/0123456789abcdef0123456789abcdef", 404),
+        ("/jobs/not-an-id", 400),
+        ("/jobs/..%5C..%5Cetc%5Cpasswd", 400),
+        ("/jobs/..%2F..%2Fetc%2Fpasswd", 404),  # decodes to another path: no route
+        ("/jobs/%2E%2E/result", 400),
+    ],
+)
+def test_unknown_and_malformed_job_ids(client, path: str, status: int) -> None:
+    response = client.get(path)
+    assert response.status_code == status
+    assert "error" in response.json()

@@ -1,0 +1,101 @@
+"""Model cards: what a shipped model was trained on, how, for how long, and how well it does.
+
+A card is a JSON file next to the weights. It is assembled from facts recorded elsewhere — the run's
+``config.json`` and ``log.jsonl``, an evaluation report from ``gwm eval --output`` — plus the
+inference cost measured here, so that every number on it can be reproduced with the project's CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from models.segmenters import Segmenter
+
+from .checkpoint import ModelSpec
+
+__all__ = ["inference_cost", "training_summary", "build_model_card"]
+
+
+def inference_cost(model: Segmenter, spec: ModelSpec, onnx_path: str | Path, repeats: int = 20) -> dict[str, Any]:
+    """GFLOPs of one forward pass (PyTorch FLOP counter) and onnxruntime CPU latency at batch 1."""
+    import onnxruntime
+
+    height, width = spec["input_size"]
+    image = torch.zeros(1, 3, height, width)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model.float().eval().to("cpu").forward_features(image)
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    feed = {"image": image.numpy()}
+    for _ in range(3):
+        session.run(None, feed)
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(None, feed)
+        timings.append(time.perf_counter() - start)
+    return {
+        "gflops_per_image": counter.get_total_flops() / 1e9,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "onnxruntime_cpu_ms_per_image_p50": 1000 * float(np.median(timings)),
+        "measured_on": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+    }
+
+
+def training_summary(run_dir: str | Path) -> dict[str, Any]:
+    """Steps, wall time and the final loss of a run, from its ``log.jsonl`` and ``config.json``."""
+    run_dir = Path(run_dir)
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    steps = [r for r in records if "loss" in r]
+    seconds, previous = 0.0, 0
+    for record in steps:
+        if record["step"] <= previous:  # a resumed run logs some steps again; count them once
+            continue
+        seconds += (record["step"] - previous) / record["steps_per_s"]
+        previous = record["step"]
+    curve = [{k: r[k] for k in r if k.startswith("J") or k == "step"} for r in records if "J_merged" in r]
+    for report_path in sorted((run_dir / "eval").glob("*.json")):  # `gwm eval --output <run>/eval/...`
+        report = json.loads(report_path.read_text())
+        if report.get("step") is not None and "davis" in report:
+            overall = report["davis"]["overall"]
+            curve.append({"step": report["step"], "J_merged": overall["merged"]["J_mean"],
+                          "J_oracle": overall["oracle"]["J_mean"]})
+    curve.sort(key=lambda point: point["step"])
+    return {
+        "config": json.loads((run_dir / "config.json").read_text()),
+        "steps": previous,
+        "training_hours": seconds / 3600,
+        "final_loss": steps[-1]["loss"] if steps else None,
+        "learning_curve": curve,
+    }
+
+
+def build_model_card(
+    name: str,
+    spec: ModelSpec,
+    cost: dict[str, Any],
+    training: dict[str, Any],
+    evaluation: dict[str, Any],
+) -> dict[str, Any]:
+    """The card as a JSON-ready dict."""
+    davis = evaluation.get("davis", {})
+    return {
+        "name": name,
+        "version": spec["version"],
+        "method": "Guess What Moves (Choudhury, Karazija et al., BMVC 2022): segmentation learned from optical "
+                  "flow with a closed-form motion-model loss; no labels used in training",
+        "architecture": {"name": spec["architecture"], **spec["options"], "input_size": spec["input_size"]},
+        "training": training,
+        "evaluation": {
+            "davis_val_dev": {"protocol": davis.get("protocol"), **davis.get("overall", {})},
+            "images": evaluation.get("images"),
+        },
+        "inference_cost": cost,
+    }
