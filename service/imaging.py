@@ -28,9 +28,25 @@ _VIDEO_SIGNATURES: tuple[tuple[int, bytes], ...] = (
 )
 
 
+# Signatures of the accepted image formats (BMP's two-byte "BM" is left out: too
+# likely in text). A file that has one but that Pillow cannot identify is damaged.
+_IMAGE_SIGNATURES: tuple[tuple[int, bytes], ...] = (
+    (0, b"\x89PNG\r\n\x1a\n"),
+    (0, b"\xff\xd8\xff"),  # JPEG
+    (0, b"GIF8"),
+    (8, b"WEBP"),
+    (0, b"II*\x00"),  # TIFF, little-endian
+    (0, b"MM\x00*"),  # TIFF, big-endian
+)
+
+
+def _has_signature(head: bytes, signatures: tuple[tuple[int, bytes], ...]) -> bool:
+    return any(head[offset : offset + len(sig)] == sig for offset, sig in signatures)
+
+
 def looks_like_video(head: bytes) -> bool:
     """Whether the first bytes of a file carry a video container signature."""
-    return any(head[offset : offset + len(sig)] == sig for offset, sig in _VIDEO_SIGNATURES)
+    return _has_signature(head, _VIDEO_SIGNATURES)
 
 
 def decode_image(fp: BinaryIO, max_pixels: int) -> np.ndarray:
@@ -51,6 +67,8 @@ def decode_image(fp: BinaryIO, max_pixels: int) -> np.ndarray:
     except UnidentifiedImageError as exc:
         if looks_like_video(head):
             raise UnsupportedMedia("this is a video; post videos to /adapt-and-segment") from exc
+        if _has_signature(head, _IMAGE_SIGNATURES):
+            raise BadInput("image header is truncated or corrupt") from exc
         raise UnsupportedMedia("not a recognised image (supported: JPEG, PNG, WebP, BMP, TIFF, GIF)") from exc
     except (OSError, SyntaxError, ValueError) as exc:  # a header Pillow recognised but could not read
         raise BadInput(f"image header is truncated or corrupt: {exc}") from exc

@@ -16,6 +16,7 @@ import av
 import numpy as np
 
 from service.errors import BadInput, TooLarge, UnsupportedMedia
+from service.imaging import looks_like_video
 
 # FFmpeg demuxer names of the accepted containers: mp4/mov, mkv/webm, avi, GIF.
 ACCEPTED_DEMUXERS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi", "gif"})
@@ -107,6 +108,11 @@ def _open(path: Path) -> av.container.InputContainer:
     try:
         container = av.open(str(path), mode="r")
     except (av.FFmpegError, UnicodeDecodeError) as exc:
+        # An mp4 cut short loses its index (written last) and FFmpeg cannot open it at all;
+        # when the container signature is there, "truncated" is the truth, not "unknown format".
+        with path.open("rb") as head:
+            if looks_like_video(head.read(16)):
+                raise BadInput("the video file is truncated or corrupt: its container cannot be read") from exc
         raise UnsupportedMedia("not a recognised video (supported: mp4, webm, mov, mkv, avi, GIF)") from exc
     name = container.format.name
     if name not in ACCEPTED_DEMUXERS:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -128,14 +129,22 @@ class FlowPairDataset:
         gaps: Sequence[int],
         input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
         progress: Callable[[int, int], None] | None = None,
+        flow_size: tuple[int, int] | None = (240, 427),
         **options,
     ) -> FlowPairDataset:
-        """One video's frames (RGB uint8) with flow computed now, on the input grid."""
+        """One video's frames (RGB uint8) with flow computed now and stored on the input grid.
+
+        Frames larger than ``flow_size`` are area-downscaled before flow estimation: the loss only
+        sees the input grid, and 240×427 is the resolution the default model's training flow was
+        computed at, so a 1080p upload costs no more flow time than a 240p one.
+        """
         n = len(frames)
         gaps = [g for g in gaps if abs(g) < n]
         if not gaps:
             raise ValueError("a video needs at least two frames to compute optical flow")
         images = np.stack([prepare_image(frame, input_size) for frame in frames])
+        if flow_size is not None and frames[0].shape[0] * frames[0].shape[1] > flow_size[0] * flow_size[1]:
+            frames = [cv2.resize(f, (flow_size[1], flow_size[0]), interpolation=cv2.INTER_AREA) for f in frames]
         stored = []
         for index, gap in enumerate(gaps):
             stored.append(compute_sequence_flow(frames, gap, estimator, input_size).astype(np.float16))

@@ -51,9 +51,11 @@ def jaccard(prediction: np.ndarray, truth: np.ndarray, empty_score: float = 1.0)
 
 
 def davis_sequence_scores(ious: Sequence[float]) -> dict[str, float]:
-    """J mean, recall (fraction of frames with IoU > 0.5) and decay (first quarter − last quarter)."""
+    """J mean, recall (fraction of frames with IoU > 0.5) and decay (first quarter − last quarter,
+    with the official DAVIS evaluator's overlapping bins, which stay non-empty for short sequences)."""
     values = np.asarray(ious, dtype=np.float64)
-    quarters = np.array_split(values, 4)
+    edges = np.round(np.linspace(1, len(values), 5) + 1e-10).astype(int) - 1
+    quarters = [values[edges[i]:edges[i + 1] + 1] for i in range(4)]
     return {
         "J_mean": float(values.mean()),
         "J_recall": float((values > 0.5).mean()),

@@ -42,7 +42,7 @@ def export_onnx(model: Segmenter, spec: ModelSpec, path: str | Path, opset: int 
     height, width = spec["input_size"]
     example = torch.zeros(1, 3, height, width)
     torch.onnx.export(
-        _WithFeatures(model), (example,), str(path),
+        _WithFeatures(model).eval(), (example,), str(path),
         input_names=["image"], output_names=["logits", "features"],
         dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
         opset_version=opset, dynamo=False,

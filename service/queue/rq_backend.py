@@ -6,7 +6,8 @@ Mapping onto RQ features:
   ``ttl`` for jobs that wait too long in the queue;
 * ``Retry``: a job whose worker died is requeued; the worker's periodic
   ``StartedJobRegistry.cleanup`` (RQ's abandoned-job handling, also run by
-  :meth:`RQJobQueue.status`) marks it failed once its retries are spent;
+  :meth:`RQJobQueue.status`) marks it failed once its retries are spent, and
+  its ``on_failure`` callback then deletes the upload the dead job left behind;
 * ``job.meta`` carries stage and progress, written by the worker.
 
 Cancellation and input errors end a job normally with an ``outcome`` in its
@@ -23,7 +24,7 @@ from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
-from rq import Queue, Retry, get_current_job
+from rq import Callback, Queue, Retry, get_current_job
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus as RQStatus
 from rq.registry import StartedJobRegistry
@@ -70,6 +71,24 @@ def execute(request: VideoJobRequest) -> dict[str, Any] | None:
     return None
 
 
+def discard_upload_if_final(job: Job, connection: Redis, *exc_info: Any) -> None:
+    """RQ failure callback: delete the upload of a job that will not run again.
+
+    A job that fails inside :func:`execute` has already removed its upload, but
+    a worker killed mid-job never reaches that cleanup; RQ calls this when it
+    reaps the abandoned job (before requeueing it, hence the retries check).
+    """
+    if not job.retries_left:
+        _discard_upload(job)
+
+
+def _discard_upload(job: Job) -> None:
+    """Delete the job's uploaded video, if it is still there."""
+    upload = job.meta.get("upload")
+    if upload:
+        Path(upload).unlink(missing_ok=True)
+
+
 class RQJobQueue(JobQueue):
     """Jobs in an RQ queue on ``GWM_REDIS_URL``."""
 
@@ -96,6 +115,7 @@ class RQJobQueue(JobQueue):
                 failure_ttl=ttl,
                 ttl=ttl,
                 retry=Retry(max=retries) if retries else None,
+                on_failure=Callback(discard_upload_if_final),
                 meta={"stage": "queued", "options": request.options(), "upload": request.video_path},
             )
         except RedisError as exc:
@@ -139,7 +159,7 @@ class RQJobQueue(JobQueue):
             job.meta.update(outcome=JobState.CANCELLED.value)
             job.save_meta()
             job.cleanup(ttl=self._settings.job_ttl_seconds)
-            Path(job.meta.get("upload", "")).unlink(missing_ok=True)
+            _discard_upload(job)
         elif status == RQStatus.STARTED:
             self._redis.set(_cancel_key(job_id), 1, ex=self._settings.job_timeout_seconds)
         return self.status(job_id)

@@ -1,0 +1,50 @@
+"""Regression guard for the shipped default model (models/weights/).
+
+The floor is far below the model card's measured val-dev J: it catches a broken export, a changed
+pre-processing or merging step, or weights that were replaced by accident — not small regressions,
+which `gwm eval` measures.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.inference import OnnxSegmenter
+from training.frames import read_rgb
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights"
+DAVIS = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016"
+#: (sequence, frame) pairs spread over val-dev: large and small objects, fast and slow motion.
+FRAMES = [("blackswan", 20), ("car-roundabout", 30), ("cows", 40), ("motocross-jump", 20),
+          ("dance-twirl", 30), ("scooter-black", 20)]
+IOU_FLOOR = 0.35
+
+
+@pytest.fixture(scope="module")
+def segmenter() -> OnnxSegmenter:
+    return OnnxSegmenter(WEIGHTS / "gwm-default.onnx", device="cpu")
+
+
+def test_card_matches_the_shipped_model(segmenter: OnnxSegmenter) -> None:
+    card = json.loads((WEIGHTS / "gwm-default.card.json").read_text())
+    assert card["version"] == segmenter.info.version
+    assert tuple(card["architecture"]["input_size"]) == segmenter.info.input_size
+    assert card["evaluation"]["davis_val_dev"]["merged"]["J_mean"] > IOU_FLOOR
+
+
+@pytest.mark.skipif(not DAVIS.is_dir(), reason="../shared/data/davis2016 is not beside the repository")
+def test_shipped_onnx_segments_val_dev_frames(segmenter: OnnxSegmenter) -> None:
+    images = [read_rgb(DAVIS / "JPEGImages" / "240p" / seq / f"{i:05d}.jpg") for seq, i in FRAMES]
+    truths = [read_rgb(DAVIS / "Annotations" / "480p" / seq / f"{i:05d}.png")[..., 0] > 127 for seq, i in FRAMES]
+    masks = [s.mask for s in segmenter.segment(images)]
+    ious = []
+    for mask, truth in zip(masks, truths):
+        assert mask.shape == images[0].shape[:2]
+        # the annotation is 2x the frame: compare at the annotation's resolution
+        upsampled = np.kron(mask, np.ones((2, 2), bool))[: truth.shape[0], : truth.shape[1]]
+        ious.append((upsampled & truth).sum() / max((upsampled | truth).sum(), 1))
+    assert np.mean(ious) > IOU_FLOOR, f"per-frame IoU {np.round(ious, 2)}"

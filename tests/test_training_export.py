@@ -1,0 +1,88 @@
+"""ONNX export (training/export.py): parity with PyTorch, metadata, dynamic batch."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from models.segmenters import build_segmenter
+from training.checkpoint import model_spec
+from training.export import export_onnx, onnx_parity, read_metadata
+
+onnxruntime = pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    torch.manual_seed(0)
+    options = {"num_regions": 3, "width": 4, "depth": 2}
+    model = build_segmenter("unet", **options)
+    # non-trivial batch-norm statistics, so that eval mode differs from train mode
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(4, 3, 48, 80) * 2 + 0.5)
+    model.eval()
+    spec = model_spec("unet", options, input_size=(48, 80), version="test-1.2")
+    path = export_onnx(model, spec, tmp_path_factory.mktemp("onnx") / "sub" / "model.onnx")
+    return model, spec, path
+
+
+def test_parity(exported):
+    model, _, path = exported
+    assert path.is_file()
+    assert onnx_parity(model, path) < 1e-4
+    assert onnx_parity(model, path, batch_size=1, seed=3) < 1e-4
+
+
+def test_metadata(exported):
+    model, spec, path = exported
+    meta = read_metadata(path)
+    for key in ("gwm.input_height", "gwm.input_width", "gwm.mean", "gwm.std", "gwm.num_regions",
+                "gwm.model_version", "gwm.architecture", "gwm.spec"):
+        assert key in meta, key
+    assert (int(meta["gwm.input_height"]), int(meta["gwm.input_width"])) == (48, 80)
+    assert int(meta["gwm.num_regions"]) == 3
+    assert meta["gwm.model_version"] == "test-1.2"
+    assert meta["gwm.architecture"] == "unet"
+    assert json.loads(meta["gwm.mean"]) == pytest.approx(spec["mean"])
+    assert json.loads(meta["gwm.std"]) == pytest.approx(spec["std"])
+    assert json.loads(meta["gwm.spec"]) == spec
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_dynamic_batch(exported, batch):
+    model, _, path = exported
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image"]
+    image = np.random.default_rng(batch).standard_normal((batch, 3, 48, 80)).astype(np.float32)
+    logits, features = session.run(["logits", "features"], {"image": image})
+    assert logits.shape == (batch, 3, 48, 80)
+    assert features.shape == (batch, model.feature_dim, 12, 20)
+    with torch.inference_mode():
+        expected_logits, expected_features = model.forward_features(torch.from_numpy(image))
+    np.testing.assert_allclose(logits, expected_logits.numpy(), atol=1e-4)
+    np.testing.assert_allclose(features, expected_features.numpy(), atol=1e-4)
+
+
+def test_export_leaves_the_model_in_eval_mode(tmp_path):
+    """export_onnx puts the model in eval mode; the exporter must not flip it back to train mode
+    afterwards (it restores the *wrapper's* mode, which is train for a fresh nn.Module), or whoever
+    uses the model after exporting it gets batch statistics instead of the running ones."""
+    options = {"num_regions": 2, "width": 4, "depth": 2}
+    model = build_segmenter("unet", **options).eval()
+    image = torch.randn(1, 3, 32, 48)
+    with torch.inference_mode():
+        before = model(image)
+    path = export_onnx(model, model_spec("unet", options, input_size=(32, 48)), tmp_path / "m.onnx")
+    assert not model.training
+    with torch.inference_mode():
+        torch.testing.assert_close(model(image), before)
+    # a channels-last model (as training leaves it) exports with the same parity
+    model = build_segmenter("unet", **options).to(memory_format=torch.channels_last).train()
+    path = export_onnx(model, model_spec("unet", options, input_size=(32, 48)), tmp_path / "cl.onnx")
+    assert not model.training
+    assert onnx_parity(model, path) < 1e-4

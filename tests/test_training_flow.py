@@ -1,0 +1,121 @@
+"""Optical flow estimators (training/flow.py) and the on-disk flow cache (training/flow_cache.py)."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from test_training_evaluate import write_fake_davis
+from training.flow import DISFlow, FarnebackFlow, build_flow_estimator
+from training.flow_cache import FlowCache, FlowCacheSpec, compute_sequence_flow
+from training.frames import list_sequences
+
+SHIFT = (3.0, -2.0)  # (u, v): content moves 3 px right and 2 px up
+
+
+def _translated_pair(shift=SHIFT, size=(96, 128), seed=0):
+    rng = np.random.default_rng(seed)
+    h, w = size
+    big = rng.integers(0, 255, (h + 40, w + 40, 3), dtype=np.uint8)
+    big = cv2.GaussianBlur(big, (0, 0), 1.5)
+    u, v = shift
+    a = big[20:20 + h, 20:20 + w]
+    # frame_b[y + v, x + u] = frame_a[y, x]  <=>  frame_b = big shifted by (-u, -v)
+    b = big[20 - int(v):20 - int(v) + h, 20 - int(u):20 - int(u) + w]
+    return np.ascontiguousarray(a), np.ascontiguousarray(b)
+
+
+@pytest.mark.parametrize("method", ["dis", "dis-fast", "farneback"])
+def test_estimators_recover_a_translation(method):
+    a, b = _translated_pair()
+    flow = build_flow_estimator(method)(a, b)
+    assert flow.shape == (*a.shape[:2], 2) and flow.dtype == np.float32
+    interior = flow[16:-16, 16:-16].reshape(-1, 2)
+    assert np.median(interior[:, 0]) == pytest.approx(SHIFT[0], abs=0.5)
+    assert np.median(interior[:, 1]) == pytest.approx(SHIFT[1], abs=0.5)
+    # backward flow is the opposite translation
+    back = build_flow_estimator(method)(b, a)[16:-16, 16:-16].reshape(-1, 2)
+    assert np.median(back, axis=0) == pytest.approx([-SHIFT[0], -SHIFT[1]], abs=0.5)
+
+
+def test_estimator_errors():
+    with pytest.raises(ValueError, match="weights"):
+        build_flow_estimator("raft")
+    with pytest.raises(ValueError):
+        build_flow_estimator("lucas-kanade")
+    with pytest.raises(ValueError):
+        DISFlow("turbo")
+    assert isinstance(build_flow_estimator("farneback"), FarnebackFlow)
+
+
+def test_compute_sequence_flow_indices_and_units():
+    frames = list(_translated_pair())
+    calls = []
+
+    def estimator(x, y):
+        calls.append((x is frames[0], y is frames[0]))
+        return np.full((*x.shape[:2], 2), 4.0, np.float32)
+
+    forward = compute_sequence_flow(frames, 1, estimator, size=(48, 32))
+    assert forward.shape == (1, 48, 32, 2)
+    assert calls == [(True, False)]  # frame 0 -> frame 1
+    # resizing 96x128 -> 48x32 rescales u by 32/128 and v by 48/96
+    assert forward[0, ..., 0] == pytest.approx(1.0) and forward[0, ..., 1] == pytest.approx(2.0)
+    calls.clear()
+    backward = compute_sequence_flow(frames, -1, estimator)
+    assert backward.shape == (1, 96, 128, 2) and calls == [(False, True)]  # frame 1 -> frame 0
+
+
+class _CountingEstimator:
+    def __init__(self):
+        self.inner = DISFlow("ultrafast")
+        self.calls = 0
+
+    def __call__(self, a, b):
+        self.calls += 1
+        return self.inner(a, b)
+
+
+def test_flow_cache_builds_resumes_and_refuses_other_specs(tmp_path):
+    root = write_fake_davis(tmp_path / "davis", frames=5)
+    videos = list_sequences(root, "240p", ["train"])
+    spec = FlowCacheSpec("dis-ultrafast", 24, 32, gaps=(-2, 1))
+    cache = FlowCache(tmp_path / "cache", spec)
+    estimator = _CountingEstimator()
+    cache.build(videos, estimator, progress=False)
+    assert estimator.calls == 2 * (3 + 4)
+    assert json.loads((tmp_path / "cache" / "meta.json").read_text())["gaps"] == [-2, 1]
+    files = sorted((tmp_path / "cache").rglob("*.npy"))
+    assert [f.name for f in files] == ["gap+1.npy", "gap-2.npy"] * 2
+    flow = cache.load("alpha", -2)
+    assert flow.shape == (3, 24, 32, 2) and flow.dtype == np.float16
+    # the background drifts 1 px/frame left at 64 px width -> -0.5 px/frame on a 32 px grid, so gap -2
+    # (frame i -> i - 2) is about +1 px in u over most of the frame
+    assert np.median(np.asarray(flow[..., 0], np.float32)) == pytest.approx(1.0, abs=0.35)
+
+    # resume: nothing to compute, nothing rewritten
+    mtimes = {f: f.stat().st_mtime_ns for f in files}
+    again = _CountingEstimator()
+    FlowCache(tmp_path / "cache", spec).build(videos, again, progress=False)
+    assert again.calls == 0
+    assert {f: f.stat().st_mtime_ns for f in files} == mtimes
+
+    # an interrupted run (one file missing) recomputes exactly that file
+    cache.path("beta", 1).unlink()
+    partial = _CountingEstimator()
+    FlowCache(tmp_path / "cache", spec).build(videos, partial, progress=False)
+    assert partial.calls == 4
+    assert {f: f.stat().st_mtime_ns for f in files if f != cache.path("beta", 1)} == {
+        f: t for f, t in mtimes.items() if f != cache.path("beta", 1)}
+
+    # reopening without a spec reads it back; a different spec is refused
+    assert FlowCache(tmp_path / "cache").spec == spec
+    with pytest.raises(ValueError):
+        FlowCache(tmp_path / "cache", FlowCacheSpec("dis", 24, 32, gaps=(-2, 1)))
+    with pytest.raises(ValueError):
+        FlowCache(tmp_path / "cache", FlowCacheSpec("dis-ultrafast", 24, 32))
+    with pytest.raises(FileNotFoundError):
+        FlowCache(tmp_path / "not-a-cache")

@@ -1,0 +1,134 @@
+"""The training loop (training/train.py): learning-rate schedule, exact resume after an interruption,
+and test-time adaptation (training/adapt.py)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import training.train as train_module
+from models.segmenters import build_segmenter
+from test_training_evaluate import write_fake_davis
+from training.adapt import adapt_and_segment
+from training.checkpoint import load_checkpoint, model_spec, save_checkpoint
+from training.flow import DISFlow
+from training.flow_cache import FlowCache, FlowCacheSpec
+from training.frames import list_sequences, read_rgb
+from training.train import TrainConfig, learning_rate, train
+
+
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_learning_rate_schedule():
+    config = TrainConfig(lr=7e-4, warmup_start_lr=1e-6, warmup_steps=100, steps=1000, poly_power=0.9)
+    assert learning_rate(0, config) == pytest.approx(1e-6)
+    assert learning_rate(50, config) == pytest.approx(1e-6 + (7e-4 - 1e-6) / 2)
+    assert learning_rate(100, config) == pytest.approx(7e-4)
+    assert learning_rate(550, config) == pytest.approx(7e-4 * 0.5**0.9)
+    assert learning_rate(1000, config) == pytest.approx(0.0, abs=1e-12)
+    assert learning_rate(1500, config) == 0.0
+    rates = [learning_rate(s, config) for s in range(0, 1001)]
+    assert max(rates) == pytest.approx(7e-4) and int(np.argmax(rates)) == 100
+    assert all(a <= b for a, b in zip(rates[:101], rates[1:101]))  # warm-up rises
+    assert all(a >= b for a, b in zip(rates[100:], rates[101:]))  # decay falls
+    # an explicit horizon (the reference's 160k horizon stopped at 20k steps) keeps the rate up
+    long = TrainConfig(lr=1.5e-4, warmup_steps=1500, steps=20_000, decay_horizon=160_000)
+    assert learning_rate(20_000, long) == pytest.approx(1.5e-4 * (1 - 18_500 / 158_500) ** 0.9)
+
+
+@pytest.fixture(scope="module")
+def tiny_training_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    davis = write_fake_davis(root / "davis", sequences=("alpha", "beta"), frames=4, size=(32, 48))
+    spec = FlowCacheSpec("dis-ultrafast", 16, 24, gaps=(-1, 1))
+    FlowCache(root / "cache", spec).build(list_sequences(davis, "240p", ["train"]), DISFlow("ultrafast"),
+                                          progress=False)
+    return davis, root / "cache"
+
+
+def _config(data, out, **overrides) -> TrainConfig:
+    davis, cache = data
+    settings = dict(data_root=str(davis), splits=["train"], flow_cache=str(cache), output_dir=str(out),
+                    width=4, num_regions=3, input_size=(32, 48), steps=6, batch_size=3, warmup_steps=2,
+                    lr=1e-3, checkpoint_every=3, log_every=2, threads=1, device="cpu", seed=3)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_resume_after_interruption_is_exact(tiny_training_data, tmp_path, monkeypatch, restore_threads):
+    straight = load_checkpoint(train(_config(tiny_training_data, tmp_path / "a"), progress=False))
+    assert straight["step"] == 6
+
+    # same run, killed during step 5 (after the step-3 checkpoint), then resumed
+    real_step = train_module.train_step
+    calls = []
+
+    def failing_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise _Interrupted
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_step", failing_step)
+    with pytest.raises(_Interrupted):
+        train(_config(tiny_training_data, tmp_path / "b"), progress=False)
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["step"] == 3
+    monkeypatch.setattr(train_module, "train_step", real_step)
+    resumed = load_checkpoint(train(_config(tiny_training_data, tmp_path / "b"), progress=False))
+
+    assert resumed["step"] == 6
+    assert resumed["model"].keys() == straight["model"].keys()
+    for name, tensor in straight["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
+    assert torch.equal(straight["generator"], resumed["generator"])
+    # the weights did change during training (the comparison above is not between two untouched models)
+    torch.manual_seed(3)
+    fresh = build_segmenter("unet", num_regions=3, width=4).state_dict()
+    assert not torch.equal(fresh["head.weight"], straight["model"]["head.weight"])
+    log = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [2, 4, 6] and all(np.isfinite(r["loss"]) for r in log)
+    config = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert config["steps"] == 6 and config["width"] == 4
+
+
+def test_train_coarse_steps_and_restart(tiny_training_data, tmp_path, restore_threads):
+    config = _config(tiny_training_data, tmp_path / "c", steps=2, coarse_steps=1, checkpoint_every=1)
+    state = load_checkpoint(train(config, progress=False))
+    assert state["step"] == 2 and state["spec"]["input_size"] == [32, 48]
+    # resume=False starts over instead of finding the run complete
+    longer = _config(tiny_training_data, tmp_path / "c", steps=3, checkpoint_every=1)
+    assert load_checkpoint(train(longer, resume=False, progress=False))["step"] == 3
+
+
+def test_adapt_and_segment_returns_a_mask_per_frame(tmp_path, restore_threads):
+    torch.set_num_threads(1)
+    davis = write_fake_davis(tmp_path / "davis", sequences=("clip",), frames=4, size=(40, 60))
+    frames = [read_rgb(p) for p in list_sequences(davis)[0].frames]
+    options = {"num_regions": 3, "width": 4, "depth": 2}
+    model = build_segmenter("unet", **options)
+    checkpoint = tmp_path / "model.pt"
+    save_checkpoint(checkpoint, model, model_spec("unet", options, input_size=(32, 48)))
+    before = checkpoint.read_bytes()
+    stages = []
+    masks = adapt_and_segment(frames, checkpoint, steps=2, flow_method="dis-ultrafast",
+                              progress=lambda stage, done, total: stages.append((stage, done, total)))
+    assert len(masks) == 4
+    for mask, frame in zip(masks, frames):
+        assert mask.shape == frame.shape[:2] and mask.dtype == bool
+    assert checkpoint.read_bytes() == before  # the checkpoint is never modified
+    assert ("adapting", 2, 2) in stages and ("segmenting", 4, 4) in stages
+    assert any(stage == "flow" for stage, _, _ in stages)
+    with pytest.raises(ValueError):
+        adapt_and_segment(frames[:1], checkpoint, steps=1)
