@@ -38,7 +38,7 @@ def test_killed_worker_job_ends_and_next_job_runs(redis_settings, davis_video, t
     worker = gwm("worker", "--log-level", "warning", settings=settings, log=tmp_path / "worker.log")
     try:
         with new_client(settings) as client:
-            doomed = client.post("/adapt-and-segment?steps=10", files={"file": ("a.mp4", video)}).json()["url"]
+            doomed = client.post("/adapt-and-segment?steps=6", files={"file": ("a.mp4", video)}).json()["url"]
             following = client.post("/adapt-and-segment?steps=1", files={"file": ("b.mp4", video)}).json()["url"]
             _wait_until_running(client, doomed)
             assert stop(worker, signal.SIGKILL) == -signal.SIGKILL

@@ -31,7 +31,7 @@ def test_short_load_run_holds(tiny_model, tmp_path) -> None:
     command = [
         sys.executable, str(REPO / "bench" / "bench_load.py"),
         "--clients", "8", "--warmup", "3", "--duration", "6", "--bad-every", "5",
-        "--video-jobs", "3", "--video-clients", "2", "--video-frames", "6", "--steps", "1", "--video-cap", "120",
+        "--video-jobs", "2", "--video-clients", "2", "--video-frames", "6", "--steps", "1", "--video-cap", "120",
         "--model", str(onnx_path), "--checkpoint", str(checkpoint_path), "--json", str(report_path),
     ]
     run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240)
@@ -44,7 +44,7 @@ def test_short_load_run_holds(tiny_model, tmp_path) -> None:
     assert report["rss_mb"]["after_images"] - report["rss_mb"]["before"] < RSS_GROWTH_MB
 
     video = report["video"]
-    assert video["states"] == {"succeeded": 3}
+    assert video["states"] == {"succeeded": 2}
     assert video["max_queue_depth"] >= 1  # jobs waiting behind the running one were visible
     assert video["images_meanwhile"]["5xx"] == 0
     assert report["uploads_left"] == 0
