@@ -1,4 +1,4 @@
-"""Short-budget ablations: flow method, motion model and fit weighting, each trained the same way.
+"""Short-budget ablations: flow method, motion model, fit weighting and K, each trained the same way.
 
 Every variant trains a fresh U-Net for ``--steps`` steps at a reduced input size (default 64×112,
 which is where a CPU can afford several runs) on the flow cache of its method, then is evaluated on
@@ -30,6 +30,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "dis-affine": ("cache/flow-dis-128x224", {"motion_model": "affine"}),
     "dis-constant": ("cache/flow-dis-128x224", {"motion_model": "constant"}),
     "dis-quadratic-p2": ("cache/flow-dis-128x224", {"weight_power": 2}),
+    "dis-quadratic-k2": ("cache/flow-dis-128x224", {"num_regions": 2}),
 }
 
 

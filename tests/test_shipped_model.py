@@ -21,7 +21,8 @@ DAVIS = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016"
 #: (sequence, frame) pairs spread over val-dev: large and small objects, fast and slow motion.
 FRAMES = [("blackswan", 20), ("car-roundabout", 30), ("cows", 40), ("motocross-jump", 20),
           ("dance-twirl", 30), ("scooter-black", 20)]
-IOU_FLOOR = 0.35
+#: The shipped model (card: val-dev J 38.0) scores a mean IoU of 0.395 on these frames.
+IOU_FLOOR = 0.2
 
 
 @pytest.fixture(scope="module")

@@ -153,6 +153,8 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                        help="first N steps at half resolution (a cheap resolution schedule; default 0)")
     group.add_argument("--snapshot-every", dest="snapshot_every", type=int, help="keep step_<N>.pt every N steps")
     group.add_argument("--eval-every", dest="eval_every", type=int, help="J on val-dev every N steps (0 = never)")
+    group.add_argument("--init-from", dest="init_from",
+                       help="start from these model weights, e.g. models/weights/gwm-default.pt (fresh optimiser)")
     group.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     group.add_argument("--device", help="auto (default), cpu or cuda")
     group.add_argument("--seed", type=int)

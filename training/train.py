@@ -71,6 +71,7 @@ class TrainConfig:
     coarse_steps: int = 0  # first N steps at coarse_scale × input size (a cheap resolution schedule)
     coarse_scale: float = 0.5
     eval_every: int = 0  # 0 = never; otherwise J on val-dev every N steps
+    init_from: str | None = None  # start a new run from these model weights (e.g. the shipped .pt)
     version: str = "dev"
 
     @classmethod
@@ -185,6 +186,9 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
         generator.set_state(state["generator"])
         step = int(state["step"])
         log.info("resumed %s at step %d", last, step)
+    elif config.init_from:
+        model.load_state_dict({k: v.float() for k, v in load_checkpoint(config.init_from)["model"].items()})
+        log.info("initialised from %s", config.init_from)
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
 
     videos = list_sequences(config.data_root, config.resolution, config.splits)
