@@ -174,7 +174,7 @@ def test_gradcheck_wrt_probabilities():
     flow = torch.randn(1, 2, 4, 5, generator=g, dtype=torch.float64)
     for power in (1, 2):
         assert torch.autograd.gradcheck(
-            lambda p: motion_loss(p, flow, "affine", weight_power=power), (probabilities,), eps=1e-6, atol=1e-6
+            lambda p, power=power: motion_loss(p, flow, "affine", weight_power=power), (probabilities,), eps=1e-6, atol=1e-6
         )
 
 
