@@ -58,7 +58,7 @@ def main() -> None:
         checkpoint = train(config, progress=False)
         minutes = (time.perf_counter() - start) / 60
         model, _ = load_model(checkpoint)
-        report = evaluate_davis(model, config.data_root, size, progress=False)
+        report = evaluate_davis(model, config.data_root, size, progress=False, merge=config.merge_strategy())
         overall = report["overall"]
         rows.append((name, minutes, 100 * overall["merged"]["J_mean"], 100 * overall["oracle"]["J_mean"]))
         (Path(config.output_dir) / "eval.json").write_text(json.dumps(report, indent=2))

@@ -1,10 +1,11 @@
-"""DAVIS J of a checkpoint on val-dev, for the label-free merge and the oracle merge.
+"""DAVIS J of a checkpoint on val-dev, for each label-free merge strategy and the oracle merge.
 
     python bench/bench_eval.py runs/default/last.pt
-    python bench/bench_eval.py runs/default/last.pt --protocol gwm-reference --split val-dev
+    python bench/bench_eval.py runs/default/last.pt --protocol gwm-reference --merge border
 
 A thin wrapper around training.evaluate.evaluate_davis and format_table (the same numbers as
-`gwm eval`). Bounded by the split's size; --max-sequences evaluates only the first N sequences.
+`gwm eval --merge ...`). Prints one per-sequence table per strategy, then a summary comparing the
+strategies with the oracle. Bounded by the split's size; --max-sequences evaluates only the first N.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from training.checkpoint import load_model  # noqa: E402
+from models.merging import MERGE_STRATEGIES  # noqa: E402
 from training.evaluate import PROTOCOLS, evaluate_davis, format_table  # noqa: E402
 from training.train import select_device  # noqa: E402
 
@@ -33,6 +35,8 @@ def main() -> int:
     parser.add_argument("--protocol", default="davis", choices=PROTOCOLS, help="frame protocol (default davis)")
     parser.add_argument("--max-sequences", type=int, help="only the first N sequences of the split")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    parser.add_argument("--merge", nargs="+", choices=MERGE_STRATEGIES, default=list(MERGE_STRATEGIES),
+                        help="merge strategies to compare (default: all)")
     args = parser.parse_args()
     data = Path(args.data)
     listing = data / "ImageSets" / f"{args.split}.txt"
@@ -52,15 +56,20 @@ def main() -> int:
             for sub in ("JPEGImages", "Annotations"):
                 (root / sub).symlink_to(data / sub)
             data, split = root, "subset"
-        start = time.perf_counter()
-        report = evaluate_davis(model, data, tuple(spec["input_size"]), split=split, protocol=args.protocol,
-                                device=device, progress=False)
-        elapsed = time.perf_counter() - start
-    print(f"checkpoint {args.checkpoint} (version {spec.get('version')}), split {args.split}, "
-          f"protocol {args.protocol}, {len(report['sequences'])} sequences in {elapsed:.0f} s")
-    print(format_table(report))
-    overall = report["overall"]
-    print(f"J merged {100 * overall['merged']['J_mean']:.1f}  J oracle {100 * overall['oracle']['J_mean']:.1f}")
+        summary = []
+        for merge in args.merge:
+            start = time.perf_counter()
+            report = evaluate_davis(model, data, tuple(spec["input_size"]), split=split, protocol=args.protocol,
+                                    device=device, progress=False, merge=merge)
+            elapsed = time.perf_counter() - start
+            print(f"\ncheckpoint {args.checkpoint} (version {spec.get('version')}), split {args.split}, "
+                  f"protocol {args.protocol}, merge {merge}, {len(report['sequences'])} sequences in {elapsed:.0f} s")
+            print(format_table(report))
+            overall = report["overall"]
+            summary.append((merge, 100 * overall["merged"]["J_mean"], 100 * overall["oracle"]["J_mean"]))
+    print(f"\n{'merge':<10} {'J merged':>9} {'J oracle':>9} {'gap':>6}   (model's own merge: {spec.get('merge', 'spectral')})")
+    for merge, merged, oracle in summary:
+        print(f"{merge:<10} {merged:9.1f} {oracle:9.1f} {oracle - merged:6.1f}")
     return 0
 
 

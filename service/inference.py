@@ -35,6 +35,7 @@ class ModelInfo:
     architecture: str
     input_size: tuple[int, int]
     num_regions: int
+    merge: str
     providers: list[str]
 
 
@@ -60,7 +61,7 @@ def choose_providers(device: str, available: list[str]) -> list[str]:
 class OnnxSegmenter:
     """The gwm network in onnxruntime plus the shared pre- and post-processing."""
 
-    def __init__(self, model_path: Path, device: str = "auto") -> None:
+    def __init__(self, model_path: Path, device: str = "auto", merge: str | None = None) -> None:
         providers = choose_providers(device, ort.get_available_providers())
         options = ort.SessionOptions()
         # Idle ORT threads otherwise busy-wait after each run and starve the PyTorch merging step
@@ -76,9 +77,12 @@ class OnnxSegmenter:
             architecture=meta.get("gwm.architecture", "unknown"),
             input_size=(int(meta["gwm.input_height"]), int(meta["gwm.input_width"])),
             num_regions=int(meta["gwm.num_regions"]),
+            # models exported before gwm 0.2 carry no merge and were measured with the paper's spectral one
+            merge=merge or meta.get("gwm.merge", "spectral"),
             providers=self._session.get_providers(),
         )
-        logger.info("loaded %s (%s) with providers %s", model_path, self.info.version, self.info.providers)
+        logger.info("loaded %s (%s, %s merge) with providers %s", model_path, self.info.version, self.info.merge,
+                    self.info.providers)
 
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
         """Network input (3, h, w) for one RGB uint8 image, with the model's own size and normalisation."""
@@ -93,7 +97,7 @@ class OnnxSegmenter:
         """Segment RGB uint8 images (any sizes) in one batch; masks come back at each image's size."""
         logits_np, features_np = self.forward(np.stack([self.prepare(rgb) for rgb in images]))
         logits = torch.from_numpy(logits_np)
-        soft = foreground_probability(logits, torch.from_numpy(features_np))
+        soft = foreground_probability(logits, torch.from_numpy(features_np), self.info.merge)
         results = []
         for i, rgb in enumerate(images):
             mask = masks_at_size(soft[i : i + 1], rgb.shape[:2])[0].numpy()

@@ -53,16 +53,18 @@ class VideoJobRequest:
 
 @dataclass(frozen=True)
 class AdaptationConfig:
-    """What the worker decides: which weights, which device, which flow."""
+    """What the worker decides: which weights, which device, which flow, which merge."""
 
     checkpoint_path: Path
     device: str
     flow_method: str
+    merge: str | None = None  # None: the checkpoint's own
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AdaptationConfig:
         """The worker's own settings (``auto`` devices are resolved by ``training``)."""
-        return cls(checkpoint_path=settings.checkpoint_path, device=settings.device, flow_method=settings.flow_method)
+        return cls(checkpoint_path=settings.checkpoint_path, device=settings.device, flow_method=settings.flow_method,
+                   merge=settings.merge)
 
 
 class StageTimer:
@@ -126,6 +128,7 @@ def run_video_job(
                 steps=request.steps,
                 device=config.device,
                 flow_method=config.flow_method,
+                merge=config.merge,
                 progress=timer.report,
                 should_cancel=should_cancel,
             )

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     checkpoint_path: Path = Field(_WEIGHTS / "gwm-default.pt", description="PyTorch checkpoint adapted by video jobs.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     flow_method: str = Field("dis", description="Optical flow method passed to training.adapt.")
+    merge: Literal["spectral", "border"] | None = Field(
+        None, description="Foreground merge strategy (models/merging.py); None: the one recorded in the model."
+    )
     torch_threads: int | None = Field(
         None,
         gt=0,

@@ -12,7 +12,9 @@ import torch.nn.functional as F
 import models.merging as merging
 from models.merging import (
     AFFINITY_EPSILON,
+    MIN_FOREGROUND_AREA,
     background_group,
+    border_contrast_groups,
     foreground_probability,
     masks_at_size,
     oracle_merge,
@@ -113,12 +115,14 @@ def _scene(object_region: int, k: int = 4, h: int = 32, w: int = 48):
 
 @pytest.mark.parametrize("object_region", [0, 1, 2, 3])
 @pytest.mark.parametrize("flip_labels", [False, True])
-def test_foreground_is_the_centre_object_whatever_the_cluster_labels(object_region, flip_labels, monkeypatch):
+@pytest.mark.parametrize("strategy", ["spectral", "border"])
+def test_foreground_is_the_centre_object_whatever_the_cluster_labels(object_region, flip_labels, strategy,
+                                                                     monkeypatch):
     if flip_labels:  # the eigenvector's sign is arbitrary: the rule must not depend on it
         original = merging.spectral_bipartition
         monkeypatch.setattr(merging, "spectral_bipartition", lambda affinity: ~original(affinity))
     logits, features, truth = _scene(object_region)
-    soft = foreground_probability(logits, features)
+    soft = foreground_probability(logits, features, strategy)
     assert soft.shape == (1, *truth.shape)
     assert 0 <= soft.min() and soft.max() <= 1
     mask = soft[0] > 0.5
@@ -126,7 +130,63 @@ def test_foreground_is_the_centre_object_whatever_the_cluster_labels(object_regi
     assert iou > 0.95
     # coarse features (stride 4, as the U-Net gives) lead to the same answer
     coarse = F.avg_pool2d(features, 4)
-    assert ((foreground_probability(logits, coarse)[0] > 0.5) == mask).all()
+    assert ((foreground_probability(logits, coarse, strategy)[0] > 0.5) == mask).all()
+
+
+def test_unknown_merge_strategy_is_refused():
+    logits, features, _ = _scene(0)
+    with pytest.raises(ValueError, match="unknown merge strategy 'kmeans'"):
+        foreground_probability(logits, features, "kmeans")
+
+
+def _one_hot_regions(labels: torch.Tensor, k: int = 4) -> torch.Tensor:
+    return F.one_hot(labels, k).permute(2, 0, 1).float().unsqueeze(0)
+
+
+def test_border_merge_needs_no_features_where_spectral_fails():
+    """Misleading appearance: each half of the object looks like one of the two background regions,
+    so spectral clustering pairs object and background regions; the border merge ignores features and
+    takes the object, split over two regions, whole."""
+    h, w = 32, 48
+    labels = torch.zeros(h, w, dtype=torch.long)
+    labels[:, w // 2:] = 1  # two background regions, both on the border
+    labels[8:24, 12:24] = 2  # the object: left half region 2, right half region 3
+    labels[8:24, 24:36] = 3
+    probabilities = _one_hot_regions(labels)
+    groups = border_contrast_groups(probabilities)
+    assert groups.tolist() == [[False, False, True, True]]
+    looks = torch.eye(2)[torch.tensor([0, 1, 0, 1])]  # region -> appearance: 0 ~ 2, 1 ~ 3
+    features = torch.einsum("kc,bkhw->bchw", looks, probabilities)
+    soft = foreground_probability(8 * probabilities, features, "border")
+    truth = labels >= 2
+    assert ((soft[0] > 0.5) == truth).all()
+    spectral = foreground_probability(8 * probabilities, features, "spectral")[0] > 0.5
+    assert (spectral & truth).sum() / (spectral | truth).sum() < 0.9
+
+
+def test_border_merge_ignores_specks_below_the_minimum_area():
+    h, w = 40, 60
+    labels = torch.zeros(h, w, dtype=torch.long)
+    labels[:, w // 2:] = 1
+    labels[10:30, 8:28] = 2  # the object, off the border: 400 px, 17 % of the image
+    labels[5:7, 4:6] = 3  # a 4-pixel speck near a corner, off the border too: 0.17 % of the image
+    labels[:, -1] = 3  # ... and the same region's thin line on the right border
+    assert (labels == 3).float().mean() < MIN_FOREGROUND_AREA
+    assert border_contrast_groups(_one_hot_regions(labels)).tolist() == [[False, False, True, False]]
+    # without the minimum area the speck-and-line region could not be excluded on area grounds
+    labels[:, -1] = 1
+    speck = border_contrast_groups(_one_hot_regions(labels), min_area=0.0)
+    assert speck.tolist() == [[False, False, True, True]]  # near-tie with the object: the larger group
+
+
+def test_border_merge_prefers_an_object_touching_one_border_over_the_background():
+    h, w = 40, 60
+    labels = torch.zeros(h, w, dtype=torch.long)
+    labels[:, :20] = 1
+    labels[:, 40:] = 2
+    labels[15:, 22:38] = 3  # standing on the bottom border
+    groups = border_contrast_groups(_one_hot_regions(labels))
+    assert groups.tolist() == [[False, False, False, True]]
 
 
 def test_background_group_is_the_one_owning_the_border():

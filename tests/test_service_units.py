@@ -110,3 +110,15 @@ def test_web_page_and_docs_are_served(client) -> None:
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/segment", "/adapt-and-segment", "/jobs/{job_id}", "/jobs/{job_id}/result"} <= set(paths)
+
+
+def test_readyz_reports_the_merge_and_the_setting_overrides_the_model(service_settings) -> None:
+    from service.api.app import create_app
+
+    with TestClient(create_app(service_settings)) as client:
+        assert client.get("/readyz").json()["model"]["merge"] == "spectral"  # what the tiny model records
+    settings = service_settings.model_copy(update={"merge": "border"})
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/readyz").json()["model"]["merge"] == "border"
+        response = client.post("/segment", files={"file": ("a.png", image_variants()["rgba.png"])})
+        assert response.status_code == 200

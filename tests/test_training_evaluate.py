@@ -130,16 +130,17 @@ def test_evaluate_davis_structure_and_protocol(fake_davis, tiny_unet, monkeypatc
     seen = []
     original = evaluate_module.predict
 
-    def counting_predict(model, images, input_size, device="cpu"):
+    def counting_predict(model, images, input_size, device="cpu", merge="spectral"):
         seen.append(len(images))
-        return original(model, images, input_size, device)
+        assert merge == "border"
+        return original(model, images, input_size, device, merge)
 
     monkeypatch.setattr(evaluate_module, "predict", counting_predict)
     report = evaluate_davis(tiny_unet, fake_davis, (32, 48), split="val-dev", protocol=protocol, progress=False,
-                            batch_size=2)
+                            batch_size=2, merge="border")
     # 5 frames: davis drops the first and last, gwm-reference also drops frame 1
     assert sum(seen) == 2 * frames_per_sequence
-    assert report["protocol"] == protocol and report["split"] == "val-dev"
+    assert report["protocol"] == protocol and report["split"] == "val-dev" and report["merge"] == "border"
     assert set(report["sequences"]) == {"alpha", "beta"}
     for scores in [*report["sequences"].values(), report["overall"]]:
         assert set(scores) == {"merged", "oracle"}

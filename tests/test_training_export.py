@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models.segmenters import build_segmenter
-from training.checkpoint import model_spec
+from training.checkpoint import merge_strategy, model_spec
 from training.export import export_onnx, onnx_parity, read_metadata
 
 onnxruntime = pytest.importorskip("onnxruntime")
@@ -26,7 +26,7 @@ def exported(tmp_path_factory):
         for _ in range(3):
             model(torch.randn(4, 3, 48, 80) * 2 + 0.5)
     model.eval()
-    spec = model_spec("unet", options, input_size=(48, 80), version="test-1.2")
+    spec = model_spec("unet", options, input_size=(48, 80), version="test-1.2", merge="border")
     path = export_onnx(model, spec, tmp_path_factory.mktemp("onnx") / "sub" / "model.onnx")
     return model, spec, path
 
@@ -42,12 +42,13 @@ def test_metadata(exported):
     model, spec, path = exported
     meta = read_metadata(path)
     for key in ("gwm.input_height", "gwm.input_width", "gwm.mean", "gwm.std", "gwm.num_regions",
-                "gwm.model_version", "gwm.architecture", "gwm.spec"):
+                "gwm.model_version", "gwm.architecture", "gwm.merge", "gwm.spec"):
         assert key in meta, key
     assert (int(meta["gwm.input_height"]), int(meta["gwm.input_width"])) == (48, 80)
     assert int(meta["gwm.num_regions"]) == 3
     assert meta["gwm.model_version"] == "test-1.2"
     assert meta["gwm.architecture"] == "unet"
+    assert meta["gwm.merge"] == "border"
     assert json.loads(meta["gwm.mean"]) == pytest.approx(spec["mean"])
     assert json.loads(meta["gwm.std"]) == pytest.approx(spec["std"])
     assert json.loads(meta["gwm.spec"]) == spec
@@ -86,3 +87,28 @@ def test_export_leaves_the_model_in_eval_mode(tmp_path):
     path = export_onnx(model, model_spec("unet", options, input_size=(32, 48)), tmp_path / "cl.onnx")
     assert not model.training
     assert onnx_parity(model, path) < 1e-4
+
+
+def test_merge_strategy_is_validated_and_defaults_for_old_checkpoints():
+    with pytest.raises(ValueError, match="unknown merge strategy 'vote'"):
+        model_spec("unet", {"num_regions": 4}, merge="vote")
+    legacy = model_spec("unet", {"num_regions": 4})
+    del legacy["merge"]  # checkpoints written before gwm 0.2
+    assert merge_strategy(legacy) == "spectral"
+    assert merge_strategy(model_spec("unet", {"num_regions": 4}, merge="border")) == "border"
+
+
+def test_cli_export_records_version_and_merge_in_onnx_and_slim_checkpoint(tmp_path):
+    from training.checkpoint import load_model, save_checkpoint
+    from training.cli import main
+
+    options = {"num_regions": 4, "width": 4, "depth": 2}
+    model = build_segmenter("unet", **options).eval()
+    save_checkpoint(tmp_path / "run.pt", model, model_spec("unet", options, input_size=(32, 48), version="dev"))
+    code = main(["export", str(tmp_path / "run.pt"), str(tmp_path / "m.onnx"), "--version", "9.9",
+                 "--merge", "border", "--slim-checkpoint", str(tmp_path / "slim.pt")])
+    assert code == 0
+    meta = read_metadata(tmp_path / "m.onnx")
+    assert (meta["gwm.model_version"], meta["gwm.merge"]) == ("9.9", "border")
+    _, slim_spec = load_model(tmp_path / "slim.pt")
+    assert slim_spec == json.loads(meta["gwm.spec"])

@@ -12,8 +12,9 @@ import torch
 import training.train as train_module
 from models.segmenters import build_segmenter
 from test_training_evaluate import write_fake_davis
-from training.adapt import adapt_and_segment
+from training.adapt import AdaptationSettings, adapt, adapt_and_segment
 from training.checkpoint import load_checkpoint, model_spec, save_checkpoint
+from training.data import FlowPairDataset
 from training.flow import DISFlow
 from training.flow_cache import FlowCache, FlowCacheSpec
 from training.frames import list_sequences, read_rgb
@@ -132,3 +133,20 @@ def test_adapt_and_segment_returns_a_mask_per_frame(tmp_path, restore_threads):
     assert any(stage == "flow" for stage, _, _ in stages)
     with pytest.raises(ValueError):
         adapt_and_segment(frames[:1], checkpoint, steps=1)
+
+
+@pytest.mark.parametrize("freeze_norm", [False, True])
+def test_adaptation_updates_batch_norm_statistics_unless_frozen(tmp_path, restore_threads, freeze_norm):
+    torch.set_num_threads(1)
+    davis = write_fake_davis(tmp_path / "davis", sequences=("clip",), frames=4, size=(40, 60))
+    frames = [read_rgb(p) for p in list_sequences(davis)[0].frames]
+    model = build_segmenter("unet", num_regions=3, width=4, depth=2)
+    statistics = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k}
+    weights = {k: v.clone() for k, v in model.state_dict().items() if k.endswith(".weight")}
+    dataset = FlowPairDataset.from_frames(frames, DISFlow("ultrafast"), (-1, 1), (32, 48))
+    losses = adapt(model, dataset, AdaptationSettings(steps=2, freeze_norm=freeze_norm), torch.device("cpu"))
+    assert len(losses) == 2 and not model.training
+    after = model.state_dict()
+    moved = [k for k in statistics if not torch.equal(after[k], statistics[k])]
+    assert (not moved) if freeze_norm else len(moved) == len(statistics)
+    assert any(not torch.equal(after[k], weights[k]) for k in weights)  # learning happens either way

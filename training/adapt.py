@@ -24,7 +24,7 @@ import torch
 from models.merging import masks_at_size
 from models.segmenters import Segmenter
 
-from .checkpoint import load_model
+from .checkpoint import load_model, merge_strategy
 from .data import FlowPairDataset
 from .evaluate import predict
 from .flow import build_flow_estimator
@@ -56,6 +56,9 @@ class AdaptationSettings:
     gaps: tuple[int, ...] = PAPER_GAPS
     flow_method: str = "dis"
     seed: int = 0
+    #: Keep batch-norm statistics fixed while adapting (the paper's training setup updates them);
+    #: one video's frames are a narrow batch, and re-estimating statistics from it can shift every layer.
+    freeze_norm: bool = False
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr,
@@ -84,6 +87,10 @@ def adapt(
     batch_size = min(settings.batch_size, len(dataset))
     losses = []
     model.train()
+    if settings.freeze_norm:
+        for module in model.modules():
+            if isinstance(module, (torch.nn.BatchNorm2d, torch.nn.SyncBatchNorm)):
+                module.eval()
     for step in range(settings.steps):
         _check_cancel(should_cancel)
         batch = dataset.sample(batch_size, generator)
@@ -104,6 +111,7 @@ def adapt_and_segment(
     progress: Progress | None = None,
     should_cancel: Callable[[], bool] | None = None,
     batch_size: int = 16,
+    merge: str | None = None,
 ) -> list[np.ndarray]:
     """Adapt a fresh copy of the checkpoint's network to ``frames`` and segment each of them.
 
@@ -116,6 +124,7 @@ def adapt_and_segment(
         progress: called as (stage, done, total).
         should_cancel: polled between units of work; returning True raises AdaptationCancelled.
         batch_size: frames per inference batch when segmenting.
+        merge: foreground merge strategy; None uses the one recorded in the checkpoint.
 
     Returns:
         One boolean mask (H, W) per frame at the frame's own resolution.
@@ -125,6 +134,7 @@ def adapt_and_segment(
     torch_device = select_device(device)
     model, spec = load_model(checkpoint_path, torch_device)
     input_size = tuple(spec["input_size"])
+    merge = merge or merge_strategy(spec)
     settings = AdaptationSettings(steps=steps, flow_method=flow_method)
     if steps > 0:
         estimator = build_flow_estimator(flow_method)
@@ -139,7 +149,7 @@ def adapt_and_segment(
     for start in range(0, len(frames), batch_size):
         _check_cancel(should_cancel)
         chunk = frames[start:start + batch_size]
-        _, soft = predict(model, chunk, input_size, torch_device)
+        _, soft = predict(model, chunk, input_size, torch_device, merge)
         masks += [masks_at_size(soft[i:i + 1], frame.shape[:2])[0].numpy() for i, frame in enumerate(chunk)]
         if progress is not None:
             progress("segmenting", len(masks), len(frames))

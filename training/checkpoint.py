@@ -16,10 +16,11 @@ from typing import Any
 
 import torch
 
+from models.merging import MERGE_STRATEGIES
 from models.preprocessing import DEFAULT_INPUT_SIZE, IMAGENET_MEAN, IMAGENET_STD
 from models.segmenters import Segmenter, build_segmenter
 
-__all__ = ["ModelSpec", "model_spec", "save_checkpoint", "load_checkpoint", "load_model", "slim_checkpoint"]
+__all__ = ["ModelSpec", "model_spec", "merge_strategy", "save_checkpoint", "load_checkpoint", "load_model", "slim_checkpoint"]
 
 ModelSpec = dict[str, Any]
 
@@ -29,8 +30,15 @@ def model_spec(
     options: dict[str, Any],
     input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
     version: str = "dev",
+    merge: str = "spectral",
 ) -> ModelSpec:
-    """The description stored with every checkpoint and exported ONNX file."""
+    """The description stored with every checkpoint and exported ONNX file.
+
+    ``merge`` is the foreground merge strategy the model was measured with (see models/merging.py):
+    it belongs to the model because it depends on how good the model's own features are.
+    """
+    if merge not in MERGE_STRATEGIES:
+        raise ValueError(f"unknown merge strategy {merge!r}; choose from {MERGE_STRATEGIES}")
     return {
         "architecture": architecture,
         "options": dict(options),
@@ -38,7 +46,13 @@ def model_spec(
         "mean": list(IMAGENET_MEAN),
         "std": list(IMAGENET_STD),
         "version": version,
+        "merge": merge,
     }
+
+
+def merge_strategy(spec: ModelSpec) -> str:
+    """The model's merge strategy; checkpoints from before gwm 0.2 have none and used ``spectral``."""
+    return spec.get("merge", "spectral")
 
 
 def save_checkpoint(path: str | Path, model: Segmenter, spec: ModelSpec, **state: Any) -> None:
@@ -67,8 +81,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Se
     return model.to(device).eval(), spec
 
 
-def slim_checkpoint(source: str | Path, target: str | Path, half: bool = True) -> None:
-    """Keep only weights and spec (no optimiser), optionally in float16, for shipping."""
+def slim_checkpoint(source: str | Path, target: str | Path, half: bool = True, spec: ModelSpec | None = None) -> None:
+    """Keep only weights and spec (no optimiser), optionally in float16, for shipping; ``spec``
+    replaces the stored one (so the slim checkpoint matches an ONNX exported with a changed spec)."""
     checkpoint = load_checkpoint(source)
     weights = {
         k: (v.half() if half and v.is_floating_point() else v) for k, v in checkpoint["model"].items()
@@ -76,4 +91,4 @@ def slim_checkpoint(source: str | Path, target: str | Path, half: bool = True) -
     extra = {k: checkpoint[k] for k in ("step",) if k in checkpoint}
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": weights, "spec": checkpoint["spec"], **extra}, target)
+    torch.save({"model": weights, "spec": spec or checkpoint["spec"], **extra}, target)

@@ -68,23 +68,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint, load_model
+    from .checkpoint import load_checkpoint, load_model, merge_strategy
     from .evaluate import evaluate_davis, evaluate_images, format_table
     from .train import select_device
 
     device = select_device(args.device)
     model, spec = load_model(args.checkpoint, device)
     input_size = tuple(spec["input_size"])
-    report: dict = {"checkpoint": str(args.checkpoint), "model_version": spec.get("version"),
+    merge = args.merge or merge_strategy(spec)
+    report: dict = {"checkpoint": str(args.checkpoint), "model_version": spec.get("version"), "merge": merge,
                     "step": load_checkpoint(args.checkpoint).get("step")}
     if not args.skip_davis:
         davis = evaluate_davis(model, args.data, input_size, split=args.split, resolution=args.resolution,
-                               protocol=args.protocol, device=device)
+                               protocol=args.protocol, device=device, merge=merge)
         report["davis"] = davis
         print(format_table(davis))
     if args.images:
         images = evaluate_images(model, Path(args.images) / "images", Path(args.images) / "masks", input_size,
-                                 device=device, limit=args.limit)
+                                 device=device, limit=args.limit, merge=merge)
         report["images"] = images
         print(f"images: {images['images']}  accuracy {100 * images['pixel_accuracy']:.1f}  "
               f"J {100 * images['J']:.1f}  max F-beta {100 * images['max_F_beta']:.1f}")
@@ -102,11 +103,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
     model, spec = load_model(args.checkpoint)
     if args.version:
         spec = {**spec, "version": args.version}
+    if args.merge:
+        spec = {**spec, "merge": args.merge}
     path = export_onnx(model, spec, args.output)
     difference = onnx_parity(model, path)
     print(f"onnx: {path}  parity max |onnx - torch| = {difference:.2e}")
     if args.slim_checkpoint:
-        slim_checkpoint(args.checkpoint, args.slim_checkpoint)
+        slim_checkpoint(args.checkpoint, args.slim_checkpoint, spec=spec)
         print(f"slim checkpoint: {args.slim_checkpoint}")
     return 0 if difference < args.tolerance else 1
 
@@ -118,7 +121,9 @@ def _cmd_card(args: argparse.Namespace) -> int:
     model, spec = load_model(args.checkpoint)
     card = build_model_card(
         name=args.name, spec=spec, cost=inference_cost(model, spec, args.onnx),
-        training=training_summary(args.run_dir), evaluation=json.loads(Path(args.eval).read_text()),
+        training=(training_summary(args.run_dir) if args.run_dir
+                  else json.loads(Path(args.training_from).read_text())["training"]),
+        evaluation=json.loads(Path(args.eval).read_text()),
     )
     Path(args.output).write_text(json.dumps(card, indent=2))
     print(f"model card: {args.output}")
@@ -155,6 +160,8 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--eval-every", dest="eval_every", type=int, help="J on val-dev every N steps (0 = never)")
     group.add_argument("--init-from", dest="init_from",
                        help="start from these model weights, e.g. models/weights/gwm-default.pt (fresh optimiser)")
+    group.add_argument("--merge", choices=["auto", "spectral", "border"],
+                       help="merge recorded in the model (default auto: border for unet, spectral for backbone)")
     group.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     group.add_argument("--device", help="auto (default), cpu or cuda")
     group.add_argument("--seed", type=int)
@@ -204,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="davis: official (first/last frame excluded, empty/empty=1); gwm-reference: authors' code")
     evaluate.add_argument("--images", help="ECSSD-style folder with images/ and masks/ for image metrics")
     evaluate.add_argument("--limit", type=int, help="evaluate only the first N images")
+    evaluate.add_argument("--merge", choices=["spectral", "border"],
+                          help="label-free merge to evaluate (default: the one recorded in the model)")
     evaluate.add_argument("--skip-davis", action="store_true", help="only image metrics")
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--output", help="write the full report as JSON here")
@@ -213,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("checkpoint")
     export.add_argument("output", help="ONNX file to write")
     export.add_argument("--version", help="model version to record in the metadata")
+    export.add_argument("--merge", choices=["spectral", "border"],
+                        help="merge strategy to record in the exported model (default: the checkpoint's own)")
     export.add_argument("--slim-checkpoint", help="also write a weights-only float16 checkpoint here (for shipping)")
     export.add_argument("--tolerance", type=float, default=1e-4, help="fail if ONNX and PyTorch differ more")
     export.set_defaults(handler=_cmd_export)
@@ -220,7 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     card = commands.add_parser("card", help="write a model card (JSON) from a run, an eval report and an ONNX file")
     card.add_argument("checkpoint", help="the shipped checkpoint (.pt)")
     card.add_argument("--onnx", required=True, help="the exported ONNX file (its CPU latency is measured)")
-    card.add_argument("--run-dir", required=True, help="training run directory (config.json, log.jsonl, eval/)")
+    source = card.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run-dir", help="training run directory (config.json, log.jsonl, eval/)")
+    source.add_argument("--training-from", dest="training_from",
+                        help="an earlier card of the same weights whose training section is kept "
+                             "(re-carding after a re-export, when the run directory is gone)")
     card.add_argument("--eval", required=True, help="report from `gwm eval --output`")
     card.add_argument("--name", default="gwm-default")
     card.add_argument("--output", required=True)

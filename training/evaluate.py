@@ -87,12 +87,16 @@ def f_beta_curve(
 
 @torch.inference_mode()
 def predict(
-    model: Segmenter, images: Sequence[np.ndarray], input_size: Sequence[int], device: torch.device | str = "cpu"
+    model: Segmenter,
+    images: Sequence[np.ndarray],
+    input_size: Sequence[int],
+    device: torch.device | str = "cpu",
+    merge: str = "spectral",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Region probabilities (N, K, H, W) and soft merged foreground (N, H, W) at the input size."""
     batch = torch.from_numpy(np.stack([prepare_image(image, input_size) for image in images])).to(device)
     logits, features = model.forward_features(batch)
-    return logits.float().softmax(dim=1).cpu(), foreground_probability(logits, features).cpu()
+    return logits.float().softmax(dim=1).cpu(), foreground_probability(logits, features, merge).cpu()
 
 
 def _read_mask(path: Path) -> np.ndarray:
@@ -109,8 +113,11 @@ def evaluate_davis(
     device: torch.device | str = "cpu",
     batch_size: int = 16,
     progress: bool = True,
+    merge: str = "spectral",
 ) -> dict[str, Any]:
-    """J per sequence and overall (mean over sequences) for the merged and the oracle masks."""
+    """J per sequence and overall (mean over sequences) for the merged and the oracle masks.
+
+    ``merge`` is the label-free strategy behind the merged masks (pass the model's own)."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
     first, empty_score = (1, 1.0) if protocol == "davis" else (2, 0.0)
@@ -123,7 +130,7 @@ def evaluate_davis(
         ious: dict[str, list[float]] = {"merged": [], "oracle": []}
         for start in range(0, len(frames), batch_size):
             chunk = frames[start:start + batch_size]
-            probabilities, merged = predict(model, [video.read(i) for i in chunk], input_size, device)
+            probabilities, merged = predict(model, [video.read(i) for i in chunk], input_size, device, merge)
             truths = [_read_mask(annotations / f"{video.frames[i].stem}.png") for i in chunk]
             size = truths[0].shape
             up = torch.nn.functional.interpolate(probabilities, size=size, mode="bilinear", align_corners=False)
@@ -139,7 +146,7 @@ def evaluate_davis(
                for metric in ("J_mean", "J_recall", "J_decay")}
         for kind in ("merged", "oracle")
     }
-    return {"protocol": protocol, "split": split, "sequences": sequences, "overall": overall}
+    return {"protocol": protocol, "split": split, "merge": merge, "sequences": sequences, "overall": overall}
 
 
 def evaluate_images(
@@ -151,6 +158,7 @@ def evaluate_images(
     limit: int | None = None,
     batch_size: int = 16,
     progress: bool = True,
+    merge: str = "spectral",
 ) -> dict[str, Any]:
     """Pixel accuracy, mean J and max F-β (β² = 0.3) over a folder of images with 0/255 masks."""
     model.eval()
@@ -160,7 +168,7 @@ def evaluate_images(
     accuracy, ious, soft_masks, truths = [], [], [], []
     for start in tqdm(range(0, len(images), batch_size), desc="evaluating images", unit="batch", disable=not progress):
         chunk = images[start:start + batch_size]
-        _, merged = predict(model, [read_rgb(p) for p in chunk], input_size, device)
+        _, merged = predict(model, [read_rgb(p) for p in chunk], input_size, device, merge)
         for path, soft in zip(chunk, merged):
             truth = _read_mask(Path(mask_dir) / f"{path.stem}.png")
             up = torch.nn.functional.interpolate(soft[None, None], size=truth.shape, mode="bilinear",
@@ -173,6 +181,7 @@ def evaluate_images(
     f_beta = f_beta_curve(soft_masks, truths)
     return {
         "images": len(images),
+        "merge": merge,
         "pixel_accuracy": float(np.mean(accuracy)),
         "J": float(np.mean(ious)),
         "max_F_beta": float(f_beta.max()),

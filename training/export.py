@@ -18,7 +18,7 @@ from torch import nn
 
 from models.segmenters import Segmenter
 
-from .checkpoint import ModelSpec
+from .checkpoint import ModelSpec, merge_strategy
 
 __all__ = ["export_onnx", "read_metadata", "onnx_parity"]
 
@@ -56,6 +56,7 @@ def export_onnx(model: Segmenter, spec: ModelSpec, path: str | Path, opset: int 
         "gwm.num_regions": str(model.num_regions),
         "gwm.model_version": str(spec["version"]),
         "gwm.architecture": spec["architecture"],
+        "gwm.merge": merge_strategy(spec),
         "gwm.spec": json.dumps(spec),
     }
     del graph.metadata_props[:]

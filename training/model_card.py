@@ -19,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from models.segmenters import Segmenter
 
-from .checkpoint import ModelSpec
+from .checkpoint import ModelSpec, merge_strategy
 
 __all__ = ["inference_cost", "training_summary", "build_model_card"]
 
@@ -91,7 +91,8 @@ def build_model_card(
         "version": spec["version"],
         "method": "Guess What Moves (Choudhury, Karazija et al., BMVC 2022): segmentation learned from optical "
                   "flow with a closed-form motion-model loss; no labels used in training",
-        "architecture": {"name": spec["architecture"], **spec["options"], "input_size": spec["input_size"]},
+        "architecture": {"name": spec["architecture"], **spec["options"], "input_size": spec["input_size"],
+                         "merge": merge_strategy(spec)},
         "training": training,
         "evaluation": {
             "davis_val_dev": {"protocol": davis.get("protocol"), **davis.get("overall", {})},

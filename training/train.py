@@ -72,6 +72,7 @@ class TrainConfig:
     coarse_scale: float = 0.5
     eval_every: int = 0  # 0 = never; otherwise J on val-dev every N steps
     init_from: str | None = None  # start a new run from these model weights (e.g. the shipped .pt)
+    merge: str = "auto"  # recorded in the model: auto = spectral (paper) for backbones, border for the U-Net
     version: str = "dev"
 
     @classmethod
@@ -81,6 +82,14 @@ class TrainConfig:
             if data.get(key) is not None:
                 data[key] = tuple(data[key])
         return cls(**data)
+
+    def merge_strategy(self) -> str:
+        """The merge recorded in the model. ``auto`` keeps the paper's spectral merge for pretrained
+        backbones and uses the border merge for the U-Net, whose own features measured poor for
+        Eq. 6 (see models/merging.py)."""
+        if self.merge == "auto":
+            return "border" if self.architecture == "unet" else "spectral"
+        return self.merge
 
     def segmenter_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"num_regions": self.num_regions}
@@ -197,7 +206,8 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
     log.info("training on %d frames from %d sequences, device %s, %d threads",
              len(dataset), len(videos), device, torch.get_num_threads())
     loss_fn = LossFunction(config, device)
-    spec = model_spec(config.architecture, config.segmenter_options(), config.input_size, config.version)
+    spec = model_spec(config.architecture, config.segmenter_options(), config.input_size, config.version,
+                      merge=config.merge_strategy())
     evaluate_fn = _periodic_evaluator(config) if config.eval_every else None
 
     def checkpoint() -> None:
@@ -250,7 +260,8 @@ def _periodic_evaluator(config: TrainConfig):
 
     def run(model: Segmenter, device: torch.device) -> dict[str, float]:
         report = evaluate_davis(model, config.data_root, config.input_size, split="val-dev",
-                                resolution=config.resolution, device=device, progress=False)
+                                resolution=config.resolution, device=device, progress=False,
+                                merge=config.merge_strategy())
         return {"J_merged": report["overall"]["merged"]["J_mean"], "J_oracle": report["overall"]["oracle"]["J_mean"]}
 
     return run

@@ -1,0 +1,88 @@
+"""Test-time adaptation (paper App. C.1) on DAVIS val-dev: J per sequence before and after, per setting.
+
+    python bench/bench_adapt.py models/weights/gwm-default.pt
+    python bench/bench_adapt.py models/weights/gwm-default.pt --steps 20 --max-sequences 4
+
+Each sequence is adapted in isolation from the checkpoint (what a `/adapt-and-segment` job does),
+with the same flow for every setting: `paper` (training lr, batch-norm statistics updated),
+`frozen-norm` (batch-norm statistics kept), `low-lr` (lr / 7). J uses the model's own merge and the
+official DAVIS frame protocol (first and last frames excluded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from models.merging import masks_at_size  # noqa: E402
+from training.adapt import AdaptationSettings, adapt  # noqa: E402
+from training.checkpoint import load_model, merge_strategy  # noqa: E402
+from training.data import FlowPairDataset  # noqa: E402
+from training.evaluate import jaccard, predict  # noqa: E402
+from training.flow import build_flow_estimator  # noqa: E402
+from training.frames import list_sequences, read_rgb  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data" / "davis2016"
+SETTINGS = {
+    "paper": {},
+    "frozen-norm": {"freeze_norm": True},
+    "low-lr": {"lr": 1e-4},
+}
+
+
+def sequence_j(model, frames, truths, input_size, merge) -> float:
+    """Mean J over frames 1 … N−2 (official protocol)."""
+    scores = []
+    for start in range(1, len(frames) - 1, 16):
+        chunk = list(range(start, min(start + 16, len(frames) - 1)))
+        _, soft = predict(model, [frames[i] for i in chunk], input_size, "cpu", merge)
+        masks = masks_at_size(soft, truths[0].shape)
+        scores += [jaccard(masks[j].numpy(), truths[i]) for j, i in enumerate(chunk)]
+    return float(np.mean(scores))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint")
+    parser.add_argument("--data", default=str(DATA))
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    parser.add_argument("--max-sequences", type=int)
+    args = parser.parse_args()
+    model, spec = load_model(args.checkpoint)
+    input_size, merge = tuple(spec["input_size"]), merge_strategy(spec)
+    estimator = build_flow_estimator("dis")
+    videos = list_sequences(args.data, "240p", ["val-dev"])[: args.max_sequences]
+    rows, start = [], time.perf_counter()
+    for video in videos:
+        frames = [video.read(i) for i in range(len(video))]
+        annotations = Path(args.data) / "Annotations" / "480p" / video.name
+        truths = [read_rgb(annotations / f"{f.stem}.png")[..., 0] > 127 for f in video.frames]
+        dataset = FlowPairDataset.from_frames(frames, estimator, AdaptationSettings().gaps, input_size)
+        row = {"sequence": video.name, "before": sequence_j(model, frames, truths, input_size, merge)}
+        for name in args.settings:
+            adapted = copy.deepcopy(model)
+            adapt(adapted, dataset, AdaptationSettings(steps=args.steps, **SETTINGS[name]), torch.device("cpu"))
+            row[name] = sequence_j(adapted, frames, truths, input_size, merge)
+        rows.append(row)
+        print("  ".join(f"{k} {100 * v:.1f}" if isinstance(v, float) else v for k, v in row.items()), flush=True)
+    columns = ["before", *args.settings]
+    print(f"\n{args.steps} adaptation steps per sequence, merge {merge}, {time.perf_counter() - start:.0f} s")
+    print(f"{'sequence':<20}" + "".join(f"{c:>13}" for c in columns))
+    for row in rows:
+        print(f"{row['sequence']:<20}" + "".join(f"{100 * row[c]:13.1f}" for c in columns))
+    print(f"{'MEAN':<20}" + "".join(f"{100 * np.mean([r[c] for r in rows]):13.1f}" for c in columns))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
