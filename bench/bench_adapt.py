@@ -23,13 +23,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from models.merging import masks_at_size  # noqa: E402
 from training.adapt import AdaptationSettings, adapt  # noqa: E402
 from training.checkpoint import load_model, merge_strategy  # noqa: E402
 from training.data import FlowPairDataset  # noqa: E402
-from training.evaluate import jaccard, predict  # noqa: E402
+from training.evaluate import evaluate_sequence  # noqa: E402
 from training.flow import build_flow_estimator  # noqa: E402
-from training.frames import list_sequences, read_rgb  # noqa: E402
+from training.frames import list_sequences  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "davis2016"
 SETTINGS = {
@@ -39,15 +38,9 @@ SETTINGS = {
 }
 
 
-def sequence_j(model, frames, truths, input_size, merge) -> float:
-    """Mean J over frames 1 … N−2 (official protocol)."""
-    scores = []
-    for start in range(1, len(frames) - 1, 16):
-        chunk = list(range(start, min(start + 16, len(frames) - 1)))
-        _, soft = predict(model, [frames[i] for i in chunk], input_size, "cpu", merge)
-        masks = masks_at_size(soft, truths[0].shape)
-        scores += [jaccard(masks[j].numpy(), truths[i]) for j, i in enumerate(chunk)]
-    return float(np.mean(scores))
+def sequence_j(model, video, data: str, input_size, merge: str) -> float:
+    """J mean of the merged masks, official protocol (the same code as `gwm eval`)."""
+    return evaluate_sequence(model, video, data, input_size, merge=merge)["merged"]["J_mean"]
 
 
 def main() -> int:
@@ -65,14 +58,12 @@ def main() -> int:
     rows, start = [], time.perf_counter()
     for video in videos:
         frames = [video.read(i) for i in range(len(video))]
-        annotations = Path(args.data) / "Annotations" / "480p" / video.name
-        truths = [read_rgb(annotations / f"{f.stem}.png")[..., 0] > 127 for f in video.frames]
         dataset = FlowPairDataset.from_frames(frames, estimator, AdaptationSettings().gaps, input_size)
-        row = {"sequence": video.name, "before": sequence_j(model, frames, truths, input_size, merge)}
+        row = {"sequence": video.name, "before": sequence_j(model, video, args.data, input_size, merge)}
         for name in args.settings:
             adapted = copy.deepcopy(model)
             adapt(adapted, dataset, AdaptationSettings(steps=args.steps, **SETTINGS[name]), torch.device("cpu"))
-            row[name] = sequence_j(adapted, frames, truths, input_size, merge)
+            row[name] = sequence_j(adapted, video, args.data, input_size, merge)
         rows.append(row)
         print("  ".join(f"{k} {100 * v:.1f}" if isinstance(v, float) else v for k, v in row.items()), flush=True)
     columns = ["before", *args.settings]

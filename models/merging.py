@@ -37,6 +37,7 @@ __all__ = [
     "spectral_bipartition",
     "background_group",
     "MERGE_STRATEGIES",
+    "PAPER_MERGE",
     "border_contrast_groups",
     "foreground_probability",
     "masks_at_size",
@@ -49,6 +50,8 @@ BORDER_OWNERSHIP = 0.3
 MIN_FOREGROUND_AREA = 0.02
 RATIO_TIE_TOLERANCE = 0.1
 MERGE_STRATEGIES = ("spectral", "border")
+#: The paper's merge; also what models that record no merge (gwm < 0.1.1) were measured with.
+PAPER_MERGE = "spectral"
 
 
 def region_features(probabilities: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
@@ -151,7 +154,7 @@ def _spectral_groups(probabilities: torch.Tensor, features: torch.Tensor) -> tor
     return torch.where(background.unsqueeze(-1) == 1, ~groups, groups)
 
 
-def foreground_probability(logits: torch.Tensor, features: torch.Tensor, strategy: str = "spectral") -> torch.Tensor:
+def foreground_probability(logits: torch.Tensor, features: torch.Tensor, strategy: str = PAPER_MERGE) -> torch.Tensor:
     """Soft foreground mask (B, H, W) in [0, 1] from region logits (B, K, H, W) and features (B, C, h, w).
 
     ``strategy`` is ``spectral`` (the paper) or ``border`` (see the module docstring); the border

@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from models.merging import foreground_probability, masks_at_size
+from models.merging import PAPER_MERGE, foreground_probability, masks_at_size
 from models.preprocessing import prepare_image
 
 logger = logging.getLogger(__name__)
@@ -77,8 +77,8 @@ class OnnxSegmenter:
             architecture=meta.get("gwm.architecture", "unknown"),
             input_size=(int(meta["gwm.input_height"]), int(meta["gwm.input_width"])),
             num_regions=int(meta["gwm.num_regions"]),
-            # models exported before gwm 0.2 carry no merge and were measured with the paper's spectral one
-            merge=merge or meta.get("gwm.merge", "spectral"),
+            # older exports record no merge and were measured with the paper's
+            merge=merge or meta.get("gwm.merge", PAPER_MERGE),
             providers=self._session.get_providers(),
         )
         logger.info("loaded %s (%s, %s merge) with providers %s", model_path, self.info.version, self.info.merge,

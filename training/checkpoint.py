@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from models.merging import MERGE_STRATEGIES
+from models.merging import MERGE_STRATEGIES, PAPER_MERGE
 from models.preprocessing import DEFAULT_INPUT_SIZE, IMAGENET_MEAN, IMAGENET_STD
 from models.segmenters import Segmenter, build_segmenter
 
@@ -30,7 +30,7 @@ def model_spec(
     options: dict[str, Any],
     input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
     version: str = "dev",
-    merge: str = "spectral",
+    merge: str = PAPER_MERGE,
 ) -> ModelSpec:
     """The description stored with every checkpoint and exported ONNX file.
 
@@ -51,8 +51,8 @@ def model_spec(
 
 
 def merge_strategy(spec: ModelSpec) -> str:
-    """The model's merge strategy; checkpoints from before gwm 0.2 have none and used ``spectral``."""
-    return spec.get("merge", "spectral")
+    """The model's merge strategy; older checkpoints record none and used the paper's."""
+    return spec.get("merge", PAPER_MERGE)
 
 
 def save_checkpoint(path: str | Path, model: Segmenter, spec: ModelSpec, **state: Any) -> None:

@@ -12,6 +12,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from models.merging import MERGE_STRATEGIES
+
 __all__ = ["main", "build_parser"]
 
 log = logging.getLogger("gwm")
@@ -160,7 +162,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--eval-every", dest="eval_every", type=int, help="J on val-dev every N steps (0 = never)")
     group.add_argument("--init-from", dest="init_from",
                        help="start from these model weights, e.g. models/weights/gwm-default.pt (fresh optimiser)")
-    group.add_argument("--merge", choices=["auto", "spectral", "border"],
+    group.add_argument("--merge", choices=["auto", *MERGE_STRATEGIES],
                        help="merge recorded in the model (default auto: border for unet, spectral for backbone)")
     group.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     group.add_argument("--device", help="auto (default), cpu or cuda")
@@ -211,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="davis: official (first/last frame excluded, empty/empty=1); gwm-reference: authors' code")
     evaluate.add_argument("--images", help="ECSSD-style folder with images/ and masks/ for image metrics")
     evaluate.add_argument("--limit", type=int, help="evaluate only the first N images")
-    evaluate.add_argument("--merge", choices=["spectral", "border"],
+    evaluate.add_argument("--merge", choices=MERGE_STRATEGIES,
                           help="label-free merge to evaluate (default: the one recorded in the model)")
     evaluate.add_argument("--skip-davis", action="store_true", help="only image metrics")
     evaluate.add_argument("--device", default="auto")
@@ -222,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("checkpoint")
     export.add_argument("output", help="ONNX file to write")
     export.add_argument("--version", help="model version to record in the metadata")
-    export.add_argument("--merge", choices=["spectral", "border"],
+    export.add_argument("--merge", choices=MERGE_STRATEGIES,
                         help="merge strategy to record in the exported model (default: the checkpoint's own)")
     export.add_argument("--slim-checkpoint", help="also write a weights-only float16 checkpoint here (for shipping)")
     export.add_argument("--tolerance", type=float, default=1e-4, help="fail if ONNX and PyTorch differ more")

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.merging import foreground_probability, masks_at_size, oracle_merge
+from models.merging import PAPER_MERGE, foreground_probability, masks_at_size, oracle_merge
 from models.preprocessing import prepare_image
 from models.segmenters import Segmenter
 
-from .frames import list_sequences, read_rgb
+from .frames import VideoFolder, list_sequences, read_rgb
 
 __all__ = [
     "PROTOCOLS",
@@ -34,6 +34,7 @@ __all__ = [
     "davis_sequence_scores",
     "f_beta_curve",
     "predict",
+    "evaluate_sequence",
     "evaluate_davis",
     "evaluate_images",
     "format_table",
@@ -91,7 +92,7 @@ def predict(
     images: Sequence[np.ndarray],
     input_size: Sequence[int],
     device: torch.device | str = "cpu",
-    merge: str = "spectral",
+    merge: str = PAPER_MERGE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Region probabilities (N, K, H, W) and soft merged foreground (N, H, W) at the input size."""
     batch = torch.from_numpy(np.stack([prepare_image(image, input_size) for image in images])).to(device)
@@ -101,6 +102,41 @@ def predict(
 
 def _read_mask(path: Path) -> np.ndarray:
     return read_rgb(path)[..., 0] > 127
+
+
+def evaluate_sequence(
+    model: Segmenter,
+    video: VideoFolder,
+    data_root: str | Path,
+    input_size: Sequence[int],
+    protocol: str = "davis",
+    device: torch.device | str = "cpu",
+    batch_size: int = 16,
+    merge: str = PAPER_MERGE,
+) -> dict[str, dict[str, float]]:
+    """J mean/recall/decay of one DAVIS-style sequence, for the merged and the oracle masks.
+
+    ``merge`` is the label-free strategy behind the merged masks (pass the model's own)."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
+    first, empty_score = (1, 1.0) if protocol == "davis" else (2, 0.0)
+    model.eval()
+    annotations = Path(data_root) / "Annotations" / "480p" / video.name
+    frames = range(first, len(video) - 1)
+    ious: dict[str, list[float]] = {"merged": [], "oracle": []}
+    for start in range(0, len(frames), batch_size):
+        chunk = frames[start:start + batch_size]
+        probabilities, merged = predict(model, [video.read(i) for i in chunk], input_size, device, merge)
+        truths = [_read_mask(annotations / f"{video.frames[i].stem}.png") for i in chunk]
+        size = truths[0].shape
+        up = torch.nn.functional.interpolate(probabilities, size=size, mode="bilinear", align_corners=False)
+        truth_tensor = torch.from_numpy(np.stack(truths))
+        oracle = oracle_merge(up, truth_tensor) > 0.5
+        merged_masks = masks_at_size(merged, size)
+        for j, truth in enumerate(truths):
+            ious["merged"].append(jaccard(merged_masks[j].numpy(), truth, empty_score))
+            ious["oracle"].append(jaccard(oracle[j].numpy(), truth, empty_score))
+    return {kind: davis_sequence_scores(values) for kind, values in ious.items()}
 
 
 def evaluate_davis(
@@ -113,34 +149,16 @@ def evaluate_davis(
     device: torch.device | str = "cpu",
     batch_size: int = 16,
     progress: bool = True,
-    merge: str = "spectral",
+    merge: str = PAPER_MERGE,
 ) -> dict[str, Any]:
-    """J per sequence and overall (mean over sequences) for the merged and the oracle masks.
-
-    ``merge`` is the label-free strategy behind the merged masks (pass the model's own)."""
+    """:func:`evaluate_sequence` on every sequence of a split, and the mean over sequences."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
-    first, empty_score = (1, 1.0) if protocol == "davis" else (2, 0.0)
-    model.eval()
-    sequences: dict[str, dict[str, dict[str, float]]] = {}
-    for video in tqdm(list_sequences(data_root, resolution, [split]), desc="evaluating", unit="seq",
-                      disable=not progress):
-        annotations = Path(data_root) / "Annotations" / "480p" / video.name
-        frames = range(first, len(video) - 1)
-        ious: dict[str, list[float]] = {"merged": [], "oracle": []}
-        for start in range(0, len(frames), batch_size):
-            chunk = frames[start:start + batch_size]
-            probabilities, merged = predict(model, [video.read(i) for i in chunk], input_size, device, merge)
-            truths = [_read_mask(annotations / f"{video.frames[i].stem}.png") for i in chunk]
-            size = truths[0].shape
-            up = torch.nn.functional.interpolate(probabilities, size=size, mode="bilinear", align_corners=False)
-            truth_tensor = torch.from_numpy(np.stack(truths))
-            oracle = oracle_merge(up, truth_tensor) > 0.5
-            merged_masks = masks_at_size(merged, size)
-            for j, truth in enumerate(truths):
-                ious["merged"].append(jaccard(merged_masks[j].numpy(), truth, empty_score))
-                ious["oracle"].append(jaccard(oracle[j].numpy(), truth, empty_score))
-        sequences[video.name] = {kind: davis_sequence_scores(values) for kind, values in ious.items()}
+    sequences = {
+        video.name: evaluate_sequence(model, video, data_root, input_size, protocol, device, batch_size, merge)
+        for video in tqdm(list_sequences(data_root, resolution, [split]), desc="evaluating", unit="seq",
+                          disable=not progress)
+    }
     overall = {
         kind: {metric: float(np.mean([s[kind][metric] for s in sequences.values()]))
                for metric in ("J_mean", "J_recall", "J_decay")}
@@ -158,7 +176,7 @@ def evaluate_images(
     limit: int | None = None,
     batch_size: int = 16,
     progress: bool = True,
-    merge: str = "spectral",
+    merge: str = PAPER_MERGE,
 ) -> dict[str, Any]:
     """Pixel accuracy, mean J and max F-β (β² = 0.3) over a folder of images with 0/255 masks."""
     model.eval()

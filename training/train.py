@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from models.merging import PAPER_MERGE
 from models.motion import MotionModel, coordinate_basis, motion_loss
 from models.segmenters import Segmenter, build_segmenter
 
@@ -88,7 +89,7 @@ class TrainConfig:
         backbones and uses the border merge for the U-Net, whose own features measured poor for
         Eq. 6 (see models/merging.py)."""
         if self.merge == "auto":
-            return "border" if self.architecture == "unet" else "spectral"
+            return "border" if self.architecture == "unet" else PAPER_MERGE
         return self.merge
 
     def segmenter_options(self) -> dict[str, Any]:
