@@ -27,7 +27,7 @@ from training.adapt import AdaptationSettings, adapt  # noqa: E402
 from training.checkpoint import load_model, merge_strategy  # noqa: E402
 from training.data import FlowPairDataset  # noqa: E402
 from training.evaluate import evaluate_sequence  # noqa: E402
-from training.flow import build_flow_estimator  # noqa: E402
+from training.flow import DEFAULT_FLOW_METHOD, build_flow_estimator  # noqa: E402
 from training.frames import list_sequences  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "davis2016"
@@ -53,7 +53,7 @@ def main() -> int:
     args = parser.parse_args()
     model, spec = load_model(args.checkpoint)
     input_size, merge = tuple(spec["input_size"]), merge_strategy(spec)
-    estimator = build_flow_estimator("dis")
+    estimator = build_flow_estimator(DEFAULT_FLOW_METHOD)
     videos = list_sequences(args.data, "240p", ["val-dev"])[: args.max_sequences]
     rows, start = [], time.perf_counter()
     for video in videos:

@@ -24,7 +24,7 @@ from training.flow import build_flow_estimator  # noqa: E402
 from training.frames import read_rgb  # noqa: E402
 
 FRAMES = REPO.parent / "shared" / "data" / "davis2016" / "JPEGImages" / "240p"
-METHODS = ["dis-ultrafast", "dis-fast", "dis", "farneback"]
+METHODS = ["dis-ultrafast", "dis-fast", "dis", "dis-fine", "farneback"]
 
 
 def main() -> int:

@@ -12,8 +12,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from training.flow import DEFAULT_FLOW_METHOD, FLOW_METHODS
+
+#: Flow methods a video job can use: every estimator that needs no weights file.
+SERVICE_FLOW_METHODS = tuple(sorted(m for m in FLOW_METHODS if m != "raft"))
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 _WEIGHTS = _REPO_ROOT / "models" / "weights"
@@ -27,7 +32,7 @@ class Settings(BaseSettings):
     model_path: Path = Field(_WEIGHTS / "gwm-default.onnx", description="ONNX model used by /segment.")
     checkpoint_path: Path = Field(_WEIGHTS / "gwm-default.pt", description="PyTorch checkpoint adapted by video jobs.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    flow_method: str = Field("dis", description="Optical flow method passed to training.adapt.")
+    flow_method: str = Field(DEFAULT_FLOW_METHOD, description="Optical flow method passed to training.adapt.")
     merge: Literal["spectral", "border"] | None = Field(
         None, description="Foreground merge strategy (models/merging.py); None: the one recorded in the model."
     )
@@ -60,6 +65,14 @@ class Settings(BaseSettings):
     job_retries: int = Field(1, ge=0, description="Retries after a worker died mid-job (RQ only).")
 
     api_key: SecretStr | None = Field(None, description="If set, required in X-API-Key everywhere but health.")
+
+    @field_validator("flow_method")
+    @classmethod
+    def _known_flow_method(cls, value: str) -> str:
+        """Fail at start-up, not in the first video job."""
+        if value not in SERVICE_FLOW_METHODS:
+            raise ValueError(f"unknown flow method {value!r}; choose from {', '.join(SERVICE_FLOW_METHODS)}")
+        return value
 
     @cached_property
     def upload_dir(self) -> Path:

@@ -122,3 +122,16 @@ def test_readyz_reports_the_merge_and_the_setting_overrides_the_model(service_se
         assert client.get("/readyz").json()["model"]["merge"] == "border"
         response = client.post("/segment", files={"file": ("a.png", image_variants()["rgba.png"])})
         assert response.status_code == 200
+
+
+def test_settings_reject_an_unknown_flow_method_at_start_up(monkeypatch) -> None:
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    monkeypatch.setenv("GWM_FLOW_METHOD", "dis-fine")
+    assert Settings().flow_method == "dis-fine"
+    for bad in ("raft", "nope"):  # raft needs a weights file the service has no setting for
+        monkeypatch.setenv("GWM_FLOW_METHOD", bad)
+        with pytest.raises(ValidationError, match="unknown flow method"):
+            Settings()

@@ -112,3 +112,39 @@ def test_cli_export_records_version_and_merge_in_onnx_and_slim_checkpoint(tmp_pa
     assert (meta["gwm.model_version"], meta["gwm.merge"]) == ("9.9", "border")
     _, slim_spec = load_model(tmp_path / "slim.pt")
     assert slim_spec == json.loads(meta["gwm.spec"])
+
+
+def test_card_of_a_fine_tuned_run_keeps_the_starting_weights_history(tmp_path):
+    from training.checkpoint import save_checkpoint
+    from training.cli import main
+
+    options = {"num_regions": 4, "width": 4, "depth": 2}
+    model = build_segmenter("unet", **options).eval()
+    spec = model_spec("unet", options, input_size=(32, 48), version="2.0", merge="border")
+    save_checkpoint(tmp_path / "m.pt", model, spec)
+    export_onnx(model, spec, tmp_path / "m.onnx")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"init_from": "old.pt", "flow_cache": "cache/flow-dis-fine"}))
+    # 200 steps at 2 steps/s then 200 more at 4 steps/s: 100 s + 50 s
+    (run / "log.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"step": 200, "loss": 0.5, "steps_per_s": 2.0},
+        {"step": 400, "loss": 0.4, "steps_per_s": 4.0},
+        {"step": 400, "J_merged": 0.6, "J_oracle": 0.7},
+    ]))
+    (run / "eval").mkdir()  # `gwm eval --output run/eval/...` of the same step supersedes the periodic eval
+    (run / "eval" / "final.json").write_text(json.dumps(
+        {"step": 400, "davis": {"overall": {"merged": {"J_mean": 0.61}, "oracle": {"J_mean": 0.71}}}}))
+    earlier = {"version": "1.0", "training": {"steps": 9000, "training_hours": 1.5, "config": {"width": 4}}}
+    (tmp_path / "old.card.json").write_text(json.dumps(earlier))
+    (tmp_path / "eval.json").write_text(json.dumps({"davis": {"protocol": "davis", "overall": {}}}))
+    card = ["card", str(tmp_path / "m.pt"), "--onnx", str(tmp_path / "m.onnx"), "--eval", str(tmp_path / "eval.json"),
+            "--output", str(tmp_path / "card.json"), "--initialised-from", str(tmp_path / "old.card.json")]
+    assert main([*card, "--run-dir", str(run)]) == 0
+    training = json.loads((tmp_path / "card.json").read_text())["training"]
+    assert training["steps"] == 400 and training["final_loss"] == 0.4
+    assert training["learning_curve"] == [{"step": 400, "J_merged": 0.61, "J_oracle": 0.71}]
+    assert training["initialised_from"] == {"version": "1.0", **earlier["training"]}
+    assert training["total_training_hours"] == pytest.approx(1.5 + 150 / 3600)
+    with pytest.raises(SystemExit, match="--run-dir"):
+        main([*card, "--training-from", str(tmp_path / "old.card.json")])

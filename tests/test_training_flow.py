@@ -28,7 +28,7 @@ def _translated_pair(shift=SHIFT, size=(96, 128), seed=0):
     return np.ascontiguousarray(a), np.ascontiguousarray(b)
 
 
-@pytest.mark.parametrize("method", ["dis", "dis-fast", "farneback"])
+@pytest.mark.parametrize("method", ["dis", "dis-fine", "dis-fast", "farneback"])
 def test_estimators_recover_a_translation(method):
     a, b = _translated_pair()
     flow = build_flow_estimator(method)(a, b)

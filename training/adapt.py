@@ -27,7 +27,7 @@ from models.segmenters import Segmenter
 from .checkpoint import load_model, merge_strategy
 from .data import FlowPairDataset
 from .evaluate import predict
-from .flow import build_flow_estimator
+from .flow import DEFAULT_FLOW_METHOD, build_flow_estimator
 from .flow_cache import PAPER_GAPS
 from .train import LossFunction, TrainConfig, make_optimizer, select_device, train_step
 
@@ -54,7 +54,7 @@ class AdaptationSettings:
     grad_clip: float = 5.0
     loss_multiplier: float = 0.03
     gaps: tuple[int, ...] = PAPER_GAPS
-    flow_method: str = "dis"
+    flow_method: str = DEFAULT_FLOW_METHOD
     seed: int = 0
     #: Keep batch-norm statistics fixed while adapting (the paper's training setup updates them);
     #: one video's frames are a narrow batch, and re-estimating statistics from it can shift every layer.
@@ -107,7 +107,7 @@ def adapt_and_segment(
     checkpoint_path: str | Path,
     steps: int = 20,
     device: str = "cpu",
-    flow_method: str = "dis",
+    flow_method: str = DEFAULT_FLOW_METHOD,
     progress: Progress | None = None,
     should_cancel: Callable[[], bool] | None = None,
     batch_size: int = 16,

@@ -14,12 +14,13 @@ from pathlib import Path
 
 from models.merging import MERGE_STRATEGIES
 
+from .flow import DEFAULT_FLOW_METHOD, FLOW_METHODS
+
 __all__ = ["main", "build_parser"]
 
 log = logging.getLogger("gwm")
 
 DEFAULT_DATA = "../shared/data/davis2016"
-DEFAULT_CACHE = "cache/flow-dis-128x224"
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -43,13 +44,14 @@ def _gaps(text: str) -> tuple[int, ...]:
 
 def _cmd_flow(args: argparse.Namespace) -> int:
     from .flow import build_flow_estimator
-    from .flow_cache import FlowCache, FlowCacheSpec
+    from .flow_cache import FlowCache, FlowCacheSpec, default_cache_dir
     from .frames import list_sequences
 
     videos = list_sequences(args.data, args.resolution, args.splits)
     estimator = build_flow_estimator(args.method, weights=args.raft_weights, device=args.device)
-    cache = FlowCache(args.output, FlowCacheSpec(args.method, *args.size, gaps=args.gaps))
-    log.info("computing %s flow for %d sequences into %s", args.method, len(videos), args.output)
+    output = args.output or default_cache_dir(args.method, args.size)
+    cache = FlowCache(output, FlowCacheSpec(args.method, *args.size, gaps=args.gaps))
+    log.info("computing %s flow for %d sequences into %s", args.method, len(videos), output)
     cache.build(videos, estimator)
     return 0
 
@@ -118,14 +120,20 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_card(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
-    from .model_card import build_model_card, inference_cost, training_summary
+    from .model_card import build_model_card, inference_cost, training_summary, with_initial_training
 
+    if args.initialised_from and not args.run_dir:
+        raise SystemExit("--initialised-from goes with --run-dir (the run that started from those weights)")
     model, spec = load_model(args.checkpoint)
+    if args.run_dir:
+        training = training_summary(args.run_dir)
+        if args.initialised_from:
+            training = with_initial_training(training, json.loads(Path(args.initialised_from).read_text()))
+    else:
+        training = json.loads(Path(args.training_from).read_text())["training"]
     card = build_model_card(
         name=args.name, spec=spec, cost=inference_cost(model, spec, args.onnx),
-        training=(training_summary(args.run_dir) if args.run_dir
-                  else json.loads(Path(args.training_from).read_text())["training"]),
-        evaluation=json.loads(Path(args.eval).read_text()),
+        training=training, evaluation=json.loads(Path(args.eval).read_text()),
     )
     Path(args.output).write_text(json.dumps(card, indent=2))
     print(f"model card: {args.output}")
@@ -192,12 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     flow.add_argument("--data", default=DEFAULT_DATA, help=f"DAVIS-style root (default {DEFAULT_DATA})")
     flow.add_argument("--resolution", default="240p", help="JPEGImages sub-folder (default 240p)")
     flow.add_argument("--splits", nargs="+", default=["train", "val-dev"], help="ImageSets splits (default train val-dev)")
-    flow.add_argument("--method", default="dis", help="dis (default), dis-fast, dis-ultrafast, farneback, raft")
+    flow.add_argument("--method", default=DEFAULT_FLOW_METHOD, choices=sorted(FLOW_METHODS),
+                      help=f"estimator (default {DEFAULT_FLOW_METHOD}; raft needs --raft-weights)")
     flow.add_argument("--raft-weights", help="local RAFT state-dict file (needed for --method raft)")
     flow.add_argument("--device", default="cpu", help="device for RAFT")
     flow.add_argument("--size", type=_size, default=(128, 224), help="stored grid HxW (default 128x224)")
     flow.add_argument("--gaps", type=_gaps, default=(-2, -1, 1, 2), help="frame gaps (default -2,-1,1,2 as in the paper)")
-    flow.add_argument("--output", default=DEFAULT_CACHE, help=f"cache directory (default {DEFAULT_CACHE})")
+    flow.add_argument("--output", help="cache directory (default cache/flow-<method>-<H>x<W>, where gwm train looks)")
     flow.set_defaults(handler=_cmd_flow)
 
     train = commands.add_parser("train", help="train a segmenter on precomputed flow (resumes from last.pt)")
@@ -238,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--training-from", dest="training_from",
                         help="an earlier card of the same weights whose training section is kept "
                              "(re-carding after a re-export, when the run directory is gone)")
+    card.add_argument("--initialised-from", dest="initialised_from",
+                      help="with --run-dir of a run started by --init-from: the card of those starting "
+                           "weights, kept under training.initialised_from")
     card.add_argument("--eval", required=True, help="report from `gwm eval --output`")
     card.add_argument("--name", default="gwm-default")
     card.add_argument("--output", required=True)

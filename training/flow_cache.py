@@ -27,12 +27,17 @@ from models.preprocessing import resize_flow
 from .flow import FlowEstimator
 from .frames import VideoFolder
 
-__all__ = ["PAPER_GAPS", "FlowCacheSpec", "FlowCache", "compute_sequence_flow"]
+__all__ = ["PAPER_GAPS", "FlowCacheSpec", "FlowCache", "compute_sequence_flow", "default_cache_dir"]
 
 log = logging.getLogger(__name__)
 
 #: Frame gaps used for DAVIS in the paper (App. A).
 PAPER_GAPS: tuple[int, ...] = (-2, -1, 1, 2)
+
+
+def default_cache_dir(method: str, size: Sequence[int]) -> str:
+    """Where ``gwm flow`` stores a method's cache by default: one directory per method and grid."""
+    return f"cache/flow-{method}-{size[0]}x{size[1]}"
 
 
 @dataclass(frozen=True)

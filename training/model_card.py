@@ -21,7 +21,7 @@ from models.segmenters import Segmenter
 
 from .checkpoint import ModelSpec, merge_strategy
 
-__all__ = ["inference_cost", "training_summary", "build_model_card"]
+__all__ = ["inference_cost", "training_summary", "with_initial_training", "build_model_card"]
 
 
 def inference_cost(model: Segmenter, spec: ModelSpec, onnx_path: str | Path, repeats: int = 20) -> dict[str, Any]:
@@ -60,21 +60,31 @@ def training_summary(run_dir: str | Path) -> dict[str, Any]:
             continue
         seconds += (record["step"] - previous) / record["steps_per_s"]
         previous = record["step"]
-    curve = [{k: r[k] for k in r if k.startswith("J") or k == "step"} for r in records if "J_merged" in r]
+    curve = {r["step"]: {k: r[k] for k in r if k.startswith("J") or k == "step"} for r in records if "J_merged" in r}
     for report_path in sorted((run_dir / "eval").glob("*.json")):  # `gwm eval --output <run>/eval/...`
         report = json.loads(report_path.read_text())
-        if report.get("step") is not None and "davis" in report:
+        if report.get("step") is not None and "davis" in report:  # replaces the periodic eval of that step
             overall = report["davis"]["overall"]
-            curve.append({"step": report["step"], "J_merged": overall["merged"]["J_mean"],
-                          "J_oracle": overall["oracle"]["J_mean"]})
-    curve.sort(key=lambda point: point["step"])
+            curve[report["step"]] = {"step": report["step"], "J_merged": overall["merged"]["J_mean"],
+                                     "J_oracle": overall["oracle"]["J_mean"]}
     return {
         "config": json.loads((run_dir / "config.json").read_text()),
         "steps": previous,
         "training_hours": seconds / 3600,
         "final_loss": steps[-1]["loss"] if steps else None,
-        "learning_curve": curve,
+        "learning_curve": [curve[step] for step in sorted(curve)],
     }
+
+
+def with_initial_training(training: dict[str, Any], earlier_card: dict[str, Any]) -> dict[str, Any]:
+    """``training`` of a run started with ``--init-from``, plus the history of the weights it started from.
+
+    A fine-tuned model's own run records only its last leg; the earlier card's training section (and
+    its version) is kept under ``initialised_from`` so the card still states all data, steps and time,
+    and ``total_training_hours`` sums every leg."""
+    earlier = {"version": earlier_card["version"], **earlier_card["training"]}
+    total = training["training_hours"] + earlier.get("total_training_hours", earlier["training_hours"])
+    return {**training, "initialised_from": earlier, "total_training_hours": total}
 
 
 def build_model_card(

@@ -22,11 +22,13 @@ from tqdm import tqdm
 
 from models.merging import PAPER_MERGE
 from models.motion import MotionModel, coordinate_basis, motion_loss
+from models.preprocessing import DEFAULT_INPUT_SIZE
 from models.segmenters import Segmenter, build_segmenter
 
 from .checkpoint import load_checkpoint, model_spec, save_checkpoint
 from .data import Batch, FlowPairDataset
-from .flow_cache import FlowCache
+from .flow import DEFAULT_FLOW_METHOD
+from .flow_cache import FlowCache, default_cache_dir
 from .frames import list_sequences
 
 __all__ = ["TrainConfig", "learning_rate", "make_optimizer", "LossFunction", "train_step", "train", "select_device"]
@@ -41,7 +43,7 @@ class TrainConfig:
     data_root: str = "../shared/data/davis2016"
     splits: list[str] = field(default_factory=lambda: ["train", "val-dev"])  # internal learning (§3.3)
     resolution: str = "240p"
-    flow_cache: str = "cache/flow-dis-128x224"
+    flow_cache: str = default_cache_dir(DEFAULT_FLOW_METHOD, DEFAULT_INPUT_SIZE)  # paper: RAFT flow
     output_dir: str = "runs/default"
     architecture: str = "unet"
     width: int = 24  # paper: 64 (standard U-Net); narrower for CPU training

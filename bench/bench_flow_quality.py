@@ -1,0 +1,109 @@
+"""How much does each optical-flow method tell GWM about the object? Ground-truth diagnostics on val-dev.
+
+The GWM loss can only find what the flow shows. For sampled DAVIS val-dev frames this script computes,
+per flow method (all four paper gaps, stored grid 128×224, flow in reference units clipped as in
+training):
+
+- **background-fit J** — the motion model fitted to the *true* background, its residual summed over
+  the gaps, thresholded at the per-frame best quantile: how well the flow alone separates the object
+  once the background motion is known. A ceiling-like figure for a segmenter trained on this flow.
+- **GT mean loss** — the GWM loss of the true two-region segmentation (lower: the flow is closer to
+  piecewise-parametric on the true regions).
+- with ``--checkpoint``: **GT wins** — the share of frames where the true segmentation has a lower
+  loss than the model's own regions, merged into two by the oracle and thresholded like the truth.
+  Below 50 % the loss prefers the model's (wrong) regions to the truth, so more training on this
+  flow cannot move the model to it.
+
+    python bench/bench_flow_quality.py --checkpoint models/weights/gwm-default.pt
+    python bench/bench_flow_quality.py --methods dis dis-fine --frames-per-sequence 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.merging import oracle_merge
+from models.motion import coordinate_basis, fit_motion, motion_loss, motion_residuals
+from models.preprocessing import resize_flow
+from training.checkpoint import load_model
+from training.data import to_reference_units
+from training.evaluate import jaccard, predict
+from training.flow import FLOW_METHODS, build_flow_estimator
+from training.flow_cache import PAPER_GAPS
+from training.frames import list_sequences, read_rgb
+
+ROOT = Path(__file__).resolve().parents[1]
+GRID = (128, 224)
+QUANTILES = torch.linspace(0.5, 0.99, 25)
+
+
+def background_fit_jaccard(flows: torch.Tensor, truth: torch.Tensor, basis: torch.Tensor) -> float:
+    """Best-threshold J of the residual of the motion model fitted on the true background.
+
+    ``flows``: (G, 2, h, w) one flow per gap; ``truth``: (h, w) bool."""
+    g, _, h, w = flows.shape
+    background = (~truth).float().reshape(1, 1, -1).expand(g, 1, -1).contiguous()
+    flat = flows.reshape(g, 2, -1).transpose(1, 2)
+    residual = motion_residuals(flat, basis, fit_motion(background, flat, basis))[:, 0].sum(0)
+    thresholds = torch.quantile(residual, QUANTILES)
+    return max(jaccard((residual > t).reshape(h, w).numpy(), truth.numpy()) for t in thresholds)
+
+
+def two_regions(foreground: torch.Tensor, copies: int) -> torch.Tensor:
+    """(h, w) foreground probability -> (copies, 2, h, w) region masks."""
+    return torch.stack([foreground, 1 - foreground])[None].expand(copies, -1, -1, -1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", nargs="+", default=["dis", "dis-fine", "farneback"],
+                        choices=[m for m in FLOW_METHODS if m != "raft"])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "davis2016"))
+    parser.add_argument("--frames-per-sequence", type=int, default=4)
+    parser.add_argument("--checkpoint", help="also compare the truth's loss with this model's regions")
+    parser.add_argument("--flow-clip", type=float, default=20.0, help="as TrainConfig.flow_clip")
+    args = parser.parse_args()
+    root = Path(args.data)
+    basis = coordinate_basis(*GRID, "quadratic")
+    model = load_model(args.checkpoint)[0].float().eval() if args.checkpoint else None
+    videos = list_sequences(root, "240p", ["val-dev"])
+
+    print(f"{len(videos)} val-dev sequences × {args.frames_per_sequence} frames, gaps {PAPER_GAPS}, grid {GRID}")
+    header = f"| method | background-fit J | GT mean loss | {'GT wins | ' if model else ''}ms / pair |"
+    print(header + "\n" + "|---" * (header.count("|") - 1) + "|")
+    for method in args.methods:
+        estimator = build_flow_estimator(method)
+        seconds, pairs, fit_j, gt_loss, gt_wins = 0.0, 0, [], [], []
+        for video in videos:
+            for i in np.linspace(2, len(video) - 3, args.frames_per_sequence).astype(int):
+                fields = []
+                for gap in PAPER_GAPS:
+                    start = time.perf_counter()
+                    flow = estimator(video.read(i), video.read(i + gap))
+                    seconds, pairs = seconds + time.perf_counter() - start, pairs + 1
+                    fields.append(torch.from_numpy(resize_flow(flow, GRID)).permute(2, 0, 1))
+                flows = to_reference_units(torch.stack(fields), args.flow_clip)
+                mask = read_rgb(root / "Annotations" / "480p" / video.name / f"{video.frames[i].stem}.png")[..., 0] > 127
+                truth = F.interpolate(torch.from_numpy(mask)[None, None].float(), size=GRID, mode="area")[0, 0] > 0.5
+                fit_j.append(background_fit_jaccard(flows, truth, basis))
+                loss_truth = float(motion_loss(two_regions(truth.float(), len(PAPER_GAPS)), flows, basis=basis))
+                gt_loss.append(loss_truth)
+                if model is not None:
+                    with torch.no_grad():
+                        probabilities, _ = predict(model, [video.read(i)], GRID)
+                    merged = (oracle_merge(probabilities, truth[None])[0] > 0.5).float()  # hard, like the truth
+                    loss_model = float(motion_loss(two_regions(merged, len(PAPER_GAPS)), flows, basis=basis))
+                    gt_wins.append(loss_truth < loss_model)
+        wins = f" {100 * np.mean(gt_wins):.0f} % |" if model else ""
+        print(f"| {method} | {100 * np.mean(fit_j):.1f} | {np.mean(gt_loss):.2f} |{wins} {1000 * seconds / pairs:.1f} |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
