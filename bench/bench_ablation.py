@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: name -> (flow cache directory, TrainConfig overrides)
 VARIANTS: dict[str, tuple[str, dict]] = {
     "dis-quadratic": ("cache/flow-dis-128x224", {}),
+    "dis-fine-quadratic": ("cache/flow-dis-fine-128x224", {}),
     "farneback-quadratic": ("cache/flow-farneback-128x224", {}),
     "dis-affine": ("cache/flow-dis-128x224", {"motion_model": "affine"}),
     "dis-constant": ("cache/flow-dis-128x224", {"motion_model": "constant"}),
