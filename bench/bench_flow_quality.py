@@ -1,8 +1,8 @@
 """How much does each optical-flow method tell GWM about the object? Ground-truth diagnostics on val-dev.
 
 The GWM loss can only find what the flow shows. For sampled DAVIS val-dev frames this script computes,
-per flow method (all four paper gaps, stored grid 128×224, flow in reference units clipped as in
-training):
+per flow method (all four paper gaps, stored grid 128×224, flow in reference units clipped and
+motion model as in the default ``TrainConfig``):
 
 - **background-fit J** — the motion model fitted to the *true* background, its residual summed over
   the gaps, thresholded at the per-frame best quantile: how well the flow alone separates the object
@@ -33,10 +33,11 @@ from models.motion import coordinate_basis, fit_motion, motion_loss, motion_resi
 from models.preprocessing import resize_flow
 from training.checkpoint import load_model
 from training.data import to_reference_units
-from training.evaluate import jaccard, predict
-from training.flow import FLOW_METHODS, build_flow_estimator
+from training.evaluate import jaccard, predict, read_annotation
+from training.flow import WEIGHTLESS_FLOW_METHODS, build_flow_estimator
 from training.flow_cache import PAPER_GAPS
-from training.frames import list_sequences, read_rgb
+from training.frames import list_sequences
+from training.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = (128, 224)
@@ -60,49 +61,60 @@ def two_regions(foreground: torch.Tensor, copies: int) -> torch.Tensor:
     return torch.stack([foreground, 1 - foreground])[None].expand(copies, -1, -1, -1)
 
 
+def sampled_frames(videos, frames_per_sequence: int, data_root: Path, model) -> list[dict]:
+    """Each sampled frame once: its image, the neighbours of every gap, the truth on the grid and,
+    with a model, the model's regions merged by the oracle (the same for every flow method)."""
+    samples = []
+    for video in videos:
+        for i in np.linspace(2, len(video) - 3, frames_per_sequence).astype(int):
+            image = video.read(i)
+            mask = torch.from_numpy(read_annotation(data_root, video, i))[None, None].float()
+            truth = F.interpolate(mask, size=GRID, mode="area")[0, 0] > 0.5
+            sample = {"image": image, "neighbours": [video.read(i + gap) for gap in PAPER_GAPS], "truth": truth}
+            if model is not None:
+                with torch.no_grad():
+                    probabilities, _ = predict(model, [image], GRID)
+                sample["model"] = (oracle_merge(probabilities, truth[None])[0] > 0.5).float()  # hard, like the truth
+            samples.append(sample)
+    return samples
+
+
 def main() -> None:
+    defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="+", default=["dis", "dis-fine", "farneback"],
-                        choices=[m for m in FLOW_METHODS if m != "raft"])
+                        choices=WEIGHTLESS_FLOW_METHODS)
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "davis2016"))
     parser.add_argument("--frames-per-sequence", type=int, default=4)
     parser.add_argument("--checkpoint", help="also compare the truth's loss with this model's regions")
-    parser.add_argument("--flow-clip", type=float, default=20.0, help="as TrainConfig.flow_clip")
     args = parser.parse_args()
-    root = Path(args.data)
-    basis = coordinate_basis(*GRID, "quadratic")
-    model = load_model(args.checkpoint)[0].float().eval() if args.checkpoint else None
-    videos = list_sequences(root, "240p", ["val-dev"])
+    basis = coordinate_basis(*GRID, defaults.motion_model)
+    model = load_model(args.checkpoint)[0] if args.checkpoint else None
+    videos = list_sequences(args.data, "240p", ["val-dev"])
+    samples = sampled_frames(videos, args.frames_per_sequence, Path(args.data), model)
+
+    def loss(foreground: torch.Tensor, flows: torch.Tensor) -> float:
+        return float(motion_loss(two_regions(foreground, len(flows)), flows, defaults.motion_model, basis=basis))
 
     print(f"{len(videos)} val-dev sequences × {args.frames_per_sequence} frames, gaps {PAPER_GAPS}, grid {GRID}")
     header = f"| method | background-fit J | GT mean loss | {'GT wins | ' if model else ''}ms / pair |"
     print(header + "\n" + "|---" * (header.count("|") - 1) + "|")
     for method in args.methods:
         estimator = build_flow_estimator(method)
-        seconds, pairs, fit_j, gt_loss, gt_wins = 0.0, 0, [], [], []
-        for video in videos:
-            for i in np.linspace(2, len(video) - 3, args.frames_per_sequence).astype(int):
-                fields = []
-                for gap in PAPER_GAPS:
-                    start = time.perf_counter()
-                    flow = estimator(video.read(i), video.read(i + gap))
-                    seconds, pairs = seconds + time.perf_counter() - start, pairs + 1
-                    fields.append(torch.from_numpy(resize_flow(flow, GRID)).permute(2, 0, 1))
-                flows = to_reference_units(torch.stack(fields), args.flow_clip)
-                mask = read_rgb(root / "Annotations" / "480p" / video.name / f"{video.frames[i].stem}.png")[..., 0] > 127
-                truth = F.interpolate(torch.from_numpy(mask)[None, None].float(), size=GRID, mode="area")[0, 0] > 0.5
-                fit_j.append(background_fit_jaccard(flows, truth, basis))
-                loss_truth = float(motion_loss(two_regions(truth.float(), len(PAPER_GAPS)), flows, basis=basis))
-                gt_loss.append(loss_truth)
-                if model is not None:
-                    with torch.no_grad():
-                        probabilities, _ = predict(model, [video.read(i)], GRID)
-                    merged = (oracle_merge(probabilities, truth[None])[0] > 0.5).float()  # hard, like the truth
-                    loss_model = float(motion_loss(two_regions(merged, len(PAPER_GAPS)), flows, basis=basis))
-                    gt_wins.append(loss_truth < loss_model)
+        seconds, fit_j, gt_loss, gt_wins = 0.0, [], [], []
+        for sample in samples:
+            start = time.perf_counter()
+            fields = [estimator(sample["image"], neighbour) for neighbour in sample["neighbours"]]
+            seconds += time.perf_counter() - start
+            on_grid = torch.stack([torch.from_numpy(resize_flow(f, GRID)).permute(2, 0, 1) for f in fields])
+            flows = to_reference_units(on_grid, defaults.flow_clip)
+            fit_j.append(background_fit_jaccard(flows, sample["truth"], basis))
+            gt_loss.append(loss(sample["truth"].float(), flows))
+            if model is not None:
+                gt_wins.append(gt_loss[-1] < loss(sample["model"], flows))
         wins = f" {100 * np.mean(gt_wins):.0f} % |" if model else ""
-        print(f"| {method} | {100 * np.mean(fit_j):.1f} | {np.mean(gt_loss):.2f} |{wins} {1000 * seconds / pairs:.1f} |",
-              flush=True)
+        ms_per_pair = 1000 * seconds / (len(samples) * len(PAPER_GAPS))
+        print(f"| {method} | {100 * np.mean(fit_j):.1f} | {np.mean(gt_loss):.2f} |{wins} {ms_per_pair:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from training.flow import DEFAULT_FLOW_METHOD, FLOW_METHODS
-
-#: Flow methods a video job can use: every estimator that needs no weights file.
-SERVICE_FLOW_METHODS = tuple(sorted(m for m in FLOW_METHODS if m != "raft"))
+from training.flow import DEFAULT_FLOW_METHOD, WEIGHTLESS_FLOW_METHODS
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 _WEIGHTS = _REPO_ROOT / "models" / "weights"
@@ -70,8 +67,8 @@ class Settings(BaseSettings):
     @classmethod
     def _known_flow_method(cls, value: str) -> str:
         """Fail at start-up, not in the first video job."""
-        if value not in SERVICE_FLOW_METHODS:
-            raise ValueError(f"unknown flow method {value!r}; choose from {', '.join(SERVICE_FLOW_METHODS)}")
+        if value not in WEIGHTLESS_FLOW_METHODS:  # RAFT needs a weights file the service has no setting for
+            raise ValueError(f"unknown flow method {value!r}; choose from {', '.join(WEIGHTLESS_FLOW_METHODS)}")
         return value
 
     @cached_property

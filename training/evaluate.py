@@ -34,6 +34,7 @@ __all__ = [
     "davis_sequence_scores",
     "f_beta_curve",
     "predict",
+    "read_annotation",
     "evaluate_sequence",
     "evaluate_davis",
     "evaluate_images",
@@ -104,6 +105,11 @@ def _read_mask(path: Path) -> np.ndarray:
     return read_rgb(path)[..., 0] > 127
 
 
+def read_annotation(data_root: str | Path, video: VideoFolder, index: int) -> np.ndarray:
+    """The 480p ground-truth mask (bool, H×W) of frame ``index`` of a DAVIS-style sequence."""
+    return _read_mask(Path(data_root) / "Annotations" / "480p" / video.name / f"{video.frames[index].stem}.png")
+
+
 def evaluate_sequence(
     model: Segmenter,
     video: VideoFolder,
@@ -121,13 +127,12 @@ def evaluate_sequence(
         raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
     first, empty_score = (1, 1.0) if protocol == "davis" else (2, 0.0)
     model.eval()
-    annotations = Path(data_root) / "Annotations" / "480p" / video.name
     frames = range(first, len(video) - 1)
     ious: dict[str, list[float]] = {"merged": [], "oracle": []}
     for start in range(0, len(frames), batch_size):
         chunk = frames[start:start + batch_size]
         probabilities, merged = predict(model, [video.read(i) for i in chunk], input_size, device, merge)
-        truths = [_read_mask(annotations / f"{video.frames[i].stem}.png") for i in chunk]
+        truths = [read_annotation(data_root, video, i) for i in chunk]
         size = truths[0].shape
         up = torch.nn.functional.interpolate(probabilities, size=size, mode="bilinear", align_corners=False)
         truth_tensor = torch.from_numpy(np.stack(truths))

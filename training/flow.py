@@ -17,7 +17,8 @@ import cv2
 import numpy as np
 
 __all__ = [
-    "FlowEstimator", "DISFlow", "FarnebackFlow", "RAFTFlow", "FLOW_METHODS", "DEFAULT_FLOW_METHOD", "build_flow_estimator",
+    "FlowEstimator", "DISFlow", "FarnebackFlow", "RAFTFlow",
+    "FLOW_METHODS", "WEIGHTLESS_FLOW_METHODS", "DEFAULT_FLOW_METHOD", "build_flow_estimator",
 ]
 
 
@@ -38,31 +39,30 @@ class DISFlow:
     trade-off) or ``fine``: ``medium`` run down to the full-resolution pyramid level with smaller,
     denser patches and more descent and variational-refinement iterations. On DAVIS 240p ``fine``
     separates the moving object from the background motion better than ``medium`` (background-fit
-    J 60.1 vs 57.8, ``bench/bench_flow_quality.py``) at ~3.7× its cost, still ~30 pairs/s on one core.
+    J 61.2 vs 58.4, ``bench/bench_flow_quality.py``) at ~3.7× its cost, still ~30 pairs/s on one core.
     """
 
-    PRESETS = {
-        "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
-        "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-        "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
-    }
-
-    #: ``fine``: overrides applied on top of the ``medium`` preset (OpenCV setter name -> value).
-    FINE_OVERRIDES = {
-        "FinestScale": 0,
-        "PatchSize": 8,
-        "PatchStride": 3,
-        "GradientDescentIterations": 25,
-        "VariationalRefinementIterations": 10,
+    #: name -> (OpenCV base preset, overrides applied on top of it: OpenCV setter name -> value)
+    PRESETS: dict[str, tuple[int, dict[str, int]]] = {
+        "ultrafast": (cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, {}),
+        "fast": (cv2.DISOPTICAL_FLOW_PRESET_FAST, {}),
+        "medium": (cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, {}),
+        "fine": (cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, {
+            "FinestScale": 0,
+            "PatchSize": 8,
+            "PatchStride": 3,
+            "GradientDescentIterations": 25,
+            "VariationalRefinementIterations": 10,
+        }),
     }
 
     def __init__(self, preset: str = "medium") -> None:
-        if preset not in (*self.PRESETS, "fine"):
-            raise ValueError(f"unknown DIS preset {preset!r}; choose from {sorted((*self.PRESETS, 'fine'))}")
-        self._dis = cv2.DISOpticalFlow_create(self.PRESETS["medium" if preset == "fine" else preset])
-        if preset == "fine":
-            for name, value in self.FINE_OVERRIDES.items():
-                getattr(self._dis, f"set{name}")(value)
+        if preset not in self.PRESETS:
+            raise ValueError(f"unknown DIS preset {preset!r}; choose from {sorted(self.PRESETS)}")
+        base, overrides = self.PRESETS[preset]
+        self._dis = cv2.DISOpticalFlow_create(base)
+        for name, value in overrides.items():
+            getattr(self._dis, f"set{name}")(value)
 
     def __call__(self, frame_a: np.ndarray, frame_b: np.ndarray) -> np.ndarray:
         return self._dis.calc(_grey(frame_a), _grey(frame_b), None).astype(np.float32)
@@ -131,6 +131,9 @@ FLOW_METHODS: dict[str, Callable[..., FlowEstimator]] = {
     "raft": lambda **kw: RAFTFlow(kw["weights"], small=kw.get("small", False), device=kw.get("device", "cpu")),
 }
 
+
+#: Methods that need no weights file (everything but RAFT): what a service or a bench can build by name.
+WEIGHTLESS_FLOW_METHODS: tuple[str, ...] = tuple(sorted(m for m in FLOW_METHODS if m != "raft"))
 
 #: The flow gwm trains on and adapts with. The paper's RAFT needs weights no one can download here;
 #: among classical flows on DAVIS 240p, DIS ``fine`` gave the best background-fit J
