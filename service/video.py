@@ -1,9 +1,14 @@
 """Probing and decoding of uploaded videos with PyAV, within configured limits.
 
 The API probes a video while the client waits, so "not a video", audio-only
-files, and too-long or too-large videos are rejected with a 4xx instead of a
-failed job; the job decodes the frames later, which is where corrupt streams
-and empty videos are found.
+files, too-long, too-large and too-small videos are rejected with a 4xx instead
+of a failed job; the job decodes the frames later, which is where corrupt
+streams and empty videos are found.
+
+Decoded frames all have the first frame's size, turned the way the video is
+displayed: a stream that changes resolution midway is resized to its first
+frame's, and the rotation a phone records in the display matrix is applied,
+so every mask of a job has one size, the one people see.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from service.imaging import looks_like_video
 # FFmpeg demuxer names of the accepted containers: mp4/mov, mkv/webm, avi, GIF.
 ACCEPTED_DEMUXERS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi", "gif"})
 _IMAGE_DEMUXER_SUFFIX = "_pipe"  # e.g. jpeg_pipe, png_pipe: a still image
+#: Shortest side a video may have: OpenCV's DIS flow fails inside its pyramid below 12 px.
+MIN_SIDE = 16
 
 
 @dataclass(frozen=True)
@@ -76,11 +83,13 @@ def decode_frames(
 ) -> DecodedVideo:
     """Decode every ``stride``-th frame as RGB uint8, stopping after ``max_frames`` frames.
 
+    Every frame comes back at the first kept frame's size, rotated as the video is displayed.
     ``on_frame(n)`` is called after each kept frame so callers can report progress.
     """
     wanted = min(max_frames or limits.max_frames, limits.max_frames)
     frames: list[np.ndarray] = []
     indices: list[int] = []
+    geometry: tuple[int, int, int] | None = None  # (width, height, quarter turns) of the first frame
     with _open(path) as container:
         stream = _video_stream(container)
         fps = float(stream.average_rate or stream.guessed_rate or 25)
@@ -88,8 +97,12 @@ def decode_frames(
             for index, frame in enumerate(container.decode(stream)):
                 if index % stride:
                     continue
-                _check_size(frame.width, frame.height, limits)
-                frames.append(frame.to_ndarray(format="rgb24"))
+                _check_size(frame.width, frame.height, limits, check_min=geometry is None)
+                if geometry is None:
+                    geometry = (frame.width, frame.height, round(frame.rotation / 90) % 4)
+                width, height, quarter_turns = geometry
+                rgb = frame.to_ndarray(format="rgb24", width=width, height=height)  # scales only if it changed
+                frames.append(np.ascontiguousarray(np.rot90(rgb, quarter_turns)) if quarter_turns else rgb)
                 indices.append(index)
                 if on_frame is not None:
                     on_frame(len(frames))
@@ -138,8 +151,11 @@ def _duration_s(container: av.container.InputContainer, stream: av.video.stream.
     return None
 
 
-def _check_size(width: int, height: int, limits: VideoLimits) -> None:
+def _check_size(width: int, height: int, limits: VideoLimits, check_min: bool = True) -> None:
+    """Reject sizes outside the limits; ``check_min=False`` for frames that will be scaled to the first's size."""
     if width <= 0 or height <= 0:
         raise BadInput("video stream has no frame size")
     if max(width, height) > limits.max_side:
         raise TooLarge(f"video is {width}x{height}; the longest side may be at most {limits.max_side} px")
+    if check_min and min(width, height) < MIN_SIDE:
+        raise BadInput(f"video is {width}x{height}; the shortest side must be at least {MIN_SIDE} px")

@@ -51,15 +51,36 @@ def exif_rotated_jpeg(width: int = 96, height: int = 64) -> bytes:
     return encode_image(Image.fromarray(gradient_rgb(width, height)), "JPEG", exif=exif.tobytes())
 
 
-def encode_video(frames: list[np.ndarray], path: Path, codec: str = "libx264", fps: int = 12) -> Path:
-    """Write RGB frames (even sizes) to ``path``; the container follows the suffix."""
+def encode_video(
+    frames: list[np.ndarray], path: Path, codec: str = "libx264", fps: int = 12, rotation: int = 0
+) -> Path:
+    """Write RGB frames (even sizes) to ``path``; the container follows the suffix.
+
+    ``rotation`` (degrees counter-clockwise) goes into the display matrix, as phones record
+    portrait video: stored sideways, shown upright.
+    """
     height, width = frames[0].shape[:2]
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if rotation:
+            stream.set_display_rotation(rotation)
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode(None))
+    return path
+
+
+def encode_mjpeg_avi(frames: list[np.ndarray], path: Path, fps: int = 12) -> Path:
+    """An AVI of JPEG frames, each at its own size: a stream whose resolution changes midway."""
+    height, width = frames[0].shape[:2]
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mjpeg", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuvj420p"
+        for index, frame in enumerate(frames):
+            packet = av.Packet(encode_image(Image.fromarray(frame), "JPEG", quality=90))
+            packet.stream, packet.pts, packet.dts = stream, index, index
+            container.mux(packet)
     return path
 
 

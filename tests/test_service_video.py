@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from service import rle
-from service_media import encode_image, encode_video, gradient_rgb
+from service_media import encode_image, encode_mjpeg_avi, encode_video, gradient_rgb
 
 
 def wait_for_end(client, url: str, timeout: float = 60.0) -> dict:
@@ -149,3 +149,49 @@ def test_unknown_and_malformed_job_ids(client, path: str, status: int) -> None:
     response = client.get(path)
     assert response.status_code == status
     assert "error" in response.json()
+
+
+def test_tiny_video_is_refused_at_upload(client, tmp_path, service_settings) -> None:
+    """Below 16 px a side, optical flow fails inside OpenCV: say so at upload, not as a failed job."""
+    thin = encode_video([gradient_rgb(64, 8)] * 3, tmp_path / "thin.mp4")
+    code, message = _error(submit(client, thin.read_bytes()))
+    assert code == 400 and "64x8" in message and "shortest side" in message, message
+    assert not list(service_settings.upload_dir.iterdir())
+
+
+def test_resolution_change_midstream_gives_masks_of_the_first_size(client, tmp_path) -> None:
+    frames = [np.roll(gradient_rgb(64, 48), 3 * i, axis=1) for i in range(3)]
+    frames += [np.roll(gradient_rgb(96, 72), 3 * i, axis=1) for i in range(3)]
+    avi = encode_mjpeg_avi(frames, tmp_path / "webcam.avi")
+    job = submit(client, avi.read_bytes(), "webcam.avi", "steps=1").json()
+    status = wait_for_end(client, job["url"])
+    assert status["state"] == "succeeded", status
+
+    result = client.get(f"{job['url']}/result?format=json").json()
+    assert (result["frames"], result["width"], result["height"]) == (6, 64, 48)
+    assert [rle.decode(m).shape for m in result["masks"]] == [(48, 64)] * 6
+    archive = zipfile.ZipFile(io.BytesIO(client.get(f"{job['url']}/result").content))
+    assert {Image.open(archive.open(name)).size for name in archive.namelist()} == {(64, 48)}
+    video = client.get(f"{job['url']}/result?format=video")
+    assert video.status_code == 200, video.text
+    with av.open(io.BytesIO(video.content)) as container:
+        assert [(f.width, f.height) for f in container.decode(video=0)] == [(64, 48)] * 6
+
+
+def test_phone_rotation_is_applied(client, tmp_path) -> None:
+    """Stored 64x48 with a 90° display rotation: frames and masks come back 48x64, as the video is shown."""
+    from service.video import VideoLimits, decode_frames
+
+    stored = [np.roll(gradient_rgb(64, 48), 2 * i, axis=1) for i in range(4)]
+    path = encode_video(stored, tmp_path / "portrait.mp4", rotation=90)
+    decoded = decode_frames(path, VideoLimits(30, 60.0, 1920))
+    assert decoded.frames[0].shape == (64, 48, 3)
+    upright = np.rot90(stored[0]).astype(int)  # the display matrix turns the picture counter-clockwise
+    assert np.abs(decoded.frames[0].astype(int) - upright).mean() < 8  # H.264 is lossy, not wrong
+
+    job = submit(client, path.read_bytes(), "portrait.mp4", "steps=1").json()
+    assert wait_for_end(client, job["url"])["state"] == "succeeded"
+    result = client.get(f"{job['url']}/result?format=json").json()
+    assert (result["width"], result["height"]) == (48, 64)
+    assert {rle.decode(m).shape for m in result["masks"]} == {(64, 48)}
+
