@@ -13,8 +13,17 @@ every job has ended. All jobs must succeed and the uploads folder must be empty 
     python bench/bench_load.py --clients 16 --duration 20        # shorter
     python bench/bench_load.py --model m.onnx --checkpoint m.pt  # a given model (the tests pass a tiny one)
 
+Phase 3, memory: requests that are small on the wire but huge in pixels (``--memory-images``
+zero PNGs of ``--memory-side`` px squared each, ~38 kB apiece, ``format=overlay``), first one alone,
+then ``--memory-concurrent`` at once. For each case it prints the statuses, the slowest answer and
+the server's peak resident memory (``VmHWM``, reset before each case) and its RSS a moment after.
+
+    python bench/bench_load.py --phases memory                                         # 16 x 6300^2, alone and 4 at once
+    python bench/bench_load.py --phases memory --memory-batches 16 1 --memory-concurrent 1 4
+
 Exit status 1 when any check fails (a 5xx, a job not succeeded, an upload left behind, a bad input
-not answered 4xx). Everything runs on 127.0.0.1 and is bounded in time.
+not answered 4xx, a memory case answered 5xx or not at all). Everything runs on 127.0.0.1 and is
+bounded in time.
 """
 
 from __future__ import annotations
@@ -194,16 +203,91 @@ def video_phase(url: str, clip: bytes, jobs: int, steps: int, jpeg: bytes, clien
     }
 
 
+def zero_png(side: int) -> bytes:
+    """A ``side`` x ``side`` black greyscale PNG: ~1000x smaller than its pixels."""
+    buffer = io.BytesIO()
+    Image.new("L", (side, side)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _proc_status_kb(pid: int, field_name: str) -> int:
+    """A ``kB`` field of ``/proc/<pid>/status`` (VmRSS, VmHWM)."""
+    text = Path(f"/proc/{pid}/status").read_text()
+    found = re.search(rf"^{field_name}:\s+(\d+) kB$", text, flags=re.MULTILINE)
+    if found is None:
+        raise RuntimeError(f"{field_name} not in /proc/{pid}/status")
+    return int(found.group(1))
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Start a new high-water mark for ``pid``'s resident memory (Linux: clear_refs value 5)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def memory_case(url: str, pid: int, png: bytes, images: int, concurrent: int, timeout: float) -> dict:
+    """``concurrent`` requests of ``images`` copies of ``png`` at once; the server's peak RSS meanwhile."""
+    files = [("file", (f"zero-{i}.png", png, "image/png")) for i in range(images)]
+    time.sleep(1.0)  # let the previous case's memory go back before the new high-water mark starts
+    reset_peak_rss(pid)
+    rss_start = _proc_status_kb(pid, "VmRSS") / 1024
+
+    def one_request(_: int) -> tuple[int, float, str | None]:
+        started = time.perf_counter()
+        try:
+            response = httpx.post(f"{url}/segment?format=overlay", files=files, timeout=timeout)
+        except httpx.TransportError as exc:  # a dropped connection or a timeout is a server failure
+            return 599, time.perf_counter() - started, f"{type(exc).__name__}"
+        retry_after = response.headers.get("retry-after")
+        return response.status_code, time.perf_counter() - started, retry_after
+
+    with ThreadPoolExecutor(concurrent) as pool:
+        answers = list(pool.map(one_request, range(concurrent)))
+    peak = _proc_status_kb(pid, "VmHWM") / 1024
+    time.sleep(2.0)
+    return {
+        "images_per_request": images,
+        "concurrent": concurrent,
+        "request_bytes": len(png) * images,
+        "statuses": dict(Counter(str(status) for status, _, _ in answers)),
+        "retry_after": sorted({r for status, _, r in answers if status == 429 and r}),
+        "max_s": round(max(seconds for _, seconds, _ in answers), 1),
+        "rss_start_mb": round(rss_start, 1),
+        "peak_rss_mb": round(peak, 1),
+        "rss_after_mb": round(_proc_status_kb(pid, "VmRSS") / 1024, 1),
+    }
+
+
+def memory_phase(
+    url: str, pid: int, side: int, batches: list[int], concurrency: list[int], timeout: float, stop_above_mb: float | None
+) -> list[dict]:
+    """Every (images per request, concurrent requests) case, in order, against one server.
+
+    With ``stop_above_mb``, the cases after one whose peak passed it are skipped: a server that
+    takes that much for one case would take the machine's memory in the next.
+    """
+    png = zero_png(side)
+    cases = []
+    for images in batches:
+        for concurrent in concurrency:
+            cases.append(memory_case(url, pid, png, images, concurrent, timeout))
+            if stop_above_mb is not None and cases[-1]["peak_rss_mb"] > stop_above_mb:
+                logger.warning("peak RSS %.0f MB > %.0f MB: skipping the remaining memory cases",
+                               cases[-1]["peak_rss_mb"], stop_above_mb)
+                return cases
+    return cases
+
+
 def print_report(report: dict) -> None:
     image = report["image"]
-    print(f"\n/segment load: {report['clients']} clients x {report['duration_s']} s, "
-          f"1 in {report['bad_every']} requests a bad input, {report['cpus']} CPUs")
-    print(f"  requests {image['requests']}  req/s {image['req_per_s']}  p50 {image['p50_ms']} ms  "
-          f"p95 {image['p95_ms']} ms  p99 {image['p99_ms']} ms  max {image['max_ms']} ms")
-    print(f"  statuses {image['statuses']}  5xx {image['5xx']}  bad inputs max {image['bad_inputs_max_ms']} ms")
     rss = report["rss_mb"]
-    print(f"  server RSS MB (after {report['warmup_s']} s warm-up): before {rss['before']}  "
-          f"during (s, MB) {rss['during_images']}  after {rss['after_images']}  after videos {rss['after_videos']}")
+    if image:
+        print(f"\n/segment load: {report['clients']} clients x {report['duration_s']} s, "
+              f"1 in {report['bad_every']} requests a bad input, {report['cpus']} CPUs")
+        print(f"  requests {image['requests']}  req/s {image['req_per_s']}  p50 {image['p50_ms']} ms  "
+              f"p95 {image['p95_ms']} ms  p99 {image['p99_ms']} ms  max {image['max_ms']} ms")
+        print(f"  statuses {image['statuses']}  5xx {image['5xx']}  bad inputs max {image['bad_inputs_max_ms']} ms")
+        print(f"  server RSS MB (after {report['warmup_s']} s warm-up): before {rss['before']}  "
+              f"during (s, MB) {rss['during_images']}  after {rss['after_images']}")
     video = report.get("video")
     if video:
         meanwhile = video["images_meanwhile"]
@@ -212,12 +296,39 @@ def print_report(report: dict) -> None:
         print(f"  queue depth (s, depth) at each change, of {len(video['queue_depth_samples'])} samples: {changes}")
         print(f"  images meanwhile: {meanwhile['requests']} req, p50 {meanwhile['p50_ms']} ms, "
               f"p99 {meanwhile['p99_ms']} ms, 5xx {meanwhile['5xx']}")
+        print(f"  server RSS MB after videos: {rss['after_videos']}")
+    if report.get("memory"):
+        print(f"\nmemory: zero PNGs of {report['memory_side']}x{report['memory_side']} px, format=overlay")
+        print("  images/request  concurrent  request kB  statuses            Retry-After  slowest s  "
+              "RSS start MB  peak RSS MB  RSS after MB")
+        for case in report["memory"]:
+            print(f"  {case['images_per_request']:>14}  {case['concurrent']:>10}  {case['request_bytes'] / 1024:>10.0f}  "
+                  f"{json.dumps(case['statuses']):<18}  {','.join(case['retry_after']) or '-':>11}  {case['max_s']:>9}  "
+                  f"{case['rss_start_mb']:>12}  {case['peak_rss_mb']:>11}  {case['rss_after_mb']:>12}")
     print(f"\nuploads left in the data dir: {report['uploads_left']}")
     print("PASS" if report["passed"] else f"FAIL: {report['failures']}")
 
 
+def check(report: dict, video_jobs: int) -> list[str]:
+    """What went wrong in a report, in words; empty when everything held."""
+    failures = []
+    video = report["video"]
+    for name, stats in (("images", report["image"]), ("images during videos", video and video["images_meanwhile"])):
+        if stats and (stats["5xx"] or stats["good_not_200"] or stats["bad_not_4xx"]):
+            failures.append(f"{name}: 5xx={stats['5xx']} good_not_200={stats['good_not_200']} bad_not_4xx={stats['bad_not_4xx']}")
+    if video and video["states"] != {"succeeded": video_jobs}:
+        failures.append(f"video jobs: {video['states']} {video['errors']}")
+    for case in report["memory"] or []:
+        if any(int(status) >= 500 for status in case["statuses"]):
+            failures.append(f"memory case {case['images_per_request']} images x {case['concurrent']}: {case['statuses']}")
+    if report["uploads_left"]:
+        failures.append(f"{report['uploads_left']} uploads left behind")
+    return failures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--phases", nargs="+", choices=["images", "videos", "memory"], default=["images", "videos", "memory"])
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of image load")
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds of load before RSS is first read")
@@ -227,6 +338,11 @@ def main() -> int:
     parser.add_argument("--video-frames", type=int, default=8)
     parser.add_argument("--steps", type=int, default=2, help="adaptation steps per video job")
     parser.add_argument("--video-cap", type=float, default=300.0, help="seconds phase 2 may take at most")
+    parser.add_argument("--memory-side", type=int, default=6300, help="side of each zero PNG in the memory phase")
+    parser.add_argument("--memory-batches", type=int, nargs="+", default=[16], help="images per request, one case each")
+    parser.add_argument("--memory-concurrent", type=int, nargs="+", default=[1, 4], help="requests at once, one case each")
+    parser.add_argument("--memory-timeout", type=float, default=600.0, help="seconds a memory-phase request may take")
+    parser.add_argument("--memory-stop-above-mb", type=float, help="skip the remaining memory cases past this peak RSS")
     parser.add_argument("--model", type=Path, help="ONNX model (default: random default architecture)")
     parser.add_argument("--checkpoint", type=Path, help="checkpoint for video jobs (with --model)")
     parser.add_argument("--json", type=Path, help="also write the report here")
@@ -242,18 +358,24 @@ def main() -> int:
         Image.fromarray(davis_frames(1, (854, 480))[0]).save(buffer, format="JPEG", quality=90)
         jpeg = buffer.getvalue()
         server, url = start_server(env)
+        image = video = memory = None
+        rss_before = rss_after = rss_end = None
+        rss_samples: list[tuple[float, float]] = []
         try:
-            # Warm-up at full concurrency: the allocator's high-water mark for N requests in flight
-            # is reached here, so growth measured afterwards is what a leak would look like.
-            image_phase(url, jpeg, args.clients, args.warmup, args.bad_every)
-            rss_before = rss_mb(url)
-            image, rss_samples = image_phase(url, jpeg, args.clients, args.duration, args.bad_every, args.duration / 5)
-            rss_after = rss_mb(url)
-            video = None
-            if args.video_jobs:
+            if "images" in args.phases:
+                # Warm-up at full concurrency: the allocator's high-water mark for N requests in flight
+                # is reached here, so growth measured afterwards is what a leak would look like.
+                image_phase(url, jpeg, args.clients, args.warmup, args.bad_every)
+                rss_before = rss_mb(url)
+                image, rss_samples = image_phase(url, jpeg, args.clients, args.duration, args.bad_every, args.duration / 5)
+                rss_after = rss_mb(url)
+            if "videos" in args.phases and args.video_jobs:
                 clip = encode_mp4(davis_frames(args.video_frames, (320, 180)))
                 video = video_phase(url, clip, args.video_jobs, args.steps, jpeg, args.video_clients, args.video_cap)
-            rss_end = rss_mb(url)
+                rss_end = rss_mb(url)
+            if "memory" in args.phases:
+                memory = memory_phase(url, server.pid, args.memory_side, args.memory_batches, args.memory_concurrent,
+                                      args.memory_timeout, args.memory_stop_above_mb)
         finally:
             stop_server(server)
         uploads = data_dir / "uploads"
@@ -261,20 +383,14 @@ def main() -> int:
 
     report = {
         "clients": args.clients, "duration_s": args.duration, "warmup_s": args.warmup, "bad_every": args.bad_every, "cpus": os.cpu_count(),
-        "image": image.summary(),
-        "rss_mb": {"before": rss_before, "during_images": rss_samples, "after_images": rss_after,
-                   "after_videos": rss_end if video else None},
+        "image": image and image.summary(),
+        "rss_mb": {"before": rss_before, "during_images": rss_samples, "after_images": rss_after, "after_videos": rss_end},
         "video": video,
+        "memory_side": args.memory_side,
+        "memory": memory,
         "uploads_left": uploads_left,
     }
-    failures = []
-    for name, stats in (("images", report["image"]), ("images during videos", video and video["images_meanwhile"])):
-        if stats and (stats["5xx"] or stats["good_not_200"] or stats["bad_not_4xx"]):
-            failures.append(f"{name}: 5xx={stats['5xx']} good_not_200={stats['good_not_200']} bad_not_4xx={stats['bad_not_4xx']}")
-    if video and video["states"] != {"succeeded": args.video_jobs}:
-        failures.append(f"video jobs: {video['states']} {video['errors']}")
-    if uploads_left:
-        failures.append(f"{uploads_left} uploads left behind")
+    failures = check(report, args.video_jobs)
     report.update(passed=not failures, failures=failures)
     print_report(report)
     if args.json:

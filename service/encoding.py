@@ -13,6 +13,11 @@ from PIL import Image
 from service import rle
 
 _OVERLAY_COLOUR = np.array([255, 40, 90], dtype=np.float32)
+_LEVELS = np.arange(256, dtype=np.float32)
+# Per channel, what each input level becomes: the foreground half-way to the tint, the background
+# dimmed. Tables let the overlay be made in uint8, at the image's size, without a float copy.
+_FOREGROUND_LUT = (0.5 * _LEVELS[None, :] + 0.5 * _OVERLAY_COLOUR[:, None]).astype(np.uint8)  # (3, 256)
+_BACKGROUND_LUT = (0.55 * _LEVELS).astype(np.uint8)  # (256,)
 
 
 def mask_png(mask: np.ndarray) -> bytes:
@@ -22,16 +27,21 @@ def mask_png(mask: np.ndarray) -> bytes:
     than the default 6 on the /segment hot path (0.7 vs 1.1 ms at 854×480).
     """
     buffer = io.BytesIO()
-    Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(buffer, format="PNG", compress_level=1)
+    Image.fromarray(np.multiply(mask, 255, dtype=np.uint8), mode="L").save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 
 def overlay_jpeg(rgb: np.ndarray, mask: np.ndarray) -> bytes:
-    """The image with the foreground tinted and the background dimmed, for people to look at."""
-    image = rgb.astype(np.float32)
-    tinted = np.where(mask[..., None], 0.5 * image + 0.5 * _OVERLAY_COLOUR, 0.55 * image)
+    """The image with the foreground tinted and the background dimmed, for people to look at.
+
+    Made in uint8 with lookup tables: besides the input, one RGB image and one channel-sized
+    temporary exist at a time (a float version took five float32 copies of a 40 MP image).
+    """
+    tinted = _BACKGROUND_LUT[rgb]
+    for channel in range(3):
+        np.copyto(tinted[..., channel], _FOREGROUND_LUT[channel][rgb[..., channel]], where=mask)
     buffer = io.BytesIO()
-    Image.fromarray(tinted.astype(np.uint8), mode="RGB").save(buffer, format="JPEG", quality=90)
+    Image.fromarray(tinted, mode="RGB").save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
 
 
@@ -80,3 +90,4 @@ def mask_video_mp4(masks: list[np.ndarray], fps: float) -> bytes:
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     return buffer.getvalue()
+

@@ -1,7 +1,8 @@
 """Error types with an HTTP status, and the handlers that render every error as JSON.
 
 Decoders and the job function raise :class:`ServiceError` subclasses; the API
-turns them into ``{"error": {"status", "code", "message"}}``. Anything else
+turns them into ``{"error": {"status", "code", "message"}}``, with a
+``Retry-After`` header when the error says when to come back. Anything else
 becomes a logged 500 without a stack trace in the response.
 """
 
@@ -23,9 +24,10 @@ class ServiceError(Exception):
     status: int = 400
     code: str = "bad_request"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.retry_after = retry_after
 
 
 class BadInput(ServiceError):
@@ -60,6 +62,13 @@ class Conflict(ServiceError):
     code = "conflict"
 
 
+class TooManyRequests(ServiceError):
+    """The server is at a capacity limit (pixels in flight, queued jobs); try again later."""
+
+    status = 429
+    code = "too_many_requests"
+
+
 class Unavailable(ServiceError):
     """Model not loaded or queue unreachable."""
 
@@ -72,9 +81,10 @@ def error_body(status: int, code: str, message: str) -> dict[str, dict[str, obje
     return {"error": {"status": status, "code": code, "message": message}}
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    """A JSON error response."""
-    return JSONResponse(error_body(status, code, message), status_code=status)
+def error_response(status: int, code: str, message: str, retry_after: int | None = None) -> JSONResponse:
+    """A JSON error response; ``retry_after`` (seconds) becomes a ``Retry-After`` header."""
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return JSONResponse(error_body(status, code, message), status_code=status, headers=headers)
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -90,7 +100,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message)
+        return error_response(exc.status, exc.code, exc.message, exc.retry_after)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

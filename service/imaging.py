@@ -15,7 +15,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from service.errors import BadInput, TooLarge, UnsupportedMedia
+from service.errors import BadInput, ServiceError, TooLarge, UnsupportedMedia
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF", "GIF"})
 
@@ -49,10 +49,11 @@ def looks_like_video(head: bytes) -> bool:
     return _has_signature(head, _VIDEO_SIGNATURES)
 
 
-def decode_image(fp: BinaryIO, max_pixels: int) -> np.ndarray:
-    """Decode the first frame of an image file to an oriented HxWx3 uint8 RGB array.
+def open_image(fp: BinaryIO, max_pixels: int) -> Image.Image:
+    """Read an image's header, not its pixels: format, size and the pixel limit are checked here.
 
-    Raises UnsupportedMedia (415), TooLarge (413) or BadInput (400).
+    A request's pixel budget is summed from these headers before anything is decoded. The caller
+    closes the returned image. Raises UnsupportedMedia (415), TooLarge (413) or BadInput (400).
     """
     head = fp.read(16)
     if not head:
@@ -72,7 +73,7 @@ def decode_image(fp: BinaryIO, max_pixels: int) -> np.ndarray:
         raise UnsupportedMedia("not a recognised image (supported: JPEG, PNG, WebP, BMP, TIFF, GIF)") from exc
     except (OSError, SyntaxError, ValueError) as exc:  # a header Pillow recognised but could not read
         raise BadInput(f"image header is truncated or corrupt: {exc}") from exc
-    with image:
+    try:
         if image.format not in SUPPORTED_FORMATS:
             raise UnsupportedMedia(f"image format {image.format} is not supported")
         width, height = image.size
@@ -80,39 +81,61 @@ def decode_image(fp: BinaryIO, max_pixels: int) -> np.ndarray:
             raise TooLarge(f"image has {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
         if width == 0 or height == 0:
             raise BadInput("image has zero width or height")
-        try:
-            image.seek(0)
-            image.load()
-            oriented = ImageOps.exif_transpose(image)
-        except (OSError, ValueError, SyntaxError) as exc:  # Pillow signals truncation/corruption this way
-            raise BadInput(f"image data is truncated or corrupt: {exc}") from exc
-        return to_rgb(oriented)
+    except ServiceError:
+        image.close()
+        raise
+    return image
+
+
+def decode_opened(image: Image.Image) -> np.ndarray:
+    """Decode an image from :func:`open_image` to an oriented HxWx3 uint8 RGB array.
+
+    The first frame is used; EXIF orientation is applied in place, so no second full-size copy
+    exists. Raises BadInput (400) for truncated or corrupt pixel data.
+    """
+    try:
+        image.seek(0)
+        image.load()
+        ImageOps.exif_transpose(image, in_place=True)
+    except (OSError, ValueError, SyntaxError) as exc:  # Pillow signals truncation/corruption this way
+        raise BadInput(f"image data is truncated or corrupt: {exc}") from exc
+    return to_rgb(image)
 
 
 def to_rgb(image: Image.Image) -> np.ndarray:
     """Convert any Pillow mode to RGB uint8, keeping the full range of high-bit-depth images.
 
     Transparent pixels are composited on white so their (arbitrary) hidden
-    colour does not influence the segmentation.
+    colour does not influence the segmentation. Integer modes are rescaled in
+    integer arithmetic and float images in float32 in place, so a 40 MP image
+    never has a float64 copy.
     """
     if image.mode in {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}:
-        grey = _to_uint8(np.asarray(image, dtype=np.float64), image.mode)
+        grey = _to_uint8(np.asarray(image))
         return np.repeat(grey[..., None], 3, axis=2)
     if image.mode in {"RGBA", "LA", "PA", "RGBa", "La"} or "transparency" in image.info:
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         canvas.alpha_composite(rgba)
         image = canvas
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
 
 
-def _to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
-    """Map integer or float grey levels to 0..255: 16-bit by its full range, float by min/max."""
-    if mode == "F":
-        low, high = float(values.min()), float(values.max())
-        scaled = (values - low) / (high - low) * 255.0 if high > low else np.zeros_like(values)
-    elif values.max() > 255:
-        scaled = values / 257.0
-    else:
-        scaled = values
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+def _to_uint8(values: np.ndarray) -> np.ndarray:
+    """Map grey levels to 0..255: float by min/max, integers above 255 by the 16-bit range (v / 257)."""
+    if values.dtype.kind == "f":
+        scaled = values.astype(np.float32)  # a copy: Pillow's buffer is read-only
+        low, high = float(scaled.min()), float(scaled.max())
+        if high <= low:
+            return np.zeros(values.shape, np.uint8)
+        scaled -= low
+        scaled *= 255.0 / (high - low)
+        np.rint(scaled, out=scaled)
+        return scaled.astype(np.uint8)
+    if values.max() <= 255:
+        return np.clip(values, 0, 255).astype(np.uint8)
+    # round(v / 257) for 0 <= v <= 65535, exact: v / 257 is never half-way for an integer v
+    clipped = np.clip(values, 0, 65535).astype(np.uint32)
+    clipped += 128
+    clipped //= 257
+    return clipped.astype(np.uint8)

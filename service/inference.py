@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,15 +96,24 @@ class OnnxSegmenter:
 
     def segment(self, images: list[np.ndarray], with_regions: bool = False) -> list[Segmentation]:
         """Segment RGB uint8 images (any sizes) in one batch; masks come back at each image's size."""
-        logits_np, features_np = self.forward(np.stack([self.prepare(rgb) for rgb in images]))
+        prepared = np.stack([self.prepare(rgb) for rgb in images])
+        return list(self.segment_prepared(prepared, [rgb.shape[:2] for rgb in images], with_regions))
+
+    def segment_prepared(
+        self, batch: np.ndarray, sizes: Sequence[tuple[int, int]], with_regions: bool = False
+    ) -> Iterator[Segmentation]:
+        """Segment a prepared batch (B, 3, h, w); yields each mask at its (height, width) in ``sizes``.
+
+        One network run for the batch, then one full-resolution mask at a time: a caller that
+        encodes and drops each mask before the next holds one full-size float copy at most.
+        """
+        logits_np, features_np = self.forward(batch)
         logits = torch.from_numpy(logits_np)
         soft = foreground_probability(logits, torch.from_numpy(features_np), self.info.merge)
-        results = []
-        for i, rgb in enumerate(images):
-            mask = masks_at_size(soft[i : i + 1], rgb.shape[:2])[0].numpy()
+        for i, size in enumerate(sizes):
+            mask = masks_at_size(soft[i : i + 1], size)[0].numpy()
             regions = _region_scores(logits[i], soft[i]) if with_regions else None
-            results.append(Segmentation(mask=mask, regions=regions))
-        return results
+            yield Segmentation(mask=mask, regions=regions)
 
 
 def _region_scores(logits: torch.Tensor, soft: torch.Tensor) -> list[dict[str, float]]:

@@ -51,11 +51,24 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(200 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(40_000_000, gt=0)
     max_images_per_request: int = Field(16, gt=0)
+    max_request_pixels: int = Field(
+        80_000_000, gt=0, description="Pixels of all images of one /segment request together, read from headers."
+    )
+    max_pixels_in_flight: int = Field(
+        80_000_000,
+        gt=0,
+        description="Pixels all /segment requests may decode at once: memory grows with pixels, not requests.",
+    )
+    pixel_wait_seconds: float = Field(
+        20.0, ge=0, description="How long a /segment request waits for pixels in flight to free up before a 429."
+    )
     max_video_frames: int = Field(300, gt=0)
     max_video_seconds: float = Field(120.0, gt=0)
     max_video_side: int = Field(1920, gt=0, description="Longest side in pixels a video may have.")
     max_adaptation_steps: int = Field(200, ge=0)
     default_adaptation_steps: int = Field(20, ge=0)
+
+    retry_after_seconds: int = Field(10, gt=0, description="Retry-After sent with 429 and 503 at a capacity limit.")
 
     job_ttl_seconds: int = Field(3600, gt=0, description="How long results and failed jobs are kept.")
     job_timeout_seconds: int = Field(1800, gt=0)
@@ -77,3 +90,4 @@ class Settings(BaseSettings):
         path = self.data_dir / "uploads"
         path.mkdir(parents=True, exist_ok=True)
         return path
+

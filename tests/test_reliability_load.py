@@ -30,6 +30,7 @@ def test_short_load_run_holds(tiny_model, tmp_path) -> None:
     report_path = tmp_path / "load.json"
     command = [
         sys.executable, str(REPO / "bench" / "bench_load.py"),
+        "--phases", "images", "videos",
         "--clients", "8", "--warmup", "3", "--duration", "6", "--bad-every", "5",
         "--video-jobs", "2", "--video-clients", "2", "--video-frames", "6", "--steps", "1", "--video-cap", "120",
         "--model", str(onnx_path), "--checkpoint", str(checkpoint_path), "--json", str(report_path),

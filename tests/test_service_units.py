@@ -1,6 +1,9 @@
-"""Service pieces on their own: RLE, pixel conversion, provider choice, API key, streaming size limit, metrics."""
+"""Service pieces on their own: RLE, pixel conversion, provider choice, API key, streaming size limit, metrics,
+the pixel budget."""
 
 from __future__ import annotations
+
+import asyncio
 
 import numpy as np
 import pytest
@@ -135,3 +138,60 @@ def test_settings_reject_an_unknown_flow_method_at_start_up(monkeypatch) -> None
         monkeypatch.setenv("GWM_FLOW_METHOD", bad)
         with pytest.raises(ValidationError, match="unknown flow method"):
             Settings()
+
+
+def _run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_pixel_budget_admits_in_order_and_refuses_after_the_wait() -> None:
+    from service.admission import PixelBudget
+    from service.errors import TooManyRequests
+
+    async def scenario() -> list[str]:
+        budget = PixelBudget(capacity=100, max_wait_s=2.0, retry_after_s=7)
+        events: list[str] = []
+
+        async def request(name: str, pixels: int, hold_s: float) -> None:
+            try:
+                async with budget.hold(pixels):
+                    events.append(f"{name} in")
+                    await asyncio.sleep(hold_s)
+            except TooManyRequests as exc:
+                events.append(f"{name} 429 retry after {exc.retry_after}")
+
+        big = asyncio.create_task(request("big", 80, 0.2))
+        await asyncio.sleep(0.01)
+        huge = asyncio.create_task(request("huge", 100, 0.05))  # waits for big, and small waits behind it
+        await asyncio.sleep(0.01)
+        small = asyncio.create_task(request("small", 10, 0.0))  # would fit now, but huge came first
+        await asyncio.sleep(0.01)
+        late = asyncio.create_task(request("late", 100, 0.0))
+        stuck = PixelBudget(capacity=10, max_wait_s=0.05, retry_after_s=7)
+        async with stuck.hold(10):
+            try:
+                async with stuck.hold(1):
+                    events.append("never")
+            except TooManyRequests as exc:
+                events.append(f"stuck 429 retry after {exc.retry_after}")
+        await asyncio.gather(big, huge, small, late)
+        assert budget.in_flight == 0 and stuck.in_flight == 0
+        return events
+
+    assert _run(scenario()) == ["big in", "stuck 429 retry after 7", "huge in", "small in", "late in"]
+
+
+def test_pixel_budget_returns_what_a_cancelled_waiter_held() -> None:
+    from service.admission import PixelBudget
+
+    async def scenario() -> int:
+        budget = PixelBudget(capacity=10, max_wait_s=5, retry_after_s=1)
+        async with budget.hold(10):
+            waiter = asyncio.create_task(budget.hold(5).__aenter__())
+            await asyncio.sleep(0.01)
+            waiter.cancel()  # the client hung up while waiting
+            await asyncio.gather(waiter, return_exceptions=True)
+        async with budget.hold(10):  # everything is free again
+            return budget.in_flight
+
+    assert _run(scenario()) == 10

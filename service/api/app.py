@@ -17,11 +17,12 @@ from service import metrics
 from service.api import health, jobs, segment
 from service.api.middleware import APIKeyGuard, BodySizeLimit
 from service.api.state import ServiceState
+from service.admission import PixelBudget
 from service.errors import install_error_handlers
 from service.inference import OnnxSegmenter
 from service.queue import create_queue
-from service.settings import Settings
 from service.uploads import sweep_stale
+from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +50,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         segmenter, model_error = _load_segmenter(settings)
         queue = create_queue(settings)
+        budget = PixelBudget(settings.max_pixels_in_flight, settings.pixel_wait_seconds, settings.retry_after_seconds)
         sweep_stale(settings.upload_dir, settings.job_ttl_seconds + settings.job_timeout_seconds)
-        app.state.service = ServiceState(settings, queue, segmenter, model_error)
+        app.state.service = ServiceState(settings, queue, segmenter, budget, model_error)
         logger.info("gwm service ready: queue=%s, data dir=%s", settings.queue_mode, settings.data_dir)
         try:
             yield

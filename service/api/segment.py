@@ -7,6 +7,8 @@ JSON list, in upload order. Errors name the offending file.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -15,12 +17,14 @@ import numpy as np
 from fastapi import APIRouter, File, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
+from PIL import Image
 
 from service import encoding
 from service.api.state import Segmenter, State
 from service.errors import ServiceError, TooLarge
-from service.imaging import decode_image
-from service.inference import OnnxSegmenter, Segmentation
+from service.imaging import decode_opened, open_image
+from service.inference import OnnxSegmenter
+from service.memory import TRIM_AFTER_PIXELS, release_free_memory
 
 router = APIRouter(tags=["images"])
 
@@ -41,8 +45,9 @@ _MEDIA = {ImageFormat.png: ("image/png", "png"), ImageFormat.overlay: ("image/jp
     responses={
         200: {"content": {"image/png": {}, "image/jpeg": {}, "application/zip": {}, "application/json": {}}},
         400: {"description": "empty, truncated or corrupt image"},
-        413: {"description": "too large (bytes, pixels, decompression bomb, too many images)"},
+        413: {"description": "too large (bytes, pixels per image or per request, decompression bomb, too many images)"},
         415: {"description": "not a supported image"},
+        429: {"description": "too many pixels being decoded now; see Retry-After"},
     },
 )
 async def segment(
@@ -52,35 +57,75 @@ async def segment(
     format: Annotated[ImageFormat, Query(description="png mask, json summary with RLE, or overlay JPEG")] = ImageFormat.png,
     regions: Annotated[bool, Query(description="json only: add per-region soft scores")] = False,
 ) -> Response:
-    """Segment the foreground of each image at the image's own (EXIF-oriented) resolution."""
-    limit = state.settings.max_images_per_request
-    if len(file) > limit:
-        raise TooLarge(f"{len(file)} images in one request; the limit is {limit}")
+    """Segment the foreground of each image at the image's own (EXIF-oriented) resolution.
+
+    Pixels are counted from the headers first: a request over ``GWM_MAX_REQUEST_PIXELS`` is a 413
+    before anything is decoded, and one that would take the server over ``GWM_MAX_PIXELS_IN_FLIGHT``
+    waits its turn (at most ``GWM_PIXEL_WAIT_SECONDS``, then 429).
+    """
+    settings = state.settings
+    if len(file) > settings.max_images_per_request:
+        raise TooLarge(f"{len(file)} images in one request; the limit is {settings.max_images_per_request}")
     names = [upload.filename or f"image-{i}" for i, upload in enumerate(file)]
-    return await run_in_threadpool(
-        _segment_files, segmenter, file, names, format, regions, state.settings.max_image_pixels
-    )
+    with ExitStack() as opened:
+        images = await run_in_threadpool(_open_all, opened, file, names, settings.max_image_pixels)
+        pixels = sum(image.width * image.height for image in images)
+        if pixels > settings.max_request_pixels:
+            raise TooLarge(
+                f"{len(images)} images with {pixels} pixels in all; the limit per request is "
+                f"{settings.max_request_pixels}"
+            )
+        async with state.pixel_budget.hold(pixels):
+            response = await run_in_threadpool(_segment_images, segmenter, images, names, format, regions)
+    if pixels >= TRIM_AFTER_PIXELS:
+        await run_in_threadpool(release_free_memory)
+    return response
 
 
-def _segment_files(
+def _open_all(opened: ExitStack, uploads: list[UploadFile], names: list[str], max_pixels: int) -> list[Image.Image]:
+    """Every image's header, each closed with ``opened``; errors name the file."""
+    images = []
+    for upload, name in zip(uploads, names, strict=True):
+        with _named(name):
+            images.append(opened.enter_context(open_image(upload.file, max_pixels)))
+    return images
+
+
+def _segment_images(
     segmenter: OnnxSegmenter,
-    uploads: list[UploadFile],
+    images: list[Image.Image],
     names: list[str],
     format: ImageFormat,
     regions: bool,
-    max_pixels: int,
 ) -> Response:
-    """Decode, segment and encode in one worker thread: CPU work stays off the event loop."""
-    images = [_decode(upload, name, max_pixels) for upload, name in zip(uploads, names, strict=True)]
-    results = segmenter.segment(images, with_regions=regions and format is ImageFormat.json)
+    """Decode, segment and encode in one worker thread: CPU work stays off the event loop.
+
+    Each image is decoded, shrunk to the network's input and dropped (the overlay keeps its uint8
+    RGB to draw on); then one network run, and each full-size mask is encoded and dropped before
+    the next is made.
+    """
+    prepared, sizes, kept = [], [], []
+    for image, name in zip(images, names, strict=True):
+        with _named(name):
+            rgb = decode_opened(image)
+        prepared.append(segmenter.prepare(rgb))
+        sizes.append(rgb.shape[:2])
+        kept.append(rgb if format is ImageFormat.overlay else None)
+        del rgb
+        image.close()
+    results = segmenter.segment_prepared(np.stack(prepared), sizes, with_regions=regions and format is ImageFormat.json)
     if format is ImageFormat.json:
         items = [{"filename": name, **encoding.mask_summary(r.mask, r.regions)} for name, r in zip(names, results)]
         return JSONResponse(items[0] if len(items) == 1 else items)
-    payloads = [_render(format, image, result) for image, result in zip(images, results, strict=True)]
+    payloads = []
+    for index, result in enumerate(results):
+        rgb, kept[index] = kept[index], None
+        payloads.append(encoding.overlay_jpeg(rgb, result.mask) if rgb is not None else encoding.mask_png(result.mask))
     media_type, extension = _MEDIA[format]
     if len(payloads) == 1:
         return Response(payloads[0], media_type=media_type)
-    entries = [(f"{i:03d}-{Path(name).stem}.{extension}", data) for i, (name, data) in enumerate(zip(names, payloads))]
+    stems = [Path(name).stem for name in names]
+    entries = [(f"{i:03d}-{stem}.{extension}", data) for i, (stem, data) in enumerate(zip(stems, payloads))]
     return Response(
         encoding.zip_files(entries),
         media_type="application/zip",
@@ -88,15 +133,11 @@ def _segment_files(
     )
 
 
-def _decode(upload: UploadFile, name: str, max_pixels: int) -> np.ndarray:
+@contextmanager
+def _named(name: str) -> Iterator[None]:
+    """Prefix a service error's message with the file it is about."""
     try:
-        return decode_image(upload.file, max_pixels)
+        yield
     except ServiceError as exc:
         exc.message = f"{name}: {exc.message}"
         raise
-
-
-def _render(format: ImageFormat, image: np.ndarray, result: Segmentation) -> bytes:
-    if format is ImageFormat.overlay:
-        return encoding.overlay_jpeg(image, result.mask)
-    return encoding.mask_png(result.mask)

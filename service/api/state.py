@@ -1,4 +1,4 @@
-"""What the routes share: settings, the loaded model and the job queue."""
+"""What the routes share: settings, the loaded model, the job queue and the pixel budget."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from service.admission import PixelBudget
 from service.errors import Unavailable
 from service.inference import OnnxSegmenter
 from service.queue import JobQueue
@@ -20,6 +21,7 @@ class ServiceState:
     settings: Settings
     queue: JobQueue
     segmenter: OnnxSegmenter | None
+    pixel_budget: PixelBudget
     model_error: str | None = None
 
 
