@@ -35,10 +35,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
-    from redis import Redis
-    from rq import Queue, SimpleWorker
 
     import training.adapt  # noqa: F401  # import torch and the model code once, before the first job
+    from service.queue.worker import run_worker
     from service.settings import Settings
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -49,10 +48,5 @@ def _worker(args: argparse.Namespace) -> int:
         torch.set_num_threads(settings.torch_threads)
     if args.metrics_port is not None:
         start_http_server(args.metrics_port)
-    connection = Redis.from_url(settings.redis_url)
-    # SimpleWorker runs jobs in this process: the CUDA context and loaded code survive between jobs
-    # (a forked work-horse cannot reuse a CUDA context) and job metrics stay in this process.
-    worker = SimpleWorker([Queue(settings.queue_name, connection=connection)], connection=connection)
     logger.info("worker listening on %s queue %r", settings.redis_url, settings.queue_name)
-    worker.work(burst=args.burst, logging_level=args.log_level.upper())
-    return 0
+    return run_worker(settings, burst=args.burst, log_level=args.log_level.upper())

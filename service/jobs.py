@@ -3,7 +3,9 @@
 This module knows nothing about queues. Backends call :func:`run_video_job`
 with a progress callback and a cancellation predicate, and store what it
 returns (JSON-serialisable: per-frame COCO RLE masks plus timings). The
-uploaded video is deleted when the job ends, whatever the outcome.
+uploaded video is left where it is: only the backend knows whether this was
+the job's last attempt (RQ retries a job that raised unexpectedly), so the
+backend deletes it when the job will not run again.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ class VideoJobRequest:
     max_frames: int
     limits: VideoLimits
     result_format: str = "zip"
+
+    def discard_upload(self) -> None:
+        """Delete the uploaded video: the job will not run again."""
+        Path(self.video_path).unlink(missing_ok=True)
 
     def options(self) -> dict[str, Any]:
         """The user-visible options, echoed in the job status."""
@@ -152,7 +158,6 @@ def run_video_job(
         outcome = "cancelled"
         raise
     finally:
-        path.unlink(missing_ok=True)
         metrics.observe_job(outcome, time.perf_counter() - started, timer.finish())
         logger.info("video job on %s ended: %s", path.name, outcome)
 

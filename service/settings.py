@@ -72,7 +72,13 @@ class Settings(BaseSettings):
 
     job_ttl_seconds: int = Field(3600, gt=0, description="How long results and failed jobs are kept.")
     job_timeout_seconds: int = Field(1800, gt=0)
-    job_retries: int = Field(1, ge=0, description="Retries after a worker died mid-job (RQ only).")
+    job_retries: int = Field(1, ge=0, description="Retries after a worker died or a job raised unexpectedly (RQ only).")
+    job_heartbeat_seconds: int = Field(
+        10, gt=0, description="A running job's heartbeat period; missing 3 beats marks its worker dead (RQ only)."
+    )
+    maintenance_interval_seconds: float = Field(
+        10.0, gt=0, description="How often jobs of dead workers are requeued or failed and orphaned files swept."
+    )
 
     api_key: SecretStr | None = Field(None, description="If set, required in X-API-Key everywhere but health.")
 

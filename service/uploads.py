@@ -1,13 +1,12 @@
 """Moving uploaded videos to the data directory, within a byte limit, and sweeping leftovers.
 
-Files normally leave with their job (see ``service.jobs``); the sweep catches
-uploads whose job never ran to completion (a worker killed twice, a crash).
+Files normally leave with their job (see ``service.queue``); the maintenance sweep
+(:mod:`service.maintenance`) catches uploads whose job will never run again.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 from fastapi import UploadFile
@@ -39,18 +38,3 @@ async def save_upload(upload: UploadFile, directory: Path, stem: str, max_bytes:
         raise
     return target
 
-
-def sweep_stale(directory: Path, max_age_seconds: float) -> int:
-    """Delete files older than ``max_age_seconds``; returns how many were removed."""
-    cutoff = time.time() - max_age_seconds
-    removed = 0
-    for path in directory.iterdir():
-        try:
-            if path.is_file() and path.stat().st_mtime < cutoff:
-                path.unlink()
-                removed += 1
-        except FileNotFoundError:  # a job finished and removed it meanwhile
-            continue
-    if removed:
-        logger.info("removed %d stale uploads from %s", removed, directory)
-    return removed

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -105,9 +106,69 @@ def running_server(settings: Any, log: Path, **options: Any) -> Iterator[Server]
         stop(server.process)
 
 
-def metric(text: str, name: str) -> float:
-    """The value of an unlabelled sample in Prometheus text, e.g. ``gwm_queue_depth``."""
-    found = re.search(rf"^{re.escape(name)} (\S+)$", text, flags=re.MULTILINE)
+def metric(text: str, name: str, default: float | None = None, **labels: str) -> float:
+    """The value of a sample in Prometheus text, e.g. ``gwm_queue_depth`` or ``gwm_jobs_total`` with ``outcome="failed"``.
+
+    ``default`` is returned for a sample not (yet) there; without one, a missing sample fails the test.
+    """
+    selector = "{" + ",".join(f'{key}="{value}"' for key, value in labels.items()) + "}" if labels else ""
+    found = re.search(rf"^{re.escape(name + selector)} (\S+)$", text, flags=re.MULTILINE)
     if found is None:
-        raise AssertionError(f"metric {name} not in /metrics")
+        if default is not None:
+            return default
+        raise AssertionError(f"metric {name}{selector} not in /metrics")
     return float(found.group(1))
+
+
+@dataclass
+class RedisServer:
+    """A ``redis-server`` of the test's own on a loopback port, with no persistence: killing it loses everything."""
+
+    port: int
+    directory: Path
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        """Its database 0."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start it (again, on the same port) and wait until it answers."""
+        from redis import Redis
+        from redis.exceptions import RedisError
+
+        command = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
+                   "--dir", str(self.directory)]
+        with (self.directory / "redis.log").open("ab") as out:
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with Redis(port=self.port, socket_connect_timeout=1) as probe:
+                    probe.ping()
+                return
+            except RedisError:
+                assert time.monotonic() < deadline and self.process.poll() is None, "redis-server did not start"
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL: the data goes with it."""
+        if self.process is not None:
+            stop(self.process, signal.SIGKILL)
+
+
+@contextmanager
+def private_redis(directory: Path) -> Iterator[RedisServer]:
+    """A fresh ``redis-server`` for one test (skips where none is installed); killed afterwards."""
+    import pytest
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    directory.mkdir(parents=True, exist_ok=True)
+    server = RedisServer(free_port(), directory)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

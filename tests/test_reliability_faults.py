@@ -1,12 +1,16 @@
-"""Faults in Redis mode with real processes: a worker SIGKILLed mid-job, the API killed with jobs queued.
+"""Faults in Redis mode with real processes: a worker SIGKILLed mid-job, the API killed with jobs queued,
+Redis itself lost mid-job.
 
-Nothing may be lost or stuck: a killed worker's job is retried to success
-or ends failed with a clear reason, the next job runs, and the uploads
+Nothing may be lost or stuck: a killed worker's job is requeued or failed
+within a minute at default settings, and retried to success or ended with a
+clear reason; the next job runs; a worker outlives Redis; and the uploads
 folder is empty once every job has ended, whatever the outcome.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import subprocess
 import time
@@ -14,11 +18,14 @@ import time
 import httpx
 import pytest
 
-from service_process import gwm, metric, running_server, start_server, stop
+from service_process import gwm, metric, private_redis, running_server, start_server, stop
 from test_service_redis import new_client, redis_settings, run_worker_burst  # noqa: F401  (fixture)
 from test_service_video import wait_for_end
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+logger = logging.getLogger(__name__)
+NOTICED_WITHIN_S = 60
 
 
 def _wait_until_running(client, url: str, timeout: float = 90.0) -> None:
@@ -29,25 +36,31 @@ def _wait_until_running(client, url: str, timeout: float = 90.0) -> None:
 
 
 @pytest.mark.parametrize(("retries", "outcome"), [(0, "failed"), (1, "succeeded")])
-def test_killed_worker_job_ends_and_next_job_runs(redis_settings, davis_video, tmp_path, retries, outcome) -> None:  # noqa: F811
-    """SIGKILL during adaptation: with no retry left the job fails as abandoned, else a new worker reruns it."""
-    from rq.registry import StartedJobRegistry
+def test_killed_worker_job_is_noticed_in_real_time(redis_settings, davis_video, tmp_path, retries, outcome) -> None:  # noqa: F811
+    """SIGKILL during adaptation, default heartbeat and maintenance settings, nobody polling the job:
+    within a minute it is failed as abandoned (no retry left) or requeued, then a new worker reruns it."""
+    from rq.job import Job, JobStatus
 
     settings = redis_settings.model_copy(update={"job_retries": retries})
     video = davis_video.read_bytes()
     worker = gwm("worker", "--log-level", "warning", settings=settings, log=tmp_path / "worker.log")
     try:
-        with new_client(settings) as client:
-            doomed = client.post("/adapt-and-segment?steps=6", files={"file": ("a.mp4", video)}).json()["url"]
+        with new_client(settings) as client:  # its maintenance timer is what must notice
+            doomed = client.post("/adapt-and-segment?steps=50", files={"file": ("a.mp4", video)}).json()
             following = client.post("/adapt-and-segment?steps=1", files={"file": ("b.mp4", video)}).json()["url"]
-            _wait_until_running(client, doomed)
+            _wait_until_running(client, doomed["url"])
             assert stop(worker, signal.SIGKILL) == -signal.SIGKILL
-            # The dead worker's heartbeat lasts job_timeout + 60 s; pretend that much time has passed.
-            StartedJobRegistry(queue=client.app.state.service.queue.queue).cleanup(timestamp=time.time() + 24 * 3600)
-            after_reap = client.get(doomed).json()
+            killed = time.monotonic()
+            job = Job.fetch(doomed["id"], connection=client.app.state.service.queue.queue.connection)
+            while job.get_status(refresh=True) == JobStatus.STARTED:  # straight from Redis: no reaping on read
+                assert time.monotonic() - killed < NOTICED_WITHIN_S, "the dead worker's job still looks running"
+                time.sleep(0.5)
+            logger.warning("killed worker's job %s after %.1f s", job.get_status(), time.monotonic() - killed)
+            after_reap = client.get(doomed["url"]).json()
             assert after_reap["state"] == ("failed" if retries == 0 else "queued"), after_reap
+            assert after_reap["progress"]["stage"] == ("adapting" if retries == 0 else "queued"), after_reap
             run_worker_burst(settings)  # a fresh worker drains the queue
-            doomed_status, following_status = client.get(doomed).json(), client.get(following).json()
+            doomed_status, following_status = client.get(doomed["url"]).json(), client.get(following).json()
     finally:
         stop(worker, signal.SIGKILL)
     assert doomed_status["state"] == outcome, doomed_status
@@ -55,6 +68,49 @@ def test_killed_worker_job_ends_and_next_job_runs(redis_settings, davis_video, t
         assert "abandoned" in doomed_status["error"]
     assert following_status["state"] == "succeeded", following_status
     assert not list(settings.upload_dir.iterdir()), "the killed job's upload was left behind"
+
+
+def test_worker_outlives_redis_and_orphaned_uploads_are_swept(service_settings, davis_video, tmp_path) -> None:
+    """Redis is SIGKILLed mid-job and stays away until the job has ended (RQ cannot record it), then comes
+    back empty: the same worker process runs the next job, and the uploads of the jobs Redis forgot
+    are removed by the API's timer, without another submit."""
+    video = davis_video.read_bytes()
+    with private_redis(tmp_path / "redis") as redis:
+        settings = service_settings.model_copy(update={
+            "queue_mode": "redis", "redis_url": redis.url, "queue_name": "gwm-test", "maintenance_interval_seconds": 1,
+        })
+        log = tmp_path / "worker.log"
+        worker = gwm("worker", "--log-level", "info", settings=settings, log=log)
+        try:
+            with new_client(settings) as client:
+                running = client.post("/adapt-and-segment?steps=20", files={"file": ("a.mp4", video)}).json()
+                waiting = client.post("/adapt-and-segment?steps=1", files={"file": ("b.mp4", video)}).json()
+                _wait_until_running(client, running["url"])
+                redis.kill()
+                assert client.post("/adapt-and-segment", files={"file": ("c.mp4", video)}).status_code == 503
+                deadline = time.monotonic() + 180
+                while f"{running['id']}.mp4 ended" not in log.read_text():  # it carries on without Redis
+                    assert time.monotonic() < deadline and worker.poll() is None, log.read_text()[-3000:]
+                    time.sleep(0.5)
+                time.sleep(2)  # RQ fails to record the end
+                redis.start()  # empty: both jobs are forgotten
+                assert client.get(waiting["url"]).status_code == 404
+
+                orphans = list(settings.upload_dir.iterdir())
+                assert {running["id"], waiting["id"]} <= {path.stem for path in orphans}
+                an_hour_ago = time.time() - 3600  # past the grace period an upload on its way into the queue gets
+                for orphan in orphans:
+                    os.utime(orphan, (an_hour_ago, an_hour_ago))
+                deadline = time.monotonic() + 15
+                while any(orphan.exists() for orphan in orphans):
+                    assert time.monotonic() < deadline, "the orphaned uploads were not swept"
+                    time.sleep(0.2)
+
+                after = client.post("/adapt-and-segment?steps=1", files={"file": ("d.mp4", video)}).json()
+                assert wait_for_end(client, after["url"], timeout=180)["state"] == "succeeded", log.read_text()[-3000:]
+                assert worker.poll() is None, f"the worker exited:\n{log.read_text()[-3000:]}"
+        finally:
+            stop(worker)
 
 
 def test_api_killed_with_queued_jobs_loses_nothing(redis_settings, davis_video, tmp_path) -> None:  # noqa: F811

@@ -20,8 +20,8 @@ from service.api.state import ServiceState
 from service.admission import PixelBudget
 from service.errors import install_error_handlers
 from service.inference import OnnxSegmenter
+from service.maintenance import Maintenance
 from service.queue import create_queue
-from service.uploads import sweep_stale
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -51,12 +51,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         segmenter, model_error = _load_segmenter(settings)
         queue = create_queue(settings)
         budget = PixelBudget(settings.max_pixels_in_flight, settings.pixel_wait_seconds, settings.retry_after_seconds)
-        sweep_stale(settings.upload_dir, settings.job_ttl_seconds + settings.job_timeout_seconds)
         app.state.service = ServiceState(settings, queue, segmenter, budget, model_error)
+        maintenance = Maintenance(settings, queue)
+        maintenance.start()
         logger.info("gwm service ready: queue=%s, data dir=%s", settings.queue_mode, settings.data_dir)
         try:
             yield
         finally:
+            maintenance.stop()
             queue.close()
 
     app = FastAPI(

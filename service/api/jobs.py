@@ -14,7 +14,7 @@ from service.api.state import State
 from service.errors import BadInput
 from service.jobs import VideoJobRequest
 from service.queue.base import JobStatus, check_job_id, new_job_id
-from service.uploads import save_upload, sweep_stale
+from service.uploads import save_upload
 from service.video import VideoLimits, probe_video
 
 router = APIRouter(tags=["videos"])
@@ -63,8 +63,8 @@ async def adapt_and_segment(
         limits=limits,
         result_format=format.value,
     )
-    status = state.queue.submit(job_id, request)
-    sweep_stale(settings.upload_dir, settings.job_ttl_seconds + settings.job_timeout_seconds)
+    # Should the queue fail after the upload is saved, the maintenance sweep removes the orphan.
+    status = await run_in_threadpool(state.queue.submit, job_id, request)
     return JSONResponse(status.model_dump(mode="json"), status_code=202, headers={"Location": status.url})
 
 

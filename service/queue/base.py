@@ -67,11 +67,27 @@ def check_job_id(job_id: str) -> str:
     return job_id
 
 
-def make_status(job_id: str, state: JobState, progress: Progress, **fields: Any) -> JobStatus:
-    """Build a status with the URLs filled in from the id."""
+def make_status(
+    job_id: str, state: JobState, progress: Progress, error: str | None = None, **fields: Any
+) -> JobStatus:
+    """Build a status with the URLs filled in from the id.
+
+    A queued job reports stage ``queued`` whatever its last run wrote (a requeued job's progress
+    is from the attempt that died).
+    """
     url = f"/jobs/{job_id}"
     result_url = f"{url}/result" if state is JobState.SUCCEEDED else None
-    return JobStatus(id=job_id, state=state, progress=progress, url=url, result_url=result_url, **fields)
+    if state is JobState.QUEUED:
+        progress = Progress(stage="queued")
+    return JobStatus(
+        id=job_id,
+        state=state,
+        progress=progress,
+        url=url,
+        result_url=result_url,
+        error=error,
+        **fields,
+    )
 
 
 class JobQueue(ABC):
@@ -94,8 +110,15 @@ class JobQueue(ABC):
         """Cancel a queued job now, or ask a running one to stop; terminal jobs are left as they are."""
 
     @abstractmethod
+    def job_state(self, job_id: str) -> JobState | None:
+        """The job's state, or None when it is unknown or expired (cheap: no reaping, no progress)."""
+
+    @abstractmethod
     def depth(self) -> int:
         """Jobs waiting for a worker."""
+
+    def reap(self) -> None:
+        """Requeue or fail jobs whose worker died; run on a timer. Nothing to do where workers cannot die alone."""
 
     @abstractmethod
     def ping(self) -> bool:

@@ -1,8 +1,9 @@
 """In-process job queue: one worker thread, state in memory, TTL expiry on access.
 
 Used by ``gwm serve`` without Redis and by the tests. It follows the RQ
-backend's state model; the differences are that state dies with the process
-and a timed-out job is stopped cooperatively (a thread cannot be killed).
+backend's state model; the differences are that state dies with the process,
+a timed-out job is stopped cooperatively (a thread cannot be killed) and a
+job runs once (no retries), so its upload goes when it ends.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from service.errors import Conflict, NotFound, ServiceError
@@ -81,8 +81,14 @@ class EmbeddedJobQueue(JobQueue):
             record.cancel.set()
             if record.state is JobState.QUEUED:
                 self._end(record, JobState.CANCELLED, None)
-                Path(record.request.video_path).unlink(missing_ok=True)
+                record.request.discard_upload()
         return self.status(job_id)
+
+    def job_state(self, job_id: str) -> JobState | None:
+        with self._lock:
+            self._purge_expired()
+            record = self._records.get(job_id)
+            return None if record is None else record.state
 
     def depth(self) -> int:
         with self._lock:
@@ -97,15 +103,19 @@ class EmbeddedJobQueue(JobQueue):
 
     def _get(self, job_id: str) -> _Record:
         """Look a job up (lock held), dropping every record whose TTL has run out first."""
+        self._purge_expired()
+        try:
+            return self._records[job_id]
+        except KeyError:
+            raise NotFound(f"no job {job_id} (unknown, or expired after {self._settings.job_ttl_seconds} s)") from None
+
+    def _purge_expired(self) -> None:
+        """Drop every ended record older than the job TTL (lock held)."""
         now = time.time()
         ttl = self._settings.job_ttl_seconds
         expired = [jid for jid, r in self._records.items() if r.ended_at is not None and now - r.ended_at > ttl]
         for jid in expired:
             del self._records[jid]
-        try:
-            return self._records[job_id]
-        except KeyError:
-            raise NotFound(f"no job {job_id} (unknown, or expired after {ttl} s)") from None
 
     def _end(self, record: _Record, state: JobState, error: str | None) -> None:
         record.state, record.error, record.ended_at = state, error, time.time()
@@ -143,5 +153,7 @@ class EmbeddedJobQueue(JobQueue):
         else:
             record.result = result
             outcome = (JobState.SUCCEEDED, None)
+        finally:
+            record.request.discard_upload()
         with self._lock:
             self._end(record, *outcome)

@@ -4,11 +4,18 @@ Mapping onto RQ features:
 
 * ``job_timeout``, ``result_ttl``/``failure_ttl`` (= ``GWM_JOB_TTL_SECONDS``) and
   ``ttl`` for jobs that wait too long in the queue;
-* ``Retry``: a job whose worker died is requeued; the worker's periodic
-  ``StartedJobRegistry.cleanup`` (RQ's abandoned-job handling, also run by
-  :meth:`RQJobQueue.status`) marks it failed once its retries are spent, and
-  its ``on_failure`` callback then deletes the upload the dead job left behind;
-* ``job.meta`` carries stage and progress, written by the worker.
+* heartbeats: a running job refreshes its entry in RQ's ``StartedJobRegistry``
+  every ``GWM_JOB_HEARTBEAT_SECONDS`` (:mod:`service.queue.worker`), so the
+  entry of a job whose worker died expires within three beats;
+* ``Retry``: a job whose worker died, or that raised unexpectedly, is requeued;
+  ``StartedJobRegistry.cleanup`` (RQ's abandoned-job handling, run by
+  :meth:`RQJobQueue.reap` on the API's maintenance timer and by
+  :meth:`RQJobQueue.status`) requeues or fails expired entries;
+* the upload stays on disk until the job's last attempt ends: ``execute``
+  deletes it after a final outcome, and the ``on_failure`` callback after the
+  last failed attempt (including one whose worker was killed);
+* ``job.meta`` carries stage and progress, written by the worker; a Redis blip
+  while writing them is logged and the job carries on.
 
 Cancellation and input errors end a job normally with an ``outcome`` in its
 meta: they are final, and must not trigger a retry. A cancel request is a
@@ -28,6 +35,7 @@ from rq import Callback, Queue, Retry, get_current_job
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus as RQStatus
 from rq.registry import StartedJobRegistry
+from rq.timeouts import TimerDeathPenalty
 
 from service.errors import Conflict, NotFound, ServiceError, Unavailable
 from service.jobs import AdaptationConfig, JobCancelled, VideoJobRequest, run_video_job
@@ -50,33 +58,51 @@ def execute(request: VideoJobRequest) -> dict[str, Any] | None:
     assert job is not None, "execute() runs inside an RQ worker"
     connection = job.connection
 
+    progress_lost = False
+
     def progress(stage: str, current: int, total: int) -> None:
+        nonlocal progress_lost
         job.meta.update(stage=stage, current=current, total=total)
-        job.save_meta()
+        try:
+            job.save_meta()
+        except RedisError as exc:  # progress is for people; the work itself needs no Redis
+            if not progress_lost:
+                logger.warning("job %s: Redis unreachable, progress not saved until it is back: %s", job.id, exc)
+            progress_lost = True
+        else:
+            if progress_lost:
+                logger.info("job %s: Redis is back, progress saved again", job.id)
+            progress_lost = False
 
     def should_cancel() -> bool:
-        return bool(connection.exists(_cancel_key(job.id)))
+        try:
+            return bool(connection.exists(_cancel_key(job.id)))
+        except RedisError:  # cannot tell; a cancel is seen once Redis answers again
+            return False
 
+    # An unexpected exception propagates with the upload still on disk: RQ retries the job while
+    # retries are left, and discard_upload_if_final deletes it after the last attempt.
     try:
         result = run_video_job(request, AdaptationConfig.from_settings(Settings()), progress, should_cancel)
     except JobCancelled:
         job.meta.update(outcome=JobState.CANCELLED.value)
+        result = None
     except ServiceError as exc:
         job.meta.update(outcome=JobState.FAILED.value, error=exc.message)
+        result = None
     else:
         job.meta.update(outcome=JobState.SUCCEEDED.value, timings=result["timings"])
-        job.save_meta()
-        return result
     job.save_meta()
-    return None
+    request.discard_upload()  # after the outcome is stored: if Redis lost it, a retry needs the file
+    return result
 
 
 def discard_upload_if_final(job: Job, connection: Redis, *exc_info: Any) -> None:
     """RQ failure callback: delete the upload of a job that will not run again.
 
-    A job that fails inside :func:`execute` has already removed its upload, but
-    a worker killed mid-job never reaches that cleanup; RQ calls this when it
-    reaps the abandoned job (before requeueing it, hence the retries check).
+    RQ calls it after every failed attempt, before deciding on a retry (hence the
+    retries check): for a job that raised, in the worker; for a job whose worker
+    was killed, wherever the abandoned job is reaped.
     """
     if not job.retries_left:
         _discard_upload(job)
@@ -126,7 +152,7 @@ class RQJobQueue(JobQueue):
         job = self._fetch(job_id)
         rq_status = job.get_status(refresh=False)
         if rq_status == RQStatus.STARTED:
-            self._reap_abandoned()
+            self.reap()
             job = self._fetch(job_id)
             rq_status = job.get_status(refresh=False)
         meta = job.get_meta(refresh=False)
@@ -164,6 +190,13 @@ class RQJobQueue(JobQueue):
             self._redis.set(_cancel_key(job_id), 1, ex=self._settings.job_timeout_seconds)
         return self.status(job_id)
 
+    def job_state(self, job_id: str) -> JobState | None:
+        try:
+            job = self._fetch(job_id)
+        except NotFound:
+            return None
+        return self._state(job, job.get_status(refresh=False), job.get_meta(refresh=False))[0]
+
     def depth(self) -> int:
         try:
             return self._queue.count
@@ -187,9 +220,17 @@ class RQJobQueue(JobQueue):
         except RedisError as exc:
             raise Unavailable(f"job queue unreachable: {exc}") from exc
 
-    def _reap_abandoned(self) -> None:
-        """RQ's abandoned-job handling: fail or retry started jobs whose worker stopped heartbeating."""
-        StartedJobRegistry(queue=self._queue).cleanup()
+    def reap(self) -> None:
+        """RQ's abandoned-job handling: retry or fail started jobs whose worker stopped heartbeating.
+
+        It runs on the maintenance thread and in request threads, where RQ's default SIGALRM
+        timeout around the failure callback cannot be set up (signals are the main thread's):
+        hence the timer-based one.
+        """
+        try:
+            StartedJobRegistry(queue=self._queue, death_penalty_class=TimerDeathPenalty).cleanup()
+        except RedisError as exc:
+            raise Unavailable(f"job queue unreachable: {exc}") from exc
 
     @staticmethod
     def _state(job: Job, status: RQStatus | None, meta: dict[str, Any]) -> tuple[JobState, str | None]:
