@@ -70,7 +70,7 @@ class TooManyRequests(ServiceError):
 
 
 class Unavailable(ServiceError):
-    """Model not loaded or queue unreachable."""
+    """Model not loaded, queue unreachable, or no space left for uploads."""
 
     status = 503
     code = "unavailable"

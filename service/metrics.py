@@ -1,4 +1,4 @@
-"""Prometheus metrics: HTTP requests, video jobs and queue depth.
+"""Prometheus metrics: HTTP requests, video jobs, and how full each capacity limit is.
 
 Metrics live in the default registry of the process that records them: the
 API records requests, and jobs where they run (embedded mode: the API
@@ -36,6 +36,15 @@ JOB_STAGE_DURATION = Histogram(
     buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
 )
 QUEUE_DEPTH = Gauge("gwm_queue_depth", "Video jobs waiting for a worker.")
+QUEUE_MAX = Gauge("gwm_queue_max_jobs", "Video jobs that may wait (GWM_MAX_QUEUED_JOBS); submits beyond get a 429.")
+UPLOAD_BYTES = Gauge("gwm_upload_bytes", "Bytes of uploaded videos on disk, waiting for or read by jobs.")
+UPLOAD_MAX_BYTES = Gauge(
+    "gwm_upload_max_bytes", "Bytes uploads may take on disk (GWM_MAX_UPLOAD_DIR_BYTES); uploads beyond get a 503."
+)
+PIXELS_IN_FLIGHT = Gauge("gwm_pixels_in_flight", "Pixels that admitted /segment requests are decoding now.")
+PIXELS_MAX = Gauge(
+    "gwm_pixels_in_flight_max", "Pixels /segment may decode at once (GWM_MAX_PIXELS_IN_FLIGHT); beyond, requests wait."
+)
 
 
 def observe_job(outcome: str, seconds: float, stages: dict[str, float]) -> None:
@@ -61,7 +70,16 @@ async def record_request(request: Request, call_next: Callable[[Request], Awaita
     return response
 
 
-def render(queue_depth: int) -> Response:
-    """The /metrics response, with the queue depth sampled now."""
+def set_limits(max_queued_jobs: int, max_upload_bytes: int, max_pixels_in_flight: int) -> None:
+    """Publish the configured limits next to the gauges they bound."""
+    QUEUE_MAX.set(max_queued_jobs)
+    UPLOAD_MAX_BYTES.set(max_upload_bytes)
+    PIXELS_MAX.set(max_pixels_in_flight)
+
+
+def render(queue_depth: int, upload_bytes: int, pixels_in_flight: int) -> Response:
+    """The /metrics response, with the queue depth, upload bytes and pixels in flight sampled now."""
     QUEUE_DEPTH.set(queue_depth)
+    UPLOAD_BYTES.set(upload_bytes)
+    PIXELS_IN_FLIGHT.set(pixels_in_flight)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

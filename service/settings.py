@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     max_adaptation_steps: int = Field(200, ge=0)
     default_adaptation_steps: int = Field(20, ge=0)
 
+    max_queued_jobs: int = Field(20, gt=0, description="Video jobs waiting for a worker; more get a 429.")
+    max_upload_dir_bytes: int = Field(
+        2 * 1024**3, gt=0, description="Bytes of uploads on disk, waiting for or read by jobs; more get a 503."
+    )
     retry_after_seconds: int = Field(10, gt=0, description="Retry-After sent with 429 and 503 at a capacity limit.")
 
     job_ttl_seconds: int = Field(3600, gt=0, description="How long results and failed jobs are kept.")

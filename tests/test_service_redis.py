@@ -125,3 +125,38 @@ def test_retry_finds_the_upload_and_the_error_names_the_cause(redis_settings, da
     assert retries_left == 0, "the job was not retried"
     assert not list(settings.upload_dir.iterdir()), "the upload outlived the job's last attempt"
 
+
+def _error(response) -> tuple[int, str, str | None]:
+    return response.status_code, response.json()["error"]["code"], response.headers.get("retry-after")
+
+
+def test_queue_length_is_bounded(redis_settings, davis_video) -> None:
+    """No worker runs: two jobs wait, the third is a 429 with Retry-After, and /metrics shows both numbers."""
+    from service_process import metric
+
+    settings = redis_settings.model_copy(update={"max_queued_jobs": 2, "retry_after_seconds": 7})
+    video = davis_video.read_bytes()
+    with new_client(settings) as client:
+        for i in range(2):
+            assert client.post("/adapt-and-segment", files={"file": (f"{i}.mp4", video)}).status_code == 202
+        assert _error(client.post("/adapt-and-segment", files={"file": ("2.mp4", video)})) == (429, "too_many_requests", "7")
+        text = client.get("/metrics").text
+        assert (metric(text, "gwm_queue_depth"), metric(text, "gwm_queue_max_jobs")) == (2, 2)
+    assert len(list(settings.upload_dir.iterdir())) == 2, "the refused upload was kept"
+
+
+def test_upload_space_is_bounded(redis_settings, davis_video) -> None:
+    """Uploads waiting for workers may take GWM_MAX_UPLOAD_DIR_BYTES; beyond, 503 with Retry-After until one goes."""
+    from service_process import metric
+
+    video = davis_video.read_bytes()
+    settings = redis_settings.model_copy(update={"max_upload_dir_bytes": len(video) * 3 // 2, "retry_after_seconds": 5})
+    with new_client(settings) as client:
+        first = client.post("/adapt-and-segment", files={"file": ("a.mp4", video)})
+        assert first.status_code == 202
+        assert _error(client.post("/adapt-and-segment", files={"file": ("b.mp4", video)})) == (503, "unavailable", "5")
+        text = client.get("/metrics").text
+        assert metric(text, "gwm_upload_bytes") == len(video)
+        assert metric(text, "gwm_upload_max_bytes") == settings.max_upload_dir_bytes
+        client.delete(first.json()["url"])  # its upload goes with it, and there is room again
+        assert client.post("/adapt-and-segment", files={"file": ("c.mp4", video)}).status_code == 202

@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         queue = create_queue(settings)
         budget = PixelBudget(settings.max_pixels_in_flight, settings.pixel_wait_seconds, settings.retry_after_seconds)
         app.state.service = ServiceState(settings, queue, segmenter, budget, model_error)
+        metrics.set_limits(settings.max_queued_jobs, settings.max_upload_dir_bytes, settings.max_pixels_in_flight)
         maintenance = Maintenance(settings, queue)
         maintenance.start()
         logger.info("gwm service ready: queue=%s, data dir=%s", settings.queue_mode, settings.data_dir)

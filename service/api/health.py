@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 
 from service import metrics
 from service.api.state import State
+from service.uploads import directory_bytes
 
 router = APIRouter(tags=["operations"])
 
@@ -38,4 +39,5 @@ async def readyz(state: State) -> JSONResponse:
 async def prometheus_metrics(state: State) -> Response:
     """Prometheus text format."""
     depth = await run_in_threadpool(state.queue.depth)
-    return metrics.render(depth)
+    upload_bytes = await run_in_threadpool(directory_bytes, state.settings.upload_dir)
+    return metrics.render(depth, upload_bytes, state.pixel_budget.in_flight)

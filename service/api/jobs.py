@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 
 from service import encoding, rle
 from service.api.state import State
-from service.errors import BadInput
+from service.errors import BadInput, TooManyRequests
 from service.jobs import VideoJobRequest
 from service.queue.base import JobStatus, check_job_id, new_job_id
 from service.uploads import save_upload
@@ -47,9 +47,22 @@ async def adapt_and_segment(
     if max_frames is not None and max_frames > settings.max_video_frames:
         raise BadInput(f"max_frames={max_frames} exceeds the limit of {settings.max_video_frames}")
     limits = VideoLimits(settings.max_video_frames, settings.max_video_seconds, settings.max_video_side)
+    waiting = await run_in_threadpool(state.queue.depth)
+    if waiting >= settings.max_queued_jobs:
+        raise TooManyRequests(
+            f"{waiting} video jobs are waiting for a worker; the limit is {settings.max_queued_jobs}",
+            retry_after=settings.retry_after_seconds,
+        )
 
     job_id = new_job_id()
-    path = await save_upload(file, settings.upload_dir, job_id, settings.max_upload_bytes)
+    path = await save_upload(
+        file,
+        settings.upload_dir,
+        job_id,
+        settings.max_upload_bytes,
+        settings.max_upload_dir_bytes,
+        settings.retry_after_seconds,
+    )
     try:
         await run_in_threadpool(probe_video, path, limits)
     except BaseException:
