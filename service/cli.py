@@ -19,6 +19,9 @@ def add_service_commands(subparsers: argparse._SubParsersAction) -> None:
     worker = subparsers.add_parser("worker", help="run an RQ worker for video jobs (needs GWM_REDIS_URL)")
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     worker.add_argument("--metrics-port", type=int, default=None, help="serve this worker's job metrics here")
+    worker.add_argument(
+        "--metrics-host", default="127.0.0.1", help="interface for --metrics-port (default 127.0.0.1; 0.0.0.0: all)"
+    )
     worker.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     worker.set_defaults(handler=_worker)
 
@@ -47,6 +50,6 @@ def _worker(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(settings.torch_threads)
     if args.metrics_port is not None:
-        start_http_server(args.metrics_port)
+        start_http_server(args.metrics_port, addr=args.metrics_host)
     logger.info("worker listening on %s queue %r", settings.redis_url, settings.queue_name)
     return run_worker(settings, burst=args.burst, log_level=args.log_level.upper())

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from collections.abc import Iterable
+from pathlib import PurePosixPath
 
 import av
 import numpy as np
@@ -91,3 +93,13 @@ def mask_video_mp4(masks: list[np.ndarray], fps: float) -> bytes:
         container.mux(stream.encode(None))
     return buffer.getvalue()
 
+
+def safe_stem(filename: str, fallback: str = "image") -> str:
+    """A client's file name, reduced to a harmless ZIP entry stem.
+
+    Directories (``/`` or ``\\``), the extension, ``..`` and characters other than letters, digits,
+    ``.``, ``-`` and ``_`` go, so no unzip tool writes outside its folder or trips on odd names.
+    """
+    stem = PurePosixPath(filename.replace("\\", "/")).stem
+    cleaned = re.sub(r"[^\w.-]+", "_", stem).lstrip("._")[:100]
+    return cleaned or fallback

@@ -3,12 +3,14 @@
 Decoders and the job function raise :class:`ServiceError` subclasses; the API
 turns them into ``{"error": {"status", "code", "message"}}``, with a
 ``Retry-After`` header when the error says when to come back. Anything else
-becomes a logged 500 without a stack trace in the response.
+becomes a logged 500 without a stack trace in the response. Messages shown to
+clients never carry the server's absolute paths (:func:`redact_paths`).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -76,6 +78,15 @@ class Unavailable(ServiceError):
     code = "unavailable"
 
 
+# An absolute POSIX path with at least one directory, up to a quote, space or bracket.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/-])/(?:[^\s/'\"()\[\]<>,;:]+/)+([^\s/'\"()\[\]<>,;:]+)")
+
+
+def redact_paths(text: str) -> str:
+    """Replace absolute paths by their last component: clients need the file's name, not the server's layout."""
+    return _ABSOLUTE_PATH.sub(r"\1", text)
+
+
 def error_body(status: int, code: str, message: str) -> dict[str, dict[str, object]]:
     """The JSON body of every error response."""
     return {"error": {"status": status, "code": code, "message": message}}
@@ -100,7 +111,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, exc.retry_after)
+        return error_response(exc.status, exc.code, redact_paths(exc.message), exc.retry_after)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

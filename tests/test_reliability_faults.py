@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import time
 
 import httpx
 import pytest
 
-from service_process import gwm, metric, private_redis, running_server, start_server, stop
+from service_process import free_port, gwm, metric, private_redis, running_server, start_server, stop
 from test_service_redis import new_client, redis_settings, run_worker_burst  # noqa: F401  (fixture)
 from test_service_video import wait_for_end
 
@@ -111,6 +112,25 @@ def test_worker_outlives_redis_and_orphaned_uploads_are_swept(service_settings, 
                 assert worker.poll() is None, f"the worker exited:\n{log.read_text()[-3000:]}"
         finally:
             stop(worker)
+
+
+def test_worker_metrics_listen_on_loopback_only(redis_settings, tmp_path) -> None:  # noqa: F811
+    """`gwm worker --metrics-port` without --metrics-host serves 127.0.0.1, not every interface."""
+    port = free_port()
+    worker = gwm("worker", "--metrics-port", str(port), settings=redis_settings, log=tmp_path / "worker.log")
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                assert httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).status_code == 200
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and worker.poll() is None, (tmp_path / "worker.log").read_text()
+                time.sleep(0.3)
+        with pytest.raises(ConnectionRefusedError):  # 127.0.0.2 is loopback too: only a 0.0.0.0 bind answers it
+            socket.create_connection(("127.0.0.2", port), timeout=2).close()
+    finally:
+        stop(worker)
 
 
 def test_api_killed_with_queued_jobs_loses_nothing(redis_settings, davis_video, tmp_path) -> None:  # noqa: F811

@@ -112,3 +112,12 @@ def test_body_over_upload_limit_is_413(client, service_settings) -> None:
     payload = b"\0" * (service_settings.max_upload_bytes + 1)
     code, message = _error(client.post("/segment", files={"file": ("huge.png", payload)}))
     assert code == 413 and "limit" in message
+
+
+def test_zip_entry_names_cannot_leave_the_folder(client) -> None:
+    """Client file names become entry names: no directories, no `..`, no backslashes."""
+    png = VARIANTS["grey.png"]
+    names = ["../../etc/evil.png", "..\\..\\windows\\evil.png", "..", "C:\\photos\\my holiday.png"]
+    response = client.post("/segment", files=[("file", (name, png)) for name in names])
+    entries = zipfile.ZipFile(io.BytesIO(response.content)).namelist()
+    assert entries == ["000-evil.png", "001-evil.png", "002-image.png", "003-my_holiday.png"]

@@ -121,7 +121,7 @@ def test_retry_finds_the_upload_and_the_error_names_the_cause(redis_settings, da
         retries_left = Job.fetch(job_id, connection=client.app.state.service.queue.queue.connection).retries_left
     assert status["state"] == "failed", status
     assert "no longer available" not in status["error"], status["error"]
-    assert "missing.pt" in status["error"], status["error"]
+    assert "missing.pt" in status["error"] and str(missing.parent) not in status["error"], status["error"]
     assert retries_left == 0, "the job was not retried"
     assert not list(settings.upload_dir.iterdir()), "the upload outlived the job's last attempt"
 

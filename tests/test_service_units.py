@@ -1,5 +1,5 @@
 """Service pieces on their own: RLE, pixel conversion, provider choice, API key, streaming size limit, metrics,
-the pixel budget."""
+the pixel budget, and what error messages may show."""
 
 from __future__ import annotations
 
@@ -102,6 +102,7 @@ def test_missing_model_is_503_not_a_crash(service_settings, tmp_path) -> None:
         assert client.get("/healthz").status_code == 200
         ready = client.get("/readyz")
         assert ready.status_code == 503 and "absent.onnx" in ready.json()["model"]["error"]
+        assert str(tmp_path) not in ready.text, "an unauthenticated endpoint showed a server path"
         response = client.post("/segment", files={"file": ("a.png", image_variants()["rgba.png"])})
         assert response.status_code == 503 and "model not loaded" in response.json()["error"]["message"]
 
@@ -138,6 +139,21 @@ def test_settings_reject_an_unknown_flow_method_at_start_up(monkeypatch) -> None
         monkeypatch.setenv("GWM_FLOW_METHOD", bad)
         with pytest.raises(ValidationError, match="unknown flow method"):
             Settings()
+
+
+def test_readyz_names_the_model_file_without_its_directory(client, service_settings) -> None:
+    body = client.get("/readyz").json()
+    assert body["model"]["path"] == service_settings.model_path.name
+    assert str(service_settings.model_path.parent) not in client.get("/readyz").text
+
+
+def test_error_messages_lose_absolute_paths() -> None:
+    from service.errors import redact_paths
+
+    message = "FileNotFoundError: [Errno 2] No such file or directory: '/srv/gwm/weights/missing.pt'"
+    assert redact_paths(message) == "FileNotFoundError: [Errno 2] No such file or directory: 'missing.pt'"
+    for kept in ("post videos to /adapt-and-segment", "see http://host/a/b", "relative/dir/file.mp4"):
+        assert redact_paths(kept) == kept
 
 
 def _run(coroutine):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
@@ -10,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 
 from service import metrics
 from service.api.state import State
+from service.errors import redact_paths
 from service.uploads import directory_bytes
 
 router = APIRouter(tags=["operations"])
@@ -23,9 +25,15 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(state: State) -> JSONResponse:
-    """Ready when the model is loaded and the queue is reachable; reports the execution providers."""
+    """Ready when the model is loaded and the queue is reachable; reports the execution providers.
+
+    Unauthenticated, so it names the model file but never shows where the server keeps it.
+    """
     queue_ok = await run_in_threadpool(state.queue.ping)
-    model = asdict(state.segmenter.info) if state.segmenter else {"error": state.model_error}
+    if state.segmenter is not None:
+        model = {**asdict(state.segmenter.info), "path": Path(state.segmenter.info.path).name}
+    else:
+        model = {"error": redact_paths(state.model_error or "not loaded")}
     ready = state.segmenter is not None and queue_ok
     body = {
         "status": "ready" if ready else "not ready",

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated
 
 import numpy as np
@@ -124,7 +123,7 @@ def _segment_images(
     media_type, extension = _MEDIA[format]
     if len(payloads) == 1:
         return Response(payloads[0], media_type=media_type)
-    stems = [Path(name).stem for name in names]
+    stems = [encoding.safe_stem(name) for name in names]
     entries = [(f"{i:03d}-{stem}.{extension}", data) for i, (stem, data) in enumerate(zip(stems, payloads))]
     return Response(
         encoding.zip_files(entries),

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from service.errors import BadInput
+from service.errors import BadInput, redact_paths
 from service.jobs import VideoJobRequest
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -73,7 +73,7 @@ def make_status(
     """Build a status with the URLs filled in from the id.
 
     A queued job reports stage ``queued`` whatever its last run wrote (a requeued job's progress
-    is from the attempt that died).
+    is from the attempt that died), and an error never shows the server's paths.
     """
     url = f"/jobs/{job_id}"
     result_url = f"{url}/result" if state is JobState.SUCCEEDED else None
@@ -85,7 +85,7 @@ def make_status(
         progress=progress,
         url=url,
         result_url=result_url,
-        error=error,
+        error=redact_paths(error) if error else error,
         **fields,
     )
 
