@@ -2,8 +2,9 @@
 
 * jobs of dead workers are requeued or failed (:meth:`JobQueue.reap`), so a SIGKILLed worker's
   job leaves ``running`` within a heartbeat TTL plus one interval;
-* uploads of jobs that will not read them again are deleted (a lost Redis, a worker killed
-  twice, an API crash between upload and submit).
+* files of jobs that are gone or finished are deleted: uploads of jobs that will not read them
+  again (a lost Redis, a worker killed twice, an API crash between upload and submit) and
+  packaged results of expired jobs.
 
 A chore that fails (Redis down) is logged and tried again at the next tick.
 """
@@ -71,6 +72,7 @@ class Maintenance:
         chores: tuple[tuple[str, Callable[[], object]], ...] = (
             ("reap jobs of dead workers", self._queue.reap),
             ("sweep uploads", lambda: sweep_orphans(self._settings.upload_dir, self._upload_needed)),
+            ("sweep results", lambda: sweep_orphans(self._settings.result_dir, self._result_needed)),
         )
         for name, chore in chores:
             try:
@@ -82,6 +84,9 @@ class Maintenance:
 
     def _upload_needed(self, job_id: str) -> bool:
         return self._queue.job_state(job_id) in {JobState.QUEUED, JobState.RUNNING}
+
+    def _result_needed(self, job_id: str) -> bool:
+        return self._queue.job_state(job_id) is JobState.SUCCEEDED
 
     def _loop(self) -> None:
         interval = self._settings.maintenance_interval_seconds

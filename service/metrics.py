@@ -45,6 +45,11 @@ PIXELS_IN_FLIGHT = Gauge("gwm_pixels_in_flight", "Pixels that admitted /segment 
 PIXELS_MAX = Gauge(
     "gwm_pixels_in_flight_max", "Pixels /segment may decode at once (GWM_MAX_PIXELS_IN_FLIGHT); beyond, requests wait."
 )
+RESULT_CACHE = Counter(
+    "gwm_result_cache_total",
+    "Requests for a packaged job result (zip, mp4): hit = served as packaged before.",
+    ["outcome"],
+)
 
 
 def observe_job(outcome: str, seconds: float, stages: dict[str, float]) -> None:

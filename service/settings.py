@@ -101,3 +101,9 @@ class Settings(BaseSettings):
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    @cached_property
+    def result_dir(self) -> Path:
+        """Directory for packaged results (ZIP, MP4), built on the first GET; created on first use."""
+        path = self.data_dir / "results"
+        path.mkdir(parents=True, exist_ok=True)
+        return path

@@ -13,6 +13,7 @@ from PIL import Image
 
 from service import rle
 from service_media import encode_image, encode_mjpeg_avi, encode_video, gradient_rgb
+from service_process import metric
 
 
 def wait_for_end(client, url: str, timeout: float = 60.0) -> dict:
@@ -195,3 +196,18 @@ def test_phone_rotation_is_applied(client, tmp_path) -> None:
     assert (result["width"], result["height"]) == (48, 64)
     assert {rle.decode(m).shape for m in result["masks"]} == {(64, 48)}
 
+
+def test_packaged_result_is_built_once(client, davis_video) -> None:
+    job = submit(client, davis_video.read_bytes(), query="steps=0").json()
+    assert wait_for_end(client, job["url"])["state"] == "succeeded"
+
+    def cache(outcome: str) -> float:
+        return metric(client.get("/metrics").text, "gwm_result_cache_total", default=0.0, outcome=outcome)
+
+    for format in ("zip", "video"):
+        hits, misses = cache("hit"), cache("miss")
+        first = client.get(f"{job['url']}/result?format={format}")
+        second = client.get(f"{job['url']}/result?format={format}")
+        assert first.status_code == second.status_code == 200
+        assert first.content == second.content and first.headers["etag"] == second.headers["etag"]
+        assert (cache("miss") - misses, cache("hit") - hits) == (1, 1), format

@@ -22,6 +22,7 @@ from service.errors import install_error_handlers
 from service.inference import OnnxSegmenter
 from service.maintenance import Maintenance
 from service.queue import create_queue
+from service.results import ResultCache
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         segmenter, model_error = _load_segmenter(settings)
         queue = create_queue(settings)
         budget = PixelBudget(settings.max_pixels_in_flight, settings.pixel_wait_seconds, settings.retry_after_seconds)
-        app.state.service = ServiceState(settings, queue, segmenter, budget, model_error)
+        results = ResultCache(settings.result_dir)
+        app.state.service = ServiceState(settings, queue, segmenter, budget, results, model_error)
         metrics.set_limits(settings.max_queued_jobs, settings.max_upload_dir_bytes, settings.max_pixels_in_flight)
         maintenance = Maintenance(settings, queue)
         maintenance.start()

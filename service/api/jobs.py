@@ -7,13 +7,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Path as PathParam, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 
 from service import encoding, rle
 from service.api.state import State
-from service.errors import BadInput, TooManyRequests
+from service.errors import BadInput, Conflict, TooManyRequests
 from service.jobs import VideoJobRequest
-from service.queue.base import JobStatus, check_job_id, new_job_id
+from service.queue.base import JobQueue, JobState, JobStatus, check_job_id, new_job_id
+from service.results import ResultCache
 from service.uploads import save_upload
 from service.video import VideoLimits, probe_video
 
@@ -104,24 +105,27 @@ async def job_result(
 ) -> Response:
     """Masks of a succeeded job: ZIP of PNGs named by source frame index, JSON RLE, or MP4."""
     status = state.queue.status(check_job_id(job_id))
-    result = state.queue.result(job_id)
     chosen = format or ResultFormat(status.options.get("format", ResultFormat.zip.value))
+    if status.state is not JobState.SUCCEEDED:
+        raise Conflict(f"job {job_id} has no result; it is {status.state}")
     if chosen is ResultFormat.json:
-        return JSONResponse({"id": job_id, **result})
-    return await run_in_threadpool(_package, job_id, result, chosen)
+        return JSONResponse({"id": job_id, **state.queue.result(job_id)})
+    return await run_in_threadpool(_package, state.queue, state.results, job_id, chosen)
 
 
-def _package(job_id: str, result: dict[str, Any], format: ResultFormat) -> Response:
+_PACKAGES = {ResultFormat.video: ("mp4", "video/mp4"), ResultFormat.zip: ("zip", "application/zip")}
+
+
+def _package(queue: JobQueue, results: ResultCache, job_id: str, format: ResultFormat) -> FileResponse:
+    """The ZIP or MP4 of a succeeded job's masks, packaged on the first request and served from disk after."""
+    extension, media_type = _PACKAGES[format]
+    path = results.get(job_id, extension, lambda: _build_package(queue.result(job_id), format))
+    return FileResponse(path, media_type=media_type, filename=f"{job_id}.{extension}")
+
+
+def _build_package(result: dict[str, Any], format: ResultFormat) -> bytes:
     masks = [rle.decode(item) for item in result["masks"]]
     if format is ResultFormat.video:
-        return Response(
-            encoding.mask_video_mp4(masks, result["fps"]),
-            media_type="video/mp4",
-            headers={"Content-Disposition": f'attachment; filename="{job_id}.mp4"'},
-        )
+        return encoding.mask_video_mp4(masks, result["fps"])
     entries = [(f"{index:05d}.png", encoding.mask_png(mask)) for index, mask in zip(result["frame_indices"], masks)]
-    return Response(
-        encoding.zip_files(entries),
-        media_type="application/zip",
-        headers={"Content-Disposition": f'attachment; filename="{job_id}.zip"'},
-    )
+    return encoding.zip_files(entries)

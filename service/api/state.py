@@ -1,4 +1,4 @@
-"""What the routes share: settings, the loaded model, the job queue and the pixel budget."""
+"""What the routes share: settings, the loaded model, the job queue, the pixel budget and the result cache."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from service.admission import PixelBudget
 from service.errors import Unavailable
 from service.inference import OnnxSegmenter
 from service.queue import JobQueue
+from service.results import ResultCache
 from service.settings import Settings
 
 
@@ -22,6 +23,7 @@ class ServiceState:
     queue: JobQueue
     segmenter: OnnxSegmenter | None
     pixel_budget: PixelBudget
+    results: ResultCache
     model_error: str | None = None
 
 
