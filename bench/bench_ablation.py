@@ -51,7 +51,8 @@ def main() -> None:
         cache, overrides = VARIANTS[name]
         config = TrainConfig(
             output_dir=str(ROOT / args.output / name), flow_cache=str(ROOT / cache),
-            data_root=str(ROOT.parent / "shared" / "data" / "davis2016"),
+            data=[str(ROOT.parent / "shared" / "data" / "davis2016") + ":train,val-dev"],
+            eval_data=str(ROOT.parent / "shared" / "data" / "davis2016"),
             width=args.width, batch_size=8, steps=args.steps, warmup_steps=min(500, args.steps // 5),
             input_size=size, loss_size=size, threads=args.threads, checkpoint_every=args.steps, **overrides,
         )
@@ -59,7 +60,7 @@ def main() -> None:
         checkpoint = train(config, progress=False)
         minutes = (time.perf_counter() - start) / 60
         model, _ = load_model(checkpoint)
-        report = evaluate_davis(model, config.data_root, size, progress=False, merge=config.merge_strategy())
+        report = evaluate_davis(model, config.eval_data, size, progress=False, merge=config.merge_strategy())
         overall = report["overall"]
         rows.append((name, minutes, 100 * overall["merged"]["J_mean"], 100 * overall["oracle"]["J_mean"]))
         (Path(config.output_dir) / "eval.json").write_text(json.dumps(report, indent=2))

@@ -57,7 +57,7 @@ def tiny_training_data(tmp_path_factory):
 
 def _config(data, out, **overrides) -> TrainConfig:
     davis, cache = data
-    settings = dict(data_root=str(davis), splits=["train"], flow_cache=str(cache), output_dir=str(out),
+    settings = dict(data=[f"{davis}:train"], eval_data=str(davis), flow_cache=str(cache), output_dir=str(out),
                     width=4, num_regions=3, input_size=(32, 48), steps=6, batch_size=3, warmup_steps=2,
                     lr=1e-3, checkpoint_every=3, log_every=2, threads=1, device="cpu", seed=3)
     settings.update(overrides)

@@ -8,19 +8,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
 
 from models.merging import MERGE_STRATEGIES
 
-from .flow import DEFAULT_FLOW_METHOD, FLOW_METHODS
+from .flow import DEFAULT_FLOW_METHOD, DEFAULT_RAFT_ITERATIONS, DEFAULT_RAFT_SCALE, FLOW_METHODS
+from .frames import DEFAULT_EVAL_DATA, DEFAULT_TRAIN_DATA
 
 __all__ = ["main", "build_parser"]
 
 log = logging.getLogger("gwm")
 
-DEFAULT_DATA = "../shared/data/davis2016"
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -43,16 +44,25 @@ def _gaps(text: str) -> tuple[int, ...]:
 
 
 def _cmd_flow(args: argparse.Namespace) -> int:
-    from .flow import build_flow_estimator
+    from .flow import FlowRecipe
     from .flow_cache import FlowCache, FlowCacheSpec, default_cache_dir
-    from .frames import list_sequences
+    from .frames import list_sources
 
-    videos = list_sequences(args.data, args.resolution, args.splits)
-    estimator = build_flow_estimator(args.method, weights=args.raft_weights, device=args.device)
-    output = args.output or default_cache_dir(args.method, args.size)
-    cache = FlowCache(output, FlowCacheSpec(args.method, *args.size, gaps=args.gaps))
-    log.info("computing %s flow for %d sequences into %s", args.method, len(videos), output)
-    cache.build(videos, estimator)
+    videos = list_sources(args.data, args.resolution)
+    options = {}
+    if args.method == "raft":
+        if not args.raft_weights:
+            raise ValueError("--method raft needs --raft-weights FILE (e.g. ../shared/weights/raft-small.pth)")
+        options = {"weights": args.raft_weights, "device": args.device, "scale": args.raft_scale,
+                   "iterations": args.raft_iterations}
+    recipe = FlowRecipe(args.method, options)
+    recipe.build()  # fail now, in this process, on a bad weights file or option
+    output = args.output or default_cache_dir(recipe.label(), args.size)
+    cache = FlowCache(output, FlowCacheSpec(args.method, *args.size, gaps=args.gaps, settings=recipe.settings()))
+    workers = 1 if args.device.startswith("cuda") else args.workers
+    log.info("computing %s flow for %d sequences into %s with %d worker(s)", recipe.label(), len(videos), output,
+             workers)
+    cache.build(videos, recipe, workers=workers)
     return 0
 
 
@@ -146,8 +156,11 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     defaults = TrainConfig()
     group = parser.add_argument_group("training options (defaults follow the paper's U-Net where the CPU allows)")
     group.add_argument("--config", help="JSON file with TrainConfig fields (command-line options override it)")
-    group.add_argument("--data-root", dest="data_root", help=f"DAVIS-style root (default {defaults.data_root})")
-    group.add_argument("--splits", nargs="+", help=f"ImageSets splits to train on (default {defaults.splits})")
+    group.add_argument("--data", nargs="+", metavar="ROOT[:SPLITS]",
+                       help="frame roots to train on, each ROOT or ROOT:SPLIT[,SPLIT] "
+                            f"(default {' '.join(defaults.data)}: val-dev stays unseen)")
+    group.add_argument("--eval-data", dest="eval_data",
+                       help=f"annotated DAVIS root whose val-dev split --eval-every measures (default {defaults.eval_data})")
     group.add_argument("--flow-cache", dest="flow_cache", help=f"flow cache from `gwm flow` (default {defaults.flow_cache})")
     group.add_argument("--output-dir", dest="output_dir", help=f"run directory (default {defaults.output_dir})")
     group.add_argument("--architecture", choices=["unet", "backbone"], help="segmenter (default unet)")
@@ -197,13 +210,21 @@ def build_parser() -> argparse.ArgumentParser:
     flow = commands.add_parser("flow", help="precompute optical flow for a dataset (resumable)",
                                description="Compute optical flow from each frame to frame+gap for every sequence and "
                                            "store it compactly (float16) for training. Re-running resumes.")
-    flow.add_argument("--data", default=DEFAULT_DATA, help=f"DAVIS-style root (default {DEFAULT_DATA})")
+    flow.add_argument("--data", nargs="+", default=list(DEFAULT_TRAIN_DATA), metavar="ROOT[:SPLITS]",
+                      help="frame roots, each ROOT (every sequence) or ROOT:SPLIT[,SPLIT] (ImageSets lists); "
+                           f"default {' '.join(DEFAULT_TRAIN_DATA)}")
     flow.add_argument("--resolution", default="240p", help="JPEGImages sub-folder (default 240p)")
-    flow.add_argument("--splits", nargs="+", default=["train", "val-dev"], help="ImageSets splits (default train val-dev)")
     flow.add_argument("--method", default=DEFAULT_FLOW_METHOD, choices=sorted(FLOW_METHODS),
                       help=f"estimator (default {DEFAULT_FLOW_METHOD}; raft needs --raft-weights)")
-    flow.add_argument("--raft-weights", help="local RAFT state-dict file (needed for --method raft)")
-    flow.add_argument("--device", default="cpu", help="device for RAFT")
+    flow.add_argument("--raft-weights", help="local RAFT weights file, official release or torchvision format "
+                                             "(needed for --method raft), e.g. ../shared/weights/raft-small.pth")
+    flow.add_argument("--raft-scale", type=float, default=DEFAULT_RAFT_SCALE,
+                      help=f"RAFT runs on frames resized by this factor (default {DEFAULT_RAFT_SCALE:g})")
+    flow.add_argument("--raft-iterations", type=int, default=DEFAULT_RAFT_ITERATIONS,
+                      help=f"RAFT refinement iterations (default {DEFAULT_RAFT_ITERATIONS})")
+    flow.add_argument("--device", default="cpu", help="device for RAFT: cpu (default) or cuda")
+    flow.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                      help="processes on the CPU, one thread each (default: one per core)")
     flow.add_argument("--size", type=_size, default=(128, 224), help="stored grid HxW (default 128x224)")
     flow.add_argument("--gaps", type=_gaps, default=(-2, -1, 1, 2), help="frame gaps (default -2,-1,1,2 as in the paper)")
     flow.add_argument("--output", help="cache directory (default cache/flow-<method>-<H>x<W>, where gwm train looks)")
@@ -215,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="DAVIS J (merged/oracle) and image metrics of a checkpoint")
     evaluate.add_argument("checkpoint", help="model checkpoint (.pt)")
-    evaluate.add_argument("--data", default=DEFAULT_DATA)
+    evaluate.add_argument("--data", default=DEFAULT_EVAL_DATA)
     evaluate.add_argument("--split", default="val-dev")
     evaluate.add_argument("--resolution", default="240p")
     evaluate.add_argument("--protocol", default="davis", choices=["davis", "gwm-reference"],

@@ -29,7 +29,7 @@ from .checkpoint import load_checkpoint, model_spec, save_checkpoint
 from .data import Batch, FlowPairDataset
 from .flow import DEFAULT_FLOW_METHOD
 from .flow_cache import FlowCache, default_cache_dir
-from .frames import list_sequences
+from .frames import DEFAULT_EVAL_DATA, DEFAULT_TRAIN_DATA, list_sources
 
 __all__ = ["TrainConfig", "learning_rate", "make_optimizer", "LossFunction", "train_step", "train", "select_device"]
 
@@ -40,8 +40,11 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """Everything that defines a training run. Paper values in comments where they differ."""
 
-    data_root: str = "../shared/data/davis2016"
-    splits: list[str] = field(default_factory=lambda: ["train", "val-dev"])  # internal learning (§3.3)
+    # Frame roots, each ROOT or ROOT:SPLIT[,SPLIT] (training/frames.py). The default leaves DAVIS-2016 val
+    # out so that val-dev measures zero-shot generalisation (paper Table 4); adding val-dev here is the
+    # paper's internal-learning setting (§3.3).
+    data: list[str] = field(default_factory=lambda: list(DEFAULT_TRAIN_DATA))
+    eval_data: str = DEFAULT_EVAL_DATA  # annotated root of the val-dev split (learning curve, gwm eval)
     resolution: str = "240p"
     flow_cache: str = default_cache_dir(DEFAULT_FLOW_METHOD, DEFAULT_INPUT_SIZE)  # paper: RAFT flow
     output_dir: str = "runs/default"
@@ -81,6 +84,10 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         data = dict(data)
+        if "data_root" in data:  # runs before several roots existed: one root and its splits
+            root, splits = data.pop("data_root"), data.pop("splits", None)
+            data["data"] = [f"{root}:{','.join(splits)}" if splits else root]
+            data.setdefault("eval_data", root)
         for key in ("input_size", "loss_size"):
             if data.get(key) is not None:
                 data[key] = tuple(data[key])
@@ -203,7 +210,7 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
         log.info("initialised from %s", config.init_from)
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
 
-    videos = list_sequences(config.data_root, config.resolution, config.splits)
+    videos = list_sources(config.data, config.resolution)
     dataset = FlowPairDataset.from_cache(videos, FlowCache(config.flow_cache), config.input_size, progress=progress,
                                          loss_size=config.loss_size, flip=config.flip, flow_clip=config.flow_clip)
     log.info("training on %d frames from %d sequences, device %s, %d threads",
@@ -262,7 +269,7 @@ def _periodic_evaluator(config: TrainConfig):
     from .evaluate import evaluate_davis
 
     def run(model: Segmenter, device: torch.device) -> dict[str, float]:
-        report = evaluate_davis(model, config.data_root, config.input_size, split="val-dev",
+        report = evaluate_davis(model, config.eval_data, config.input_size, split="val-dev",
                                 resolution=config.resolution, device=device, progress=False,
                                 merge=config.merge_strategy())
         return {"J_merged": report["overall"]["merged"]["J_mean"], "J_oracle": report["overall"]["oracle"]["J_mean"]}
