@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -55,7 +57,8 @@ def test_api_key_protects_everything_but_health(service_settings) -> None:
     with TestClient(create_app(settings)) as client:
         assert client.get("/healthz").status_code == 200
         assert client.get("/readyz").status_code == 200
-        for path in ("/metrics", "/docs", "/jobs/0123456789abcdef0123456789abcdef"):
+        assert client.get("/docs").status_code == 200  # where a browser user enters the key
+        for path in ("/metrics", "/jobs/0123456789abcdef0123456789abcdef", "/no-such-route"):
             response = client.get(path)
             assert response.status_code == 401 and "X-API-Key" in response.json()["error"]["message"]
         assert client.get("/metrics", headers={"X-API-Key": "wrong"}).status_code == 401
@@ -80,6 +83,34 @@ def test_streamed_body_without_length_is_cut_at_limit(service_settings) -> None:
         )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "too_large"
+
+
+def test_every_error_has_one_shape_and_rendering(service_settings) -> None:
+    """The 401 and 413 of the ASGI guards are rendered by the same JSONResponse as the handlers' errors."""
+    from pydantic import SecretStr
+
+    from service.api.app import create_app
+
+    settings = service_settings.model_copy(update={"api_key": SecretStr("s3cret"), "max_upload_bytes": 1024})
+    key = {"X-API-Key": "s3cret"}
+    with TestClient(create_app(settings)) as client:
+        answers = {
+            401: client.get("/metrics"),
+            413: client.post("/segment", headers=key, files={"file": ("a.png", b"\0" * 4096)}),
+            400: client.get("/jobs/not-an-id", headers=key),
+            404: client.get("/no-such-route", headers=key),
+            405: client.put("/segment", headers=key),
+            422: client.post("/segment", headers=key),
+        }
+    codes = {401: "unauthorized", 413: "too_large", 400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+             422: "invalid_parameter"}
+    for status, response in answers.items():
+        assert response.status_code == status
+        assert response.headers["content-type"] == "application/json"
+        body = response.json()
+        assert list(body) == ["error"] and list(body["error"]) == ["status", "code", "message"]
+        assert body["error"]["status"] == status and body["error"]["code"] == codes[status]
+        assert response.content == json.dumps(body, separators=(",", ":")).encode()  # one rendering
 
 
 def test_metrics_count_requests_by_route_template(client) -> None:
