@@ -28,11 +28,15 @@ def own_keys(connection, queue_name: str) -> set[bytes]:
     results and gwm cancel flags) and the records of workers that listened on it."""
     name = queue_name.encode()
     keys = set(connection.scan_iter(match=f"*{queue_name}*"))
-    for key in connection.scan_iter(match="rq:job:*", _type="hash"):
-        if connection.hget(key, "origin") == name:
-            keys |= set(connection.scan_iter(match=f"*{key.split(b':')[2].decode()}*"))
+    jobs = {key.split(b":")[2] for key in connection.scan_iter(match="rq:job:*", _type="hash")
+            if connection.hget(key, "origin") == name}
+    for job in jobs:
+        keys |= set(connection.scan_iter(match=f"*{job.decode()}*"))
     for key in connection.scan_iter(match="rq:worker:*", _type="hash"):
         if name in (connection.hget(key, "queues") or b"").split(b","):
+            keys |= {key, *connection.scan_iter(match=f"{key.decode()}:*")}
+    for key in connection.scan_iter(match="rq:worker:*:executions", _type="set"):  # a killed worker's, too
+        if any(member.split(b":")[0] in jobs for member in connection.smembers(key)):
             keys.add(key)
     return keys
 
@@ -142,7 +146,7 @@ def test_killed_worker_job_ends_failed(redis_settings, davis_video) -> None:
 
     settings = redis_settings.model_copy(update={"job_retries": 0})
     worker = subprocess.Popen(
-        [sys.executable, "-m", "training.cli", "worker", "--log-level", "warning"],  # = `gwm worker`
+        [sys.executable, "-m", "gwm_cli", "worker", "--log-level", "warning"],  # = `gwm worker`
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     try:
