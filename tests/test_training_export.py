@@ -100,7 +100,7 @@ def test_merge_strategy_is_validated_and_defaults_for_old_checkpoints():
 
 def test_cli_export_records_version_and_merge_in_onnx_and_slim_checkpoint(tmp_path):
     from training.checkpoint import load_model, save_checkpoint
-    from training.cli import main
+    from gwm_cli.main import main
 
     options = {"num_regions": 4, "width": 4, "depth": 2}
     model = build_segmenter("unet", **options).eval()
@@ -116,7 +116,7 @@ def test_cli_export_records_version_and_merge_in_onnx_and_slim_checkpoint(tmp_pa
 
 def test_card_of_a_fine_tuned_run_keeps_the_starting_weights_history(tmp_path):
     from training.checkpoint import save_checkpoint
-    from training.cli import main
+    from gwm_cli.main import main
 
     options = {"num_regions": 4, "width": 4, "depth": 2}
     model = build_segmenter("unet", **options).eval()

@@ -1,5 +1,7 @@
-"""The ``gwm`` command line: precompute flow, train, evaluate, export, serve.
+"""The training commands of ``gwm``: flow, train, eval, export, card.
 
+The root command (:mod:`gwm_cli`) builds a command's parser with the ``configure_*`` function of that
+command only when it runs, so ``gwm --help`` never imports what these defaults come from (torch).
 Every sub-command calls the same library functions the service and the tests use.
 """
 
@@ -9,7 +11,6 @@ import argparse
 import json
 import logging
 import os
-import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -18,10 +19,9 @@ from models.merging import MERGE_STRATEGIES
 from .flow import DEFAULT_FLOW_METHOD, DEFAULT_RAFT_ITERATIONS, DEFAULT_RAFT_SCALE, FLOW_METHODS
 from .frames import DEFAULT_EVAL_DATA, DEFAULT_TRAIN_DATA
 
-__all__ = ["main", "build_parser"]
+__all__ = ["configure_flow", "configure_train", "configure_eval", "configure_export", "configure_card"]
 
 log = logging.getLogger("gwm")
-
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -155,7 +155,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
 
     defaults = TrainConfig()
     group = parser.add_argument_group("training options (defaults follow the paper's U-Net where the CPU allows)")
-    group.add_argument("--config", help="JSON file with TrainConfig fields (command-line options override it)")
+    group.add_argument("--config", help="JSON file with TrainConfig fields (command-line options override it; default none)")
     group.add_argument("--data", nargs="+", metavar="ROOT[:SPLITS]",
                        help="frame roots to train on, each ROOT or ROOT:SPLIT[,SPLIT] "
                             f"(default {' '.join(defaults.data)}: val-dev stays unseen)")
@@ -179,37 +179,24 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--grad-clip", dest="grad_clip", type=float, help=f"default {defaults.grad_clip}")
     group.add_argument("--coarse-steps", dest="coarse_steps", type=int,
                        help="first N steps at half resolution (a cheap resolution schedule; default 0)")
-    group.add_argument("--snapshot-every", dest="snapshot_every", type=int, help="keep step_<N>.pt every N steps")
-    group.add_argument("--eval-every", dest="eval_every", type=int, help="J on val-dev every N steps (0 = never)")
+    group.add_argument("--snapshot-every", dest="snapshot_every", type=int, help=f"keep step_<N>.pt every N steps (default {defaults.snapshot_every}: never)")
+    group.add_argument("--eval-every", dest="eval_every", type=int, help=f"J on val-dev every N steps (0 = never; default {defaults.eval_every})")
     group.add_argument("--init-from", dest="init_from",
-                       help="start from these model weights, e.g. models/weights/gwm-default.pt (fresh optimiser)")
+                       help="start from these model weights, e.g. models/weights/gwm-default.pt (fresh optimiser; "
+                            "default: from scratch)")
     group.add_argument("--merge", choices=["auto", *MERGE_STRATEGIES],
                        help="merge recorded in the model (default auto: border for unet, spectral for backbone)")
     group.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     group.add_argument("--device", help="auto (default), cpu or cuda")
-    group.add_argument("--seed", type=int)
-    group.add_argument("--version", help="model version stored in checkpoints")
+    group.add_argument("--seed", type=int, help=f"random seed (default {defaults.seed})")
+    group.add_argument("--version", help=f"model version stored in checkpoints (default {defaults.version})")
     group.add_argument("--restart", action="store_true", help="ignore an existing last.pt instead of resuming")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="gwm",
-        description="Guess What Moves: learn to segment objects from optical flow, without labels.\n\n"
-                    "Typical workflow:\n"
-                    "  gwm flow                      # precompute optical flow for DAVIS frames\n"
-                    "  gwm train --steps 9000        # train a segmenter on that flow (resumable)\n"
-                    "  gwm eval runs/default/last.pt # DAVIS J (merged and oracle)\n"
-                    "  gwm export runs/default/last.pt model.onnx\n"
-                    "  gwm serve                     # HTTP API on 127.0.0.1:8000",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    flow = commands.add_parser("flow", help="precompute optical flow for a dataset (resumable)",
-                               description="Compute optical flow from each frame to frame+gap for every sequence and "
-                                           "store it compactly (float16) for training. Re-running resumes.")
+def configure_flow(flow: argparse.ArgumentParser) -> None:
+    """``gwm flow``: precompute optical flow for a dataset (resumable)."""
+    flow.description = ("Compute optical flow from each frame to frame+gap for every sequence and "
+                        "store it compactly (float16) for training. Re-running resumes.")
     flow.add_argument("--data", nargs="+", default=list(DEFAULT_TRAIN_DATA), metavar="ROOT[:SPLITS]",
                       help="frame roots, each ROOT (every sequence) or ROOT:SPLIT[,SPLIT] (ImageSets lists); "
                            f"default {' '.join(DEFAULT_TRAIN_DATA)}")
@@ -217,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     flow.add_argument("--method", default=DEFAULT_FLOW_METHOD, choices=sorted(FLOW_METHODS),
                       help=f"estimator (default {DEFAULT_FLOW_METHOD}; raft needs --raft-weights)")
     flow.add_argument("--raft-weights", help="local RAFT weights file, official release or torchvision format "
-                                             "(needed for --method raft), e.g. ../shared/weights/raft-small.pth")
+                                             "(needed for --method raft; default none), e.g. ../shared/weights/raft-small.pth")
     flow.add_argument("--raft-scale", type=float, default=DEFAULT_RAFT_SCALE,
                       help=f"RAFT runs on frames resized by this factor (default {DEFAULT_RAFT_SCALE:g})")
     flow.add_argument("--raft-iterations", type=int, default=DEFAULT_RAFT_ITERATIONS,
@@ -230,37 +217,54 @@ def build_parser() -> argparse.ArgumentParser:
     flow.add_argument("--output", help="cache directory (default cache/flow-<method>-<H>x<W>, where gwm train looks)")
     flow.set_defaults(handler=_cmd_flow)
 
-    train = commands.add_parser("train", help="train a segmenter on precomputed flow (resumes from last.pt)")
+
+def configure_train(train: argparse.ArgumentParser) -> None:
+    """``gwm train``: train a segmenter on precomputed flow (resumes from last.pt)."""
+    train.description = "Train a segmenter on precomputed flow with the GWM loss; resumes from last.pt."
     _add_train_options(train)
     train.set_defaults(handler=_cmd_train)
 
-    evaluate = commands.add_parser("eval", help="DAVIS J (merged/oracle) and image metrics of a checkpoint")
+
+def configure_eval(evaluate: argparse.ArgumentParser) -> None:
+    """``gwm eval``: DAVIS J (merged/oracle) and image metrics of a checkpoint."""
+    evaluate.description = "DAVIS J (merged and oracle) and, with --images, image metrics of a checkpoint."
     evaluate.add_argument("checkpoint", help="model checkpoint (.pt)")
-    evaluate.add_argument("--data", default=DEFAULT_EVAL_DATA)
-    evaluate.add_argument("--split", default="val-dev")
-    evaluate.add_argument("--resolution", default="240p")
+    evaluate.add_argument("--data", default=DEFAULT_EVAL_DATA,
+                          help=f"annotated DAVIS root (default {DEFAULT_EVAL_DATA})")
+    evaluate.add_argument("--split", default="val-dev", help="ImageSets split to evaluate (default val-dev)")
+    evaluate.add_argument("--resolution", default="240p", help="JPEGImages sub-folder (default 240p)")
     evaluate.add_argument("--protocol", default="davis", choices=["davis", "gwm-reference"],
-                          help="davis: official (first/last frame excluded, empty/empty=1); gwm-reference: authors' code")
-    evaluate.add_argument("--images", help="ECSSD-style folder with images/ and masks/ for image metrics")
-    evaluate.add_argument("--limit", type=int, help="evaluate only the first N images")
+                          help="davis (default): official (first/last frame excluded, empty/empty=1); "
+                               "gwm-reference: authors' code")
+    evaluate.add_argument("--images", help="ECSSD-style folder with images/ and masks/ for image metrics (default: none)")
+    evaluate.add_argument("--limit", type=int, help="evaluate only the first N images (default: all)")
     evaluate.add_argument("--merge", choices=MERGE_STRATEGIES,
                           help="label-free merge to evaluate (default: the one recorded in the model)")
     evaluate.add_argument("--skip-davis", action="store_true", help="only image metrics")
-    evaluate.add_argument("--device", default="auto")
-    evaluate.add_argument("--output", help="write the full report as JSON here")
+    evaluate.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu or cuda")
+    evaluate.add_argument("--output", help="write the full report as JSON here (default: print only)")
     evaluate.set_defaults(handler=_cmd_eval)
 
-    export = commands.add_parser("export", help="export a checkpoint to ONNX and check parity with PyTorch")
-    export.add_argument("checkpoint")
+
+def configure_export(export: argparse.ArgumentParser) -> None:
+    """``gwm export``: export a checkpoint to ONNX and check parity with PyTorch."""
+    export.description = ("Export a checkpoint to ONNX with the metadata the service reads, and check that "
+                          "onnxruntime's outputs match PyTorch's.")
+    export.add_argument("checkpoint", help="model checkpoint (.pt) to export")
     export.add_argument("output", help="ONNX file to write")
-    export.add_argument("--version", help="model version to record in the metadata")
+    export.add_argument("--version", help="model version to record in the metadata (default: the checkpoint's)")
     export.add_argument("--merge", choices=MERGE_STRATEGIES,
                         help="merge strategy to record in the exported model (default: the checkpoint's own)")
-    export.add_argument("--slim-checkpoint", help="also write a weights-only float16 checkpoint here (for shipping)")
-    export.add_argument("--tolerance", type=float, default=1e-4, help="fail if ONNX and PyTorch differ more")
+    export.add_argument("--slim-checkpoint",
+                        help="also write a weights-only float16 checkpoint here, for shipping (default: none)")
+    export.add_argument("--tolerance", type=float, default=1e-4,
+                        help="fail if ONNX and PyTorch differ more (default 1e-4)")
     export.set_defaults(handler=_cmd_export)
 
-    card = commands.add_parser("card", help="write a model card (JSON) from a run, an eval report and an ONNX file")
+
+def configure_card(card: argparse.ArgumentParser) -> None:
+    """``gwm card``: write a model card (JSON) from a run, an eval report and an ONNX file."""
+    card.description = "Write a model card (JSON) from a training run, an evaluation report and an ONNX file."
     card.add_argument("checkpoint", help="the shipped checkpoint (.pt)")
     card.add_argument("--onnx", required=True, help="the exported ONNX file (its CPU latency is measured)")
     source = card.add_mutually_exclusive_group(required=True)
@@ -270,32 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(re-carding after a re-export, when the run directory is gone)")
     card.add_argument("--initialised-from", dest="initialised_from",
                       help="with --run-dir of a run started by --init-from: the card of those starting "
-                           "weights, kept under training.initialised_from")
+                           "weights, kept under training.initialised_from (default none)")
     card.add_argument("--eval", required=True, help="report from `gwm eval --output`")
-    card.add_argument("--name", default="gwm-default")
-    card.add_argument("--output", required=True)
+    card.add_argument("--name", default="gwm-default", help="model name in the card (default gwm-default)")
+    card.add_argument("--output", required=True, help="card JSON file to write")
     card.set_defaults(handler=_cmd_card)
-
-    try:
-        from service.cli import add_service_commands
-    except ImportError as error:  # the service is optional for training-only installs
-        log.debug("service commands unavailable: %s", error)
-    else:
-        add_service_commands(commands)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.handler(args) or 0)
-    except (FileNotFoundError, ValueError) as error:
-        log.error("%s", error)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,9 +17,9 @@ from PIL import Image
 
 from service import metrics
 from service.api import docs, health, jobs, segment
+from service.api.errors import install_error_handlers
 from service.api.middleware import PUBLIC_PATHS, APIKeyGuard, BodySizeLimit
 from service.api.state import ServiceState
-from service.errors import install_error_handlers
 from service.inference import OnnxSegmenter
 from service.queue import create_queue
 from service.settings import Settings

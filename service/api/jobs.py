@@ -106,9 +106,8 @@ def _package(job_id: str, result: dict[str, Any], format: ResultFormat) -> Respo
             media_type="video/mp4",
             headers={"Content-Disposition": f'attachment; filename="{job_id}.mp4"'},
         )
-    entries = [(f"{index:05d}.png", encoding.mask_png(mask)) for index, mask in zip(result["frame_indices"], masks)]
     return Response(
-        encoding.zip_files(entries),
+        encoding.masks_zip(result["frame_indices"], masks),
         media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="{job_id}.zip"'},
     )

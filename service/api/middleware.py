@@ -12,7 +12,7 @@ import hmac
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.docs import DOCS_PATHS, DOCS_PREFIX
-from service.errors import error_response
+from service.api.errors import error_response
 
 #: Reachable without the key: health checks, the web page and the API documentation (whose
 #: Authorize button is how a browser user enters the key in the first place).
