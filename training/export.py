@@ -34,18 +34,22 @@ class _WithFeatures(nn.Module):
         return self.model.forward_features(image)
 
 
-def export_onnx(model: Segmenter, spec: ModelSpec, path: str | Path, opset: int = 17) -> Path:
-    """Write ``model`` to ``path`` as ONNX with dynamic batch and gwm metadata."""
+def export_onnx(model: Segmenter, spec: ModelSpec, path: str | Path, opset: int = 18) -> Path:
+    """Write ``model`` to ``path`` as ONNX with dynamic batch and gwm metadata.
+
+    Uses PyTorch's current exporter (``torch.export`` graph, ``dynamo=True``; the TorchScript one is
+    deprecated). Opset 18 is the lowest it implements; onnxruntime >= 1.18 runs it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.float().eval().to("cpu", memory_format=torch.contiguous_format)
     height, width = spec["input_size"]
-    example = torch.zeros(1, 3, height, width)
+    example = torch.zeros(2, 3, height, width)  # not 1: torch.export would specialise a size-1 batch
     torch.onnx.export(
         _WithFeatures(model).eval(), (example,), str(path),
         input_names=["image"], output_names=["logits", "features"],
-        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
-        opset_version=opset, dynamo=False,
+        dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1)}},
+        opset_version=opset, dynamo=True, external_data=False, verbose=False,
     )
     graph = onnx.load(str(path))
     metadata = {
