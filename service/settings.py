@@ -7,6 +7,7 @@ run with ``GWM_DEVICE=cuda`` while the API stays on CPU.
 
 from __future__ import annotations
 
+import getpass
 import tempfile
 from functools import cached_property
 from pathlib import Path
@@ -19,6 +20,11 @@ from training.flow import DEFAULT_FLOW_METHOD, WEIGHTLESS_FLOW_METHODS
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 _WEIGHTS = _REPO_ROOT / "models" / "weights"
+
+
+def _default_data_dir() -> Path:
+    """``$TMPDIR/gwm-service-<user>``: one per user, so no one reads or sweeps another user's uploads."""
+    return Path(tempfile.gettempdir()) / f"gwm-service-{getpass.getuser()}"
 
 
 class Settings(BaseSettings):
@@ -44,7 +50,7 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     queue_name: str = "gwm"
     data_dir: Path = Field(
-        default_factory=lambda: Path(tempfile.gettempdir()) / "gwm-service",
+        default_factory=_default_data_dir,
         description="Uploads waiting for a worker; must be shared with workers in redis mode.",
     )
 
@@ -73,7 +79,8 @@ class Settings(BaseSettings):
 
     @cached_property
     def upload_dir(self) -> Path:
-        """Directory for uploaded videos; created on first use."""
+        """Directory for uploaded videos; created on first use, private to this user."""
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.data_dir / "uploads"
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, exist_ok=True)
         return path

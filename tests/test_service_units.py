@@ -166,3 +166,20 @@ def test_settings_reject_an_unknown_flow_method_at_start_up(monkeypatch) -> None
         monkeypatch.setenv("GWM_FLOW_METHOD", bad)
         with pytest.raises(ValidationError, match="unknown flow method"):
             Settings()
+
+
+def test_default_data_dir_is_per_user_and_private(tmp_path, monkeypatch) -> None:
+    import getpass
+    import stat
+
+    from service.settings import Settings
+
+    monkeypatch.delenv("GWM_DATA_DIR", raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)  # gettempdir() reads TMPDIR again
+    settings = Settings()
+    assert settings.data_dir == tmp_path / f"gwm-service-{getpass.getuser()}"
+    uploads = settings.upload_dir
+    assert uploads == settings.data_dir / "uploads" and uploads.is_dir()
+    for path in (settings.data_dir, uploads):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
