@@ -62,9 +62,10 @@ def configure_segment(segment: argparse.ArgumentParser) -> None:
     segment.add_argument("paths", nargs="+", metavar="PATH",
                          help="images (JPEG, PNG, WebP, BMP, TIFF, still GIF) and videos (mp4, webm, mov, mkv, "
                               "avi, animated GIF); quoted globs are expanded, ** recursively")
-    segment.add_argument("-o", "--output", type=Path, metavar="OUT",
-                         help="with one input, the file to write; with several, a folder (created); with "
-                              "--format json, the JSON file (default: beside each input; JSON on stdout)")
+    segment.add_argument("-o", "--output", metavar="OUT",
+                         help="with one input, the file to write (a folder if it ends in /); with several, a "
+                              "folder (created); with --format json, the JSON file (default: beside each input; "
+                              "JSON on stdout)")
     segment.add_argument("-f", "--format", default=OutputFormat.mask.value, choices=[f.value for f in OutputFormat],
                          help="mask (default): PNG for an image, ZIP of PNGs for a video; overlay: JPEG of the "
                               "image with its foreground tinted (images); video: H.264 MP4 of the masks (videos); "
@@ -114,9 +115,10 @@ def _segment(args: argparse.Namespace) -> int:
         if args.output is None:
             print(text, end="")
         else:
-            args.output.parent.mkdir(parents=True, exist_ok=True)
-            args.output.write_text(text)
-            print(args.output)
+            output = Path(args.output)
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(text)
+            print(output)
     if outcome.failures:
         logger.error("%d of %d files failed", outcome.failures, len(jobs))
     return 1 if outcome.failures else 0

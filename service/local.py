@@ -94,8 +94,11 @@ def kind_of(path: Path) -> Kind:
     if looks_like_video(head):
         return Kind.video
     if head.startswith(b"GIF8"):
-        with Image.open(path) as gif:
-            return Kind.video if getattr(gif, "n_frames", 1) > 1 else Kind.image
+        try:
+            with Image.open(path) as gif:
+                return Kind.video if getattr(gif, "n_frames", 1) > 1 else Kind.image
+        except OSError:  # a damaged GIF: the image decoder says what is wrong with it
+            return Kind.image
     return Kind.image
 
 
@@ -119,14 +122,16 @@ def expand(patterns: Iterable[str]) -> list[Path]:
     return list(paths)
 
 
-def plan(sources: list[Path], format: OutputFormat, output: Path | None) -> list[Job]:
+def plan(sources: list[Path], format: OutputFormat, output: str | None) -> list[Job]:
     """Decide each input's pipeline and output file; refuse before any work what cannot be done.
 
-    ``output`` is the file to write for a single input, or a folder (created) for several; without
-    it results go beside their inputs. For ``json`` it is the JSON file (default: stdout).
+    ``output`` is the file to write for a single input, or a folder (created) for several inputs,
+    an existing folder or a name ending in ``/``; without it, results go beside their inputs.
+    ``json`` results are documents, not files (the caller writes them).
     """
     jobs = []
-    into_folder = output is not None and (len(sources) > 1 or output.is_dir() or str(output).endswith(os.sep))
+    folder = Path(output) if output else None
+    into_folder = folder is not None and (len(sources) > 1 or folder.is_dir() or output.endswith(("/", os.sep)))
     for source in sources:
         kind = kind_of(source)
         if format is OutputFormat.json:
@@ -137,7 +142,7 @@ def plan(sources: list[Path], format: OutputFormat, output: Path | None) -> list
             fits = "images" if format is OutputFormat.overlay else "videos"
             raise ValueError(f"--format {format} is for {fits}; {source} is a {kind}")
         name = source.name.removesuffix(source.suffix) + suffix
-        target = output / name if into_folder else output or source.with_name(name)
+        target = folder / name if into_folder else folder or source.with_name(name)
         jobs.append(Job(source, kind, target))
     inputs = {source.resolve() for source in sources}
     if clash := next((job.target for job in jobs if job.target and job.target.resolve() in inputs), None):

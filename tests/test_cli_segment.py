@@ -87,6 +87,8 @@ def test_overlays_of_several_files_go_into_the_output_folder(model_args, tmp_pat
     single = tmp_path / "chosen-name.png"
     assert main(["segment", str(sources[0]), "-o", str(single), *model_args]) == 0
     assert Image.open(single).mode == "L"
+    assert main(["segment", str(sources[0]), "-o", f"{tmp_path}/new-folder/", *model_args]) == 0
+    assert Image.open(tmp_path / "new-folder" / "in0.mask.png").size == (80, 48)
 
 
 def test_video_masks_zip_is_the_jobs_result_at_every_stride(client, model_args, davis_video: Path, tmp_path: Path,
@@ -169,3 +171,6 @@ def test_kind_follows_the_content_and_gif_frames(tmp_path: Path, davis_video: Pa
     misnamed.write_bytes(davis_video.read_bytes())
     assert kind_of(still) is Kind.image and kind_of(animated) is Kind.video
     assert kind_of(webm) is Kind.video and kind_of(misnamed) is Kind.video
+    damaged = tmp_path / "damaged.gif"
+    damaged.write_bytes(b"GIF89a" + bytes(10))
+    assert kind_of(damaged) is Kind.image  # and the image decoder then says what is wrong with it
