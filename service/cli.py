@@ -74,6 +74,8 @@ def configure_segment(segment: argparse.ArgumentParser) -> None:
     segment.add_argument("--regions", action="store_true",
                          help="with --format json: each image's per-region soft scores")
     segment.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    segment.add_argument("--log-level", default="warning", choices=_LOG_LEVELS,
+                         help="default warning: only problems (info adds the model loaded and the adaptation loss)")
     video = segment.add_argument_group("videos (the options of POST /adapt-and-segment)")
     video.add_argument("--steps", type=int, default=settings.default_adaptation_steps,
                        help="test-time adaptation steps; 0 segments with the weights as they are "

@@ -140,7 +140,7 @@ def plan(sources: list[Path], format: OutputFormat, output: str | None) -> list[
         suffix = SUFFIXES.get((kind, format))
         if suffix is None:
             fits = "images" if format is OutputFormat.overlay else "videos"
-            raise ValueError(f"--format {format} is for {fits}; {source} is a {kind}")
+            raise ValueError(f"--format {format} is for {fits}; {source} is {'an' if kind is Kind.image else 'a'} {kind}")
         name = source.name.removesuffix(source.suffix) + suffix
         target = folder / name if into_folder else folder or source.with_name(name)
         jobs.append(Job(source, kind, target))

@@ -143,8 +143,8 @@ def test_a_bad_file_fails_alone(model_args, tmp_path: Path, caplog, capsys) -> N
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["{video}", "--format", "overlay"], "--format overlay is for images"),
-     (["{image}", "--format", "video"], "--format video is for videos"),
+    [(["{video}", "--format", "overlay"], "--format overlay is for images; {video} is a video"),
+     (["{image}", "--format", "video"], "--format video is for videos; {image} is an image"),
      (["{image}", "-o", "{image}"], "refusing to overwrite the input"),
      (["{folder}/nothing-*.jpg"], "no file matches"),
      (["{folder}/absent.jpg"], "no such file"),
@@ -157,7 +157,7 @@ def test_impossible_requests_fail_before_any_work(args, message, model_args, dav
     values = {"video": str(davis_video), "image": str(image), "folder": str(tmp_path)}
     with caplog.at_level(logging.ERROR):
         assert main(["segment", *(a.format(**values) for a in args), *model_args]) == 2
-    assert message in caplog.text
+    assert message.format(**values) in caplog.text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
 
 
