@@ -106,3 +106,41 @@ def test_train_and_flow_options_are_the_training_modules_own(capsys) -> None:
     assert (train.steps, train.data, train.lr) == (7, ["a:train", "b"], None)  # None: TrainConfig's default
     assert f"default {TrainConfig().lr}" in command_parser("train").format_help()
     json.dumps(vars(flow), default=str)  # plain values, as the handlers expect
+
+
+def _readme_commands() -> list[tuple[str, bool]]:
+    """Every ``gwm ...`` of README.md and docker/README.md: (text, whether it is a whole command line).
+
+    Lines of bash code blocks are whole commands; inline code may only name a command and options.
+    """
+    commands = []
+    for readme in (REPO / "README.md", REPO / "docker" / "README.md"):
+        text = readme.read_text()
+        for block in re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL):
+            for line in block.splitlines():
+                line = re.sub(r"^(\w+=\S+ )+", "", line.split("  #")[0].strip())  # env assignments, comments
+                if line.startswith("gwm "):
+                    commands.append((line, True))
+        commands += [(inline, False) for inline in re.findall(r"`(gwm [a-z][^`<>]*)`", text)]
+    return commands
+
+
+def test_every_command_in_the_readmes_is_real() -> None:
+    """Exact docs: a renamed or removed command or option in a README fails here."""
+    import shlex
+
+    commands = _readme_commands()
+    assert sum(whole for _, whole in commands) > 10 and ("gwm segment photo.jpg", True) in commands
+    names = {command.name for command in COMMANDS}
+    for line, whole in commands:
+        words = shlex.split(line.replace("[", " ").replace("]", " "))[1:]
+        assert words[0] in names, line
+        parser = command_parser(words[0])
+        if whole:
+            try:
+                parser.parse_args(words[1:])
+            except SystemExit as exit_info:
+                assert exit_info.code == 0, f"README command does not parse: {line}"  # --help exits 0
+        else:
+            for word in words[1:]:
+                assert not word.startswith("-") or word in parser._option_string_actions, f"{line}: {word}"
