@@ -172,6 +172,15 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                        help="flow model per region (default quadratic)")
     group.add_argument("--weight-power", dest="weight_power", type=int, choices=[1, 2],
                        help="fit weights p (paper, default) or p^2 (authors' code)")
+    group.add_argument("--colour-jitter", dest="colour_jitter", type=float,
+                       help="brightness/contrast/saturation jitter strength, e.g. 0.4 (default 0: none, as the paper)")
+    group.add_argument("--grey-probability", dest="grey_probability", type=float,
+                       help="chance a frame is made grey (default 0)")
+    group.add_argument("--blur-probability", dest="blur_probability", type=float,
+                       help="chance of a Gaussian blur (default 0)")
+    group.add_argument("--max-zoom", dest="max_zoom", type=float,
+                       help="random zoom crops up to this factor, flow cropped and scaled with the frame "
+                            "(default 1.0: no crops)")
     group.add_argument("--steps", type=int, help=f"training steps (default {defaults.steps})")
     group.add_argument("--batch-size", dest="batch_size", type=int, help=f"default {defaults.batch_size}")
     group.add_argument("--lr", type=float, help=f"peak learning rate (default {defaults.lr})")

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from models.preprocessing import DEFAULT_INPUT_SIZE, prepare_image
 
+from .augment import Augmentation, augment
 from .flow import FlowEstimator
 from .flow_cache import FlowCache, compute_sequence_flow
 from .frames import VideoFolder
@@ -82,6 +83,7 @@ class FlowPairDataset:
         loss_size: (h, w) grid of the loss; ``None`` keeps the flow's grid.
         flip: random horizontal flips (the flow's u component changes sign).
         flow_clip: clip in reference pixels, ``None`` to disable.
+        augmentation: appearance changes and zoom crops (training/augment.py); ``None``: none.
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class FlowPairDataset:
         loss_size: tuple[int, int] | None = None,
         flip: bool = True,
         flow_clip: float | None = 20.0,
+        augmentation: Augmentation | None = None,
     ) -> None:
         if not valid_gaps.any(dim=1).all():
             raise ValueError("every frame needs at least one flow field")
@@ -99,6 +102,7 @@ class FlowPairDataset:
         self.loss_size = tuple(loss_size) if loss_size else tuple(flows.shape[2:4])
         self.flip = flip
         self.flow_clip = flow_clip
+        self.augmentation = augmentation or Augmentation()
 
     @classmethod
     def from_cache(
@@ -179,4 +183,5 @@ class FlowPairDataset:
             flipped = flows[flip].flip(-1)
             flipped[:, 0] = -flipped[:, 0]
             flows[flip] = flipped
+        images, flows = augment(images, flows, self.augmentation, generator)
         return Batch(images=images, flows=to_reference_units(flows, self.flow_clip))
