@@ -86,20 +86,28 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_davis, evaluate_images, format_table
     from .train import select_device
 
-    device = select_device(args.device)
-    model, spec = load_model(args.checkpoint, device)
+    if Path(args.checkpoint).suffix == ".onnx":  # the file the service serves, through onnxruntime
+        from .export import OnnxNetwork
+
+        device = select_device("cpu")
+        model = OnnxNetwork(args.checkpoint)
+        spec, step = model.spec, None
+    else:
+        device = select_device(args.device)
+        model, spec = load_model(args.checkpoint, device)
+        step = load_checkpoint(args.checkpoint).get("step")
     input_size = tuple(spec["input_size"])
     merge = args.merge or merge_strategy(spec)
     report: dict = {"checkpoint": str(args.checkpoint), "model_version": spec.get("version"), "merge": merge,
-                    "step": load_checkpoint(args.checkpoint).get("step")}
+                    "refine": args.refine, "step": step}
     if not args.skip_davis:
         davis = evaluate_davis(model, args.data, input_size, split=args.split, resolution=args.resolution,
-                               protocol=args.protocol, device=device, merge=merge)
+                               protocol=args.protocol, device=device, merge=merge, refine=args.refine)
         report["davis"] = davis
         print(format_table(davis))
     if args.images:
         images = evaluate_images(model, Path(args.images) / "images", Path(args.images) / "masks", input_size,
-                                 device=device, limit=args.limit, merge=merge)
+                                 device=device, limit=args.limit, merge=merge, refine=args.refine)
         report["images"] = images
         print(f"images: {images['images']}  accuracy {100 * images['pixel_accuracy']:.1f}  "
               f"J {100 * images['J']:.1f}  max F-beta {100 * images['max_F_beta']:.1f}")
@@ -244,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=_cmd_train)
 
     evaluate = commands.add_parser("eval", help="DAVIS J (merged/oracle) and image metrics of a checkpoint")
-    evaluate.add_argument("checkpoint", help="model checkpoint (.pt)")
+    evaluate.add_argument("checkpoint", help="model checkpoint (.pt) or exported model (.onnx, run by onnxruntime)")
     evaluate.add_argument("--data", default=DEFAULT_EVAL_DATA)
     evaluate.add_argument("--split", default="val-dev")
     evaluate.add_argument("--resolution", default="240p")
@@ -254,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=int, help="evaluate only the first N images")
     evaluate.add_argument("--merge", choices=MERGE_STRATEGIES,
                           help="label-free merge to evaluate (default: the one recorded in the model)")
+    evaluate.add_argument("--refine", action="store_true",
+                          help="snap masks to image edges with a guided filter before scoring (default off)")
     evaluate.add_argument("--skip-davis", action="store_true", help="only image metrics")
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--output", help="write the full report as JSON here")
