@@ -116,7 +116,7 @@ class RAFTFlow:
         self.model = load_raft(weights, small).to(self.device)
 
     def _tensor(self, rgb: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].to(self.device).float()
+        t = torch.tensor(rgb, dtype=torch.float32, device=self.device).permute(2, 0, 1)[None]
         if tuple(t.shape[-2:]) != size:
             t = F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=size[0] < t.shape[-2])
         t = t.div(127.5).sub(1.0)
