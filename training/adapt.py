@@ -35,7 +35,8 @@ __all__ = ["AdaptationCancelled", "AdaptationSettings", "adapt", "adapt_and_segm
 
 log = logging.getLogger(__name__)
 
-#: Progress callback: (stage, done, total), stage in {"flow", "adapting", "segmenting"}.
+#: Progress callback: (stage, done, total), stage in {"flow", "adapting", "segmenting"}; flow counts
+#: frame pairs over all gaps, adapting counts steps, segmenting counts frames.
 Progress = Callable[[str, int, int], None]
 
 
@@ -142,11 +143,13 @@ def adapt_and_segment(
     settings = AdaptationSettings(steps=steps, flow_method=flow_method)
     if steps > 0:
         estimator = build_flow_estimator(flow_method, **(flow_options or {}))
-        dataset = FlowPairDataset.from_frames(
-            frames, estimator, settings.gaps, input_size,
-            progress=(lambda done, total: progress("flow", done, total)) if progress else None,
-        )
-        _check_cancel(should_cancel)
+
+        def on_flow_pair(done: int, total: int) -> None:  # cancellation lands between two frame pairs
+            if progress is not None:
+                progress("flow", done, total)
+            _check_cancel(should_cancel)
+
+        dataset = FlowPairDataset.from_frames(frames, estimator, settings.gaps, input_size, progress=on_flow_pair)
         losses = adapt(model, dataset, settings, torch_device, progress, should_cancel)
         log.info("adapted on %d frames for %d steps: loss %.4f -> %.4f", len(frames), steps, losses[0], losses[-1])
     masks: list[np.ndarray] = []

@@ -141,6 +141,9 @@ class FlowPairDataset:
         Frames larger than ``flow_size`` are area-downscaled before flow estimation: the loss only
         sees the input grid, and 240×427 is the resolution the default model's training flow was
         computed at, so a 1080p upload costs no more flow time than a 240p one.
+
+        ``progress`` is called after every frame pair as (pairs done, pairs in all gaps); it may
+        raise to stop the computation between two pairs (cancellation).
         """
         n = len(frames)
         gaps = [g for g in gaps if abs(g) < n]
@@ -149,11 +152,17 @@ class FlowPairDataset:
         images = np.stack([prepare_image(frame, input_size) for frame in frames])
         if flow_size is not None and frames[0].shape[0] * frames[0].shape[1] > flow_size[0] * flow_size[1]:
             frames = [cv2.resize(f, (flow_size[1], flow_size[0]), interpolation=cv2.INTER_AREA) for f in frames]
-        stored = []
-        for index, gap in enumerate(gaps):
-            stored.append(compute_sequence_flow(frames, gap, estimator, input_size).astype(np.float16))
+        total = sum(n - abs(g) for g in gaps)
+        done = 0
+
+        def on_pair() -> None:
+            nonlocal done
+            done += 1
             if progress is not None:
-                progress(index + 1, len(gaps))
+                progress(done, total)
+
+        stored = [compute_sequence_flow(frames, gap, estimator, input_size, on_pair).astype(np.float16)
+                  for gap in gaps]
         flows, valid = _align_gaps(stored, gaps, n)
         return cls(torch.from_numpy(images), torch.from_numpy(flows), torch.from_numpy(valid), **options)
 
