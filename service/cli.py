@@ -43,7 +43,7 @@ def configure_segment(segment: argparse.ArgumentParser) -> None:
     """``gwm segment``: images and videos on this machine, through the service's own code."""
     from service.local import OutputFormat
     from service.settings import Settings
-    from training.flow import WEIGHTLESS_FLOW_METHODS
+    from training.flow import FLOW_METHODS
 
     settings = Settings()  # defaults as this environment's GWM_* variables make them
     segment.description = (
@@ -93,8 +93,12 @@ def configure_segment(segment: argparse.ArgumentParser) -> None:
                        help=f"auto: CUDA when available (default {settings.device}, GWM_DEVICE)")
     model.add_argument("--merge", choices=["border", "spectral"],
                        help=f"foreground merge (default {settings.merge or 'the one recorded in the model'}, GWM_MERGE)")
-    model.add_argument("--flow-method", choices=WEIGHTLESS_FLOW_METHODS,
-                       help=f"optical flow for video adaptation (default {settings.flow_method}, GWM_FLOW_METHOD)")
+    model.add_argument("--flow-method", choices=sorted(FLOW_METHODS),
+                       help=f"optical flow for video adaptation (default {settings.flow_method}, GWM_FLOW_METHOD; "
+                            "raft needs --raft-weights)")
+    model.add_argument("--raft-weights", type=Path,
+                       help=f"local RAFT weights file for --flow-method raft (default {settings.raft_weights or 'none'}, "
+                            "GWM_RAFT_WEIGHTS)")
     segment.set_defaults(handler=_segment)
 
 
@@ -102,7 +106,8 @@ def _segment(args: argparse.Namespace) -> int:
     from service.local import OutputFormat, VideoOptions, expand, plan, segment_files
     from service.settings import Settings
 
-    overrides = {name: getattr(args, name) for name in ("model_path", "checkpoint_path", "device", "merge", "flow_method")}
+    overrides = {name: getattr(args, name)
+                 for name in ("model_path", "checkpoint_path", "device", "merge", "flow_method", "raft_weights")}
     settings = Settings(**{name: value for name, value in overrides.items() if value is not None})
     format = OutputFormat(args.format)
     if args.steps < 0 or args.stride < 1 or args.max_frames < 1:

@@ -117,7 +117,7 @@ def _readme_commands() -> list[tuple[str, bool]]:
     for readme in (REPO / "README.md", REPO / "docker" / "README.md"):
         text = readme.read_text()
         for block in re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL):
-            for line in block.splitlines():
+            for line in block.replace("\\\n", " ").splitlines():  # continuation lines joined
                 line = re.sub(r"^(\w+=\S+ )+", "", line.split("  #")[0].strip())  # env assignments, comments
                 if line.startswith("gwm "):
                     commands.append((line, True))

@@ -162,10 +162,29 @@ def test_settings_reject_an_unknown_flow_method_at_start_up(monkeypatch) -> None
 
     monkeypatch.setenv("GWM_FLOW_METHOD", "dis-fine")
     assert Settings().flow_method == "dis-fine"
-    for bad in ("raft", "nope"):  # raft needs a weights file the service has no setting for
-        monkeypatch.setenv("GWM_FLOW_METHOD", bad)
-        with pytest.raises(ValidationError, match="unknown flow method"):
-            Settings()
+    monkeypatch.setenv("GWM_FLOW_METHOD", "nope")
+    with pytest.raises(ValidationError, match="unknown flow method"):
+        Settings()
+
+
+def test_settings_take_raft_only_with_its_weights(monkeypatch, tmp_path) -> None:
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    monkeypatch.setenv("GWM_FLOW_METHOD", "raft")
+    with pytest.raises(ValidationError, match="GWM_RAFT_WEIGHTS"):
+        Settings()
+    monkeypatch.setenv("GWM_RAFT_WEIGHTS", str(tmp_path / "absent.pth"))
+    with pytest.raises(ValidationError, match="GWM_RAFT_WEIGHTS"):
+        Settings()
+    (tmp_path / "raft.pth").write_bytes(b"weights")
+    monkeypatch.setenv("GWM_RAFT_WEIGHTS", str(tmp_path / "raft.pth"))
+    monkeypatch.setenv("GWM_DEVICE", "cuda")
+    settings = Settings()
+    assert settings.flow_options() == {"weights": str(tmp_path / "raft.pth"), "device": "cuda"}
+    monkeypatch.setenv("GWM_FLOW_METHOD", "dis")
+    assert Settings().flow_options() == {}
 
 
 def test_default_data_dir_is_per_user_and_private(tmp_path, monkeypatch) -> None:

@@ -86,20 +86,28 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_davis, evaluate_images, format_table
     from .train import select_device
 
-    device = select_device(args.device)
-    model, spec = load_model(args.checkpoint, device)
+    if Path(args.checkpoint).suffix == ".onnx":  # the file the service serves, through onnxruntime
+        from .export import OnnxNetwork
+
+        device = select_device("cpu")
+        model = OnnxNetwork(args.checkpoint)
+        spec, step = model.spec, None
+    else:
+        device = select_device(args.device)
+        model, spec = load_model(args.checkpoint, device)
+        step = load_checkpoint(args.checkpoint).get("step")
     input_size = tuple(spec["input_size"])
     merge = args.merge or merge_strategy(spec)
     report: dict = {"checkpoint": str(args.checkpoint), "model_version": spec.get("version"), "merge": merge,
-                    "step": load_checkpoint(args.checkpoint).get("step")}
+                    "refine": args.refine, "step": step}
     if not args.skip_davis:
         davis = evaluate_davis(model, args.data, input_size, split=args.split, resolution=args.resolution,
-                               protocol=args.protocol, device=device, merge=merge)
+                               protocol=args.protocol, device=device, merge=merge, refine=args.refine)
         report["davis"] = davis
         print(format_table(davis))
     if args.images:
         images = evaluate_images(model, Path(args.images) / "images", Path(args.images) / "masks", input_size,
-                                 device=device, limit=args.limit, merge=merge)
+                                 device=device, limit=args.limit, merge=merge, refine=args.refine)
         report["images"] = images
         print(f"images: {images['images']}  accuracy {100 * images['pixel_accuracy']:.1f}  "
               f"J {100 * images['J']:.1f}  max F-beta {100 * images['max_F_beta']:.1f}")
@@ -172,6 +180,15 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                        help="flow model per region (default quadratic)")
     group.add_argument("--weight-power", dest="weight_power", type=int, choices=[1, 2],
                        help="fit weights p (paper, default) or p^2 (authors' code)")
+    group.add_argument("--colour-jitter", dest="colour_jitter", type=float,
+                       help="brightness/contrast/saturation jitter strength, e.g. 0.4 (default 0: none, as the paper)")
+    group.add_argument("--grey-probability", dest="grey_probability", type=float,
+                       help="chance a frame is made grey (default 0)")
+    group.add_argument("--blur-probability", dest="blur_probability", type=float,
+                       help="chance of a Gaussian blur (default 0)")
+    group.add_argument("--max-zoom", dest="max_zoom", type=float,
+                       help="random zoom crops up to this factor, flow cropped and scaled with the frame "
+                            "(default 1.0: no crops)")
     group.add_argument("--steps", type=int, help=f"training steps (default {defaults.steps})")
     group.add_argument("--batch-size", dest="batch_size", type=int, help=f"default {defaults.batch_size}")
     group.add_argument("--lr", type=float, help=f"peak learning rate (default {defaults.lr})")
@@ -228,7 +245,7 @@ def configure_train(train: argparse.ArgumentParser) -> None:
 def configure_eval(evaluate: argparse.ArgumentParser) -> None:
     """``gwm eval``: DAVIS J (merged/oracle) and image metrics of a checkpoint."""
     evaluate.description = "DAVIS J (merged and oracle) and, with --images, image metrics of a checkpoint."
-    evaluate.add_argument("checkpoint", help="model checkpoint (.pt)")
+    evaluate.add_argument("checkpoint", help="model checkpoint (.pt) or exported model (.onnx, run by onnxruntime)")
     evaluate.add_argument("--data", default=DEFAULT_EVAL_DATA,
                           help=f"annotated DAVIS root (default {DEFAULT_EVAL_DATA})")
     evaluate.add_argument("--split", default="val-dev", help="ImageSets split to evaluate (default val-dev)")
@@ -240,6 +257,8 @@ def configure_eval(evaluate: argparse.ArgumentParser) -> None:
     evaluate.add_argument("--limit", type=int, help="evaluate only the first N images (default: all)")
     evaluate.add_argument("--merge", choices=MERGE_STRATEGIES,
                           help="label-free merge to evaluate (default: the one recorded in the model)")
+    evaluate.add_argument("--refine", action="store_true",
+                          help="snap masks to image edges with a guided filter before scoring (default off)")
     evaluate.add_argument("--skip-davis", action="store_true", help="only image metrics")
     evaluate.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu or cuda")
     evaluate.add_argument("--output", help="write the full report as JSON here (default: print only)")

@@ -20,7 +20,7 @@ from models.segmenters import Segmenter
 
 from .checkpoint import ModelSpec, merge_strategy
 
-__all__ = ["export_onnx", "read_metadata", "onnx_parity"]
+__all__ = ["export_onnx", "read_metadata", "onnx_parity", "OnnxNetwork"]
 
 
 class _WithFeatures(nn.Module):
@@ -90,3 +90,29 @@ def onnx_parity(model: Segmenter, path: str | Path, batch_size: int = 2, seed: i
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     actual = session.run(["logits", "features"], {"image": image.numpy()})
     return max(float(np.abs(a - e).max()) for a, e in zip(actual, expected))
+
+
+class OnnxNetwork:
+    """An exported model run by onnxruntime behind the ``forward_features`` interface of a
+    :class:`Segmenter`, so that ``gwm eval`` scores exactly the file the service serves.
+
+    Inputs and outputs are CPU tensors; ``eval()`` exists for interface parity (ONNX graphs are
+    always in inference mode).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        import onnxruntime
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"ONNX model not found: {self.path}")
+        self.spec: ModelSpec = json.loads(read_metadata(self.path)["gwm.spec"])
+        self.num_regions = int(self.spec["options"].get("num_regions", 4))
+        self._session = onnxruntime.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+
+    def eval(self) -> OnnxNetwork:
+        return self
+
+    def forward_features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, features = self._session.run(["logits", "features"], {"image": image.cpu().numpy()})
+        return torch.from_numpy(logits), torch.from_numpy(features)

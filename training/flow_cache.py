@@ -16,7 +16,7 @@ import json
 import logging
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -65,14 +65,19 @@ def compute_sequence_flow(
     gap: int,
     estimator: FlowEstimator,
     size: tuple[int, int] | None = None,
+    on_pair: Callable[[], None] | None = None,
 ) -> np.ndarray:
-    """Flow from each frame i to frame i + gap, resized to ``size``: (N − |gap|, h, w, 2) float32."""
+    """Flow from each frame i to frame i + gap, resized to ``size``: (N − |gap|, h, w, 2) float32.
+
+    ``on_pair`` is called after every frame pair (progress; it may raise to stop between pairs)."""
     frames = [video.read(i) for i in range(len(video))] if isinstance(video, VideoFolder) else list(video)
     sources = range(max(0, -gap), min(len(frames), len(frames) - gap))
     flows = []
     for i in sources:
         flow = estimator(frames[i], frames[i + gap])
         flows.append(resize_flow(flow, size) if size is not None else flow)
+        if on_pair is not None:
+            on_pair()
     return np.stack(flows)
 
 

@@ -17,6 +17,7 @@ is returned on the original grid, in its pixels).
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +29,8 @@ import torch.nn.functional as F
 from .flow import DEFAULT_RAFT_ITERATIONS, DEFAULT_RAFT_SCALE
 
 __all__ = ["RAFTFlow", "load_raft", "translate_official_raft"]
+
+log = logging.getLogger(__name__)
 
 #: (pattern, replacement) applied in order to the authors' names after ``module.`` is stripped.
 _OFFICIAL_TO_TORCHVISION: tuple[tuple[str, str], ...] = (
@@ -92,7 +95,8 @@ class RAFTFlow:
     Args:
         weights: local weights file (official or torchvision format).
         small: RAFT-small (``True``), RAFT-large (``False``) or inferred from the file (``None``).
-        device: ``cpu`` or ``cuda``.
+        device: ``cpu``, ``cuda`` or ``auto`` (CUDA when available); ``cuda`` without a GPU falls back
+            to the CPU with a warning, so a GPU worker's settings still run on a CPU machine.
         iterations: GRU refinement iterations.
         scale: frames are resized by this factor before estimation (2.0 on 240p frames recovers thin
             structures); the flow comes back on the input grid in input pixels.
@@ -110,13 +114,17 @@ class RAFTFlow:
             raise ValueError("RAFT needs at least one iteration")
         if scale <= 0:
             raise ValueError("the RAFT scale must be positive")
+        if device == "auto" or (device.startswith("cuda") and not torch.cuda.is_available()):
+            if device != "auto":
+                log.warning("CUDA requested for RAFT but not available; using the CPU")
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         self.iterations = iterations
         self.scale = scale
         self.model = load_raft(weights, small).to(self.device)
 
     def _tensor(self, rgb: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].to(self.device).float()
+        t = torch.tensor(rgb, dtype=torch.float32, device=self.device).permute(2, 0, 1)[None]
         if tuple(t.shape[-2:]) != size:
             t = F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=size[0] < t.shape[-2])
         t = t.div(127.5).sub(1.0)

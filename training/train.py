@@ -25,6 +25,7 @@ from models.motion import MotionModel, coordinate_basis, motion_loss
 from models.preprocessing import DEFAULT_INPUT_SIZE
 from models.segmenters import Segmenter, build_segmenter
 
+from .augment import Augmentation
 from .checkpoint import load_checkpoint, model_spec, save_checkpoint
 from .data import Batch, FlowPairDataset
 from .flow import DEFAULT_FLOW_METHOD
@@ -67,6 +68,12 @@ class TrainConfig:
     loss_multiplier: float = 0.03
     flow_clip: float | None = 20.0
     flip: bool = True
+    # Augmentation (training/augment.py; the paper has none): colour jitter strength, greyscale and blur
+    # probabilities, largest zoom of random crops (1.0 = no crops).
+    colour_jitter: float = 0.0
+    grey_probability: float = 0.0
+    blur_probability: float = 0.0
+    max_zoom: float = 1.0
     seed: int = 0
     device: str = "auto"
     threads: int | None = None  # None = all cores
@@ -100,6 +107,10 @@ class TrainConfig:
         if self.merge == "auto":
             return "border" if self.architecture == "unet" else PAPER_MERGE
         return self.merge
+
+    def augmentation(self) -> Augmentation:
+        return Augmentation(colour_jitter=self.colour_jitter, grey_probability=self.grey_probability,
+                            blur_probability=self.blur_probability, max_zoom=self.max_zoom)
 
     def segmenter_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"num_regions": self.num_regions}
@@ -212,7 +223,8 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
 
     videos = list_sources(config.data, config.resolution)
     dataset = FlowPairDataset.from_cache(videos, FlowCache(config.flow_cache), config.input_size, progress=progress,
-                                         loss_size=config.loss_size, flip=config.flip, flow_clip=config.flow_clip)
+                                         loss_size=config.loss_size, flip=config.flip, flow_clip=config.flow_clip,
+                                         augmentation=config.augmentation())
     log.info("training on %d frames from %d sequences, device %s, %d threads",
              len(dataset), len(videos), device, torch.get_num_threads())
     loss_fn = LossFunction(config, device)
