@@ -117,7 +117,8 @@ def test_video_adapts_and_writes_a_mask_video(model_args, davis_video: Path, tmp
     with av.open(str(out)) as container:
         frames = [frame.to_ndarray(format="gray") for frame in container.decode(video=0)]
     assert len(frames) == 6 and frames[0].shape == (240, 426)
-    assert set(np.unique(np.concatenate([f.ravel() for f in frames]))) <= set(range(0, 12)) | set(range(244, 256))
+    grey = np.stack(frames)
+    assert ((grey > 30) & (grey < 225)).mean() < 0.02  # black and white masks, but for H.264 at the edges
 
 
 def test_video_json_is_the_jobs_json(client, model_args, davis_video: Path, tmp_path: Path, capsys) -> None:
