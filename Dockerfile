@@ -57,6 +57,7 @@ COPY pyproject.toml README.md ./
 COPY models ./models
 COPY training ./training
 COPY service ./service
+COPY gwm_cli ./gwm_cli
 RUN pip install --no-deps . \
     && pip check \
     && python -c "import importlib.metadata as m, sys; d={x.metadata['Name'].lower() for x in m.distributions()}; sys.exit('onnxruntime and onnxruntime-gpu are both installed' if {'onnxruntime', 'onnxruntime-gpu'} <= d else 0)"

@@ -1,11 +1,17 @@
-"""Short-budget ablations: flow method, motion model, fit weighting and K, each trained the same way.
+"""Short-budget levers, measured zero-shot: flow, augmentation, width, loss grid, motion model, …
 
-Every variant trains a fresh U-Net for ``--steps`` steps at a reduced input size (default 64×112,
-which is where a CPU can afford several runs) on the flow cache of its method, then is evaluated on
-DAVIS val-dev (J mean, merged and oracle). Prints a table; figures are comparable within one run only.
+Every variant trains a fresh U-Net for ``--steps`` steps, the same way, on the default training data
+(DAVIS-2016 train + DAVIS-2017 test-dev: val-dev is never seen), at a reduced input size (default
+64×112, where a CPU can afford several runs), then is scored on what it never trained on: DAVIS
+val-dev J (label-free merge and oracle) and ECSSD J. Pick by those, never by the training loss.
+Figures are comparable within one run of this script only.
 
-    python bench/bench_ablation.py --steps 1500
-    python bench/bench_ablation.py --variants dis-quadratic farneback-quadratic
+    python bench/bench_ablation.py --variants raft raft-aug dis-fine --steps 1500
+    python bench/bench_ablation.py --variants raft-aug raft-aug-w24 --threads 1 --output runs/levers
+
+Each variant needs its flow cache (``gwm flow``; the RAFT ones: ``gwm flow --method raft
+--raft-weights ../shared/weights/raft-small.pth``). Runs resume: a variant whose run directory holds
+a finished ``last.pt`` is only re-evaluated.
 """
 
 from __future__ import annotations
@@ -17,31 +23,44 @@ from pathlib import Path
 
 import torch
 
+from models.preprocessing import DEFAULT_INPUT_SIZE
 from training.checkpoint import load_model
-from training.evaluate import evaluate_davis
+from training.evaluate import evaluate_davis, evaluate_images
+from training.flow_cache import default_cache_dir
 from training.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+RAFT = default_cache_dir("raft-1x6", DEFAULT_INPUT_SIZE)
+DIS_FINE = default_cache_dir("dis-fine", DEFAULT_INPUT_SIZE)
+#: Appearance augmentation and zoom crops (training/augment.py) as the levers use them.
+AUGMENTED = {"colour_jitter": 0.4, "grey_probability": 0.1, "blur_probability": 0.2, "max_zoom": 1.5}
 
 #: name -> (flow cache directory, TrainConfig overrides)
 VARIANTS: dict[str, tuple[str, dict]] = {
-    "dis-quadratic": ("cache/flow-dis-128x224", {}),
-    "dis-fine-quadratic": ("cache/flow-dis-fine-128x224", {}),
-    "farneback-quadratic": ("cache/flow-farneback-128x224", {}),
-    "dis-affine": ("cache/flow-dis-128x224", {"motion_model": "affine"}),
-    "dis-constant": ("cache/flow-dis-128x224", {"motion_model": "constant"}),
-    "dis-quadratic-p2": ("cache/flow-dis-128x224", {"weight_power": 2}),
-    "dis-quadratic-k2": ("cache/flow-dis-128x224", {"num_regions": 2}),
+    "dis-fine": (DIS_FINE, {}),
+    "raft": (RAFT, {}),
+    "raft-aug": (RAFT, AUGMENTED),
+    "raft-colour": (RAFT, {k: v for k, v in AUGMENTED.items() if k != "max_zoom"}),
+    "raft-zoom": (RAFT, {"max_zoom": AUGMENTED["max_zoom"]}),
+    "raft-aug-w24": (RAFT, {**AUGMENTED, "width": 24}),
+    "raft-aug-w32": (RAFT, {**AUGMENTED, "width": 32}),
+    "raft-aug-loss-half": (RAFT, {**AUGMENTED, "loss_size": "half"}),
+    "raft-affine": (RAFT, {"motion_model": "affine"}),
+    "raft-p2": (RAFT, {"weight_power": 2}),
 }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=["dis-fine", "raft", "raft-aug"], choices=list(VARIANTS))
     parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--size", default="64x112", help="input and loss grid HxW")
-    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--size", default="64x112", help="input size HxW (the loss grid is the same unless a "
+                                                         "variant says otherwise; default 64x112)")
+    parser.add_argument("--width", type=int, default=16, help="U-Net width unless a variant sets it (default 16)")
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--ecssd-limit", type=int, default=None, help="score only the first N ECSSD images")
     parser.add_argument("--output", default="runs/ablation", help="one sub-directory per variant")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
@@ -49,24 +68,34 @@ def main() -> None:
     rows = []
     for name in args.variants:
         cache, overrides = VARIANTS[name]
-        config = TrainConfig(
-            output_dir=str(ROOT / args.output / name), flow_cache=str(ROOT / cache),
-            data_root=str(ROOT.parent / "shared" / "data" / "davis2016"),
-            width=args.width, batch_size=8, steps=args.steps, warmup_steps=min(500, args.steps // 5),
-            input_size=size, loss_size=size, threads=args.threads, checkpoint_every=args.steps, **overrides,
-        )
+        overrides = dict(overrides)
+        if overrides.get("loss_size") == "half":
+            overrides["loss_size"] = (size[0] // 2, size[1] // 2)
+        config = TrainConfig(**{
+            "output_dir": str(ROOT / args.output / name), "flow_cache": str(ROOT / cache),
+            "width": args.width, "batch_size": args.batch_size, "steps": args.steps,
+            "warmup_steps": min(500, args.steps // 5), "input_size": size, "loss_size": size,
+            "threads": args.threads, "checkpoint_every": 250, **overrides,
+        })
         start = time.perf_counter()
         checkpoint = train(config, progress=False)
         minutes = (time.perf_counter() - start) / 60
         model, _ = load_model(checkpoint)
-        report = evaluate_davis(model, config.data_root, size, progress=False, merge=config.merge_strategy())
-        overall = report["overall"]
-        rows.append((name, minutes, 100 * overall["merged"]["J_mean"], 100 * overall["oracle"]["J_mean"]))
-        (Path(config.output_dir) / "eval.json").write_text(json.dumps(report, indent=2))
-        print(f"{name}: J merged {rows[-1][2]:.1f}, oracle {rows[-1][3]:.1f} ({minutes:.1f} min)", flush=True)
-    print(f"\n{'variant':<22} {'train min':>9} {'J merged':>9} {'J oracle':>9}   ({args.steps} steps at {args.size})")
-    for name, minutes, merged, oracle in rows:
-        print(f"{name:<22} {minutes:9.1f} {merged:9.1f} {oracle:9.1f}")
+        merge = config.merge_strategy()
+        davis = evaluate_davis(model, config.eval_data, size, progress=False, merge=merge)["overall"]
+        ecssd = evaluate_images(model, SHARED / "ecssd" / "images", SHARED / "ecssd" / "masks", size,
+                                limit=args.ecssd_limit, progress=False, merge=merge)
+        row = {"variant": name, "minutes": minutes, "J_merged": 100 * davis["merged"]["J_mean"],
+               "J_oracle": 100 * davis["oracle"]["J_mean"], "ecssd_J": 100 * ecssd["J"],
+               "ecssd_F": 100 * ecssd["max_F_beta"]}
+        rows.append(row)
+        (Path(config.output_dir) / "eval.json").write_text(json.dumps(row, indent=2))
+        print(json.dumps(row), flush=True)
+    print(f"\n| variant | train min | val-dev J (merged) | val-dev J (oracle) | ECSSD J | ECSSD max F-β |"
+          f"\n|---|---|---|---|---|---|   ({args.steps} steps at {args.size}, zero-shot)")
+    for r in rows:
+        print(f"| {r['variant']} | {r['minutes']:.1f} | {r['J_merged']:.1f} | {r['J_oracle']:.1f} | "
+              f"{r['ecssd_J']:.1f} | {r['ecssd_F']:.1f} |")
 
 
 if __name__ == "__main__":

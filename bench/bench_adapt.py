@@ -34,7 +34,7 @@ from training.adapt import AdaptationSettings, adapt  # noqa: E402
 from training.checkpoint import load_model, merge_strategy  # noqa: E402
 from training.data import FlowPairDataset  # noqa: E402
 from training.evaluate import evaluate_sequence  # noqa: E402
-from training.flow import DEFAULT_FLOW_METHOD, build_flow_estimator  # noqa: E402
+from training.flow import DEFAULT_FLOW_METHOD, FLOW_METHODS, build_flow_estimator  # noqa: E402
 from training.frames import list_sequences  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "davis2016"
@@ -74,10 +74,13 @@ def main() -> int:
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     parser.add_argument("--max-sequences", type=int)
     parser.add_argument("--h264", action="store_true", help="adapt on an H.264 round trip of the frames")
+    parser.add_argument("--flow-method", default=DEFAULT_FLOW_METHOD, choices=sorted(FLOW_METHODS),
+                        help=f"flow the adaptation uses (default {DEFAULT_FLOW_METHOD}, the CPU video-job default)")
+    parser.add_argument("--raft-weights", help="local RAFT weights, for --flow-method raft")
     args = parser.parse_args()
     model, spec = load_model(args.checkpoint)
     input_size, merge = tuple(spec["input_size"]), merge_strategy(spec)
-    estimator = build_flow_estimator(DEFAULT_FLOW_METHOD)
+    estimator = build_flow_estimator(args.flow_method, **({"weights": args.raft_weights} if args.raft_weights else {}))
     videos = list_sequences(args.data, "240p", ["val-dev"])[: args.max_sequences]
     rows, start = [], time.perf_counter()
     for video in videos:
@@ -94,7 +97,7 @@ def main() -> int:
         print("  ".join(f"{k} {100 * v:.1f}" if isinstance(v, float) else v for k, v in row.items()), flush=True)
     columns = ["before", *args.settings]
     source = "H.264 round trip (854×480)" if args.h264 else "original frames"
-    print(f"\n{args.steps} adaptation steps per sequence on {source}, merge {merge}, {time.perf_counter() - start:.0f} s")
+    print(f"\n{args.steps} adaptation steps per sequence on {source}, {args.flow_method} flow, merge {merge}, {time.perf_counter() - start:.0f} s")
     print(f"{'sequence':<20}" + "".join(f"{c:>13}" for c in columns))
     for row in rows:
         print(f"{row['sequence']:<20}" + "".join(f"{100 * row[c]:13.1f}" for c in columns))

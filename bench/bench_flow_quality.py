@@ -16,6 +16,10 @@ motion model as in the default ``TrainConfig``):
 
     python bench/bench_flow_quality.py --checkpoint models/weights/gwm-default.pt
     python bench/bench_flow_quality.py --methods dis dis-fine --frames-per-sequence 8
+    python bench/bench_flow_quality.py --methods dis-fine --raft-weights ../shared/weights/raft-small.pth \
+        --raft-variants 1x6 1x12 1.5x8 2x8
+
+A RAFT variant ``SxI`` runs RAFT on frames scaled by S with I refinement iterations.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from models.preprocessing import resize_flow
 from training.checkpoint import load_model
 from training.data import to_reference_units
 from training.evaluate import jaccard, predict, read_annotation
-from training.flow import WEIGHTLESS_FLOW_METHODS, build_flow_estimator
+from training.flow import WEIGHTLESS_FLOW_METHODS, FlowEstimator, build_flow_estimator
 from training.flow_cache import PAPER_GAPS
 from training.frames import list_sequences
 from training.train import TrainConfig
@@ -79,6 +83,21 @@ def sampled_frames(videos, frames_per_sequence: int, data_root: Path, model) -> 
     return samples
 
 
+def raft_variant(text: str) -> tuple[float, int]:
+    """``2x8`` -> (scale 2.0, 8 iterations)."""
+    scale, iterations = text.lower().split("x")
+    return float(scale), int(iterations)
+
+
+def estimators(args: argparse.Namespace) -> list[tuple[str, FlowEstimator]]:
+    """Every method asked for, by the name it gets in the table."""
+    built = [(method, build_flow_estimator(method)) for method in args.methods]
+    for scale, iterations in args.raft_variants:
+        built.append((f"raft {scale:g}x, {iterations} it",
+                      build_flow_estimator("raft", weights=args.raft_weights, scale=scale, iterations=iterations)))
+    return built
+
+
 def main() -> None:
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -87,7 +106,12 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "davis2016"))
     parser.add_argument("--frames-per-sequence", type=int, default=4)
     parser.add_argument("--checkpoint", help="also compare the truth's loss with this model's regions")
+    parser.add_argument("--raft-weights", help="local RAFT weights file, for --raft-variants")
+    parser.add_argument("--raft-variants", nargs="*", type=raft_variant, default=[],
+                        help="RAFT settings SCALExITERATIONS, e.g. 1x12 2x8 (needs --raft-weights)")
     args = parser.parse_args()
+    if args.raft_variants and not args.raft_weights:
+        parser.error("--raft-variants needs --raft-weights")
     basis = coordinate_basis(*GRID, defaults.motion_model)
     model = load_model(args.checkpoint)[0] if args.checkpoint else None
     videos = list_sequences(args.data, "240p", ["val-dev"])
@@ -99,8 +123,7 @@ def main() -> None:
     print(f"{len(videos)} val-dev sequences × {args.frames_per_sequence} frames, gaps {PAPER_GAPS}, grid {GRID}")
     header = f"| method | background-fit J | GT mean loss | {'GT wins | ' if model else ''}ms / pair |"
     print(header + "\n" + "|---" * (header.count("|") - 1) + "|")
-    for method in args.methods:
-        estimator = build_flow_estimator(method)
+    for method, estimator in estimators(args):
         seconds, fit_j, gt_loss, gt_wins = 0.0, [], [], []
         for sample in samples:
             start = time.perf_counter()

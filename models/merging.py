@@ -19,6 +19,12 @@ least concentrated on the image border — the lowest ratio of mean mass on the 
 to mean mass over the whole image — among groups covering at least 2 % of the image (so a speck
 off the border cannot win), near-ties going to the larger group.
 
+Neither strategy may return a whole-frame or empty mask: when the chosen group, thresholded at 0.5,
+covers more than 95 % or less than 1 % of the image (a network that put every pixel in one region
+does this), the foreground falls back to the best group — by the border rule above — among those
+whose thresholded mask is neither; if no group is (all regions collapsed), the best group's soft mask
+is stretched to [0, 1] so that its own contrast, however faint, decides.
+
 :func:`oracle_merge` picks the best subset of regions with the ground truth. It exists for
 evaluation only (the paper's Table 2 comparison) and is never used to serve.
 """
@@ -40,6 +46,7 @@ __all__ = [
     "PAPER_MERGE",
     "border_contrast_groups",
     "foreground_probability",
+    "is_degenerate",
     "masks_at_size",
     "oracle_merge",
 ]
@@ -48,6 +55,9 @@ AFFINITY_EPSILON = 1e-12
 BORDER_WIDTH = 2
 BORDER_OWNERSHIP = 0.3
 MIN_FOREGROUND_AREA = 0.02
+#: A foreground mask (thresholded at 0.5) outside these fractions of the image is degenerate.
+MIN_FOREGROUND_COVERAGE = 0.01
+MAX_FOREGROUND_COVERAGE = 0.95
 RATIO_TIE_TOLERANCE = 0.1
 MERGE_STRATEGIES = ("spectral", "border")
 #: The paper's merge; also what models that record no merge (gwm < 0.1.1) were measured with.
@@ -126,6 +136,19 @@ def _region_subsets(k: int, like: torch.Tensor, include_all: bool = False) -> to
     return torch.tensor(rows if include_all else rows[:-1], dtype=like.dtype, device=like.device)
 
 
+def _border_contrast_choice(candidates: torch.Tensor, eligible: torch.Tensor) -> torch.Tensor:
+    """Index (B,) of the candidate soft mask (B, S, H, W) least concentrated on the image border among
+    the ``eligible`` ones (B, S) — lowest (mean mass on the border strips) / (mean mass) —, near-ties
+    (within 10 %) going to the larger candidate. Where none is eligible, every candidate is."""
+    eligible = eligible | ~eligible.any(dim=-1, keepdim=True)
+    area = candidates.mean(dim=(-2, -1)).double()
+    ratio = _border_strips(candidates).mean(dim=-1).double() / area.clamp_min(1e-12)
+    ratio = torch.where(eligible, ratio, torch.full_like(ratio, float("inf")))
+    best = ratio.min(dim=-1, keepdim=True).values
+    near_best = eligible & (ratio <= best * (1 + RATIO_TIE_TOLERANCE) + 1e-12)
+    return torch.where(near_best, area, torch.full_like(area, -1.0)).argmax(dim=-1)
+
+
 def border_contrast_groups(probabilities: torch.Tensor, min_area: float = MIN_FOREGROUND_AREA) -> torch.Tensor:
     """The ``border`` strategy: which regions form the foreground, (B, K) bool, from soft masks (B, K, H, W).
 
@@ -136,13 +159,32 @@ def border_contrast_groups(probabilities: torch.Tensor, min_area: float = MIN_FO
     """
     subsets = _region_subsets(probabilities.shape[1], probabilities)
     candidates = torch.einsum("sk,bkhw->bshw", subsets, probabilities)
-    area = candidates.mean(dim=(-2, -1)).double()
-    border = _border_strips(candidates).mean(dim=-1).double()
-    ratio = border / area.clamp_min(1e-12)
-    ratio = torch.where(area >= min_area, ratio, torch.full_like(ratio, float("inf")))
-    best = ratio.min(dim=-1, keepdim=True).values
-    near_best = ratio <= best * (1 + RATIO_TIE_TOLERANCE) + 1e-12
-    return subsets[torch.where(near_best, area, torch.full_like(area, -1.0)).argmax(dim=-1)].bool()
+    eligible = candidates.mean(dim=(-2, -1)) >= min_area
+    return subsets[_border_contrast_choice(candidates, eligible)].bool()
+
+
+def _coverage(soft: torch.Tensor) -> torch.Tensor:
+    """Fraction of the image where soft masks (..., H, W) exceed 0.5: (...)."""
+    return (soft > 0.5).float().mean(dim=(-2, -1))
+
+
+def is_degenerate(soft: torch.Tensor) -> torch.Tensor:
+    """Whether soft foreground masks (..., H, W) threshold to (nearly) the whole image or nothing."""
+    coverage = _coverage(soft)
+    return (coverage < MIN_FOREGROUND_COVERAGE) | (coverage > MAX_FOREGROUND_COVERAGE)
+
+
+def _fallback_foreground(probabilities: torch.Tensor) -> torch.Tensor:
+    """Soft foreground (B, H, W) for images whose merge was degenerate (see the module docstring)."""
+    subsets = _region_subsets(probabilities.shape[1], probabilities)
+    candidates = torch.einsum("sk,bkhw->bshw", subsets, probabilities)
+    admissible = ~is_degenerate(candidates)
+    chosen = candidates[torch.arange(len(candidates)), _border_contrast_choice(candidates, admissible)]
+    low = chosen.amin(dim=(-2, -1), keepdim=True)
+    high = chosen.amax(dim=(-2, -1), keepdim=True)
+    stretched = (chosen - low) / (high - low).clamp_min(1e-6)
+    collapsed = ~admissible.any(dim=-1)
+    return torch.where(collapsed.view(-1, 1, 1), stretched, chosen)
 
 
 def _spectral_groups(probabilities: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
@@ -158,7 +200,8 @@ def foreground_probability(logits: torch.Tensor, features: torch.Tensor, strateg
     """Soft foreground mask (B, H, W) in [0, 1] from region logits (B, K, H, W) and features (B, C, h, w).
 
     ``strategy`` is ``spectral`` (the paper) or ``border`` (see the module docstring); the border
-    strategy ignores the features.
+    strategy ignores the features. A degenerate result (whole image or nothing) is replaced by the
+    fallback of the module docstring.
     """
     if strategy not in MERGE_STRATEGIES:
         raise ValueError(f"unknown merge strategy {strategy!r}; choose from {MERGE_STRATEGIES}")
@@ -167,7 +210,12 @@ def foreground_probability(logits: torch.Tensor, features: torch.Tensor, strateg
         foreground = border_contrast_groups(probabilities)
     else:
         foreground = _spectral_groups(probabilities, features)
-    return torch.einsum("bk,bkhw->bhw", foreground.to(probabilities.dtype), probabilities)
+    soft = torch.einsum("bk,bkhw->bhw", foreground.to(probabilities.dtype), probabilities)
+    degenerate = is_degenerate(soft)
+    if degenerate.any():
+        soft = soft.clone()
+        soft[degenerate] = _fallback_foreground(probabilities[degenerate])
+    return soft
 
 
 def masks_at_size(soft: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -76,6 +76,11 @@ def zip_files(files: Iterable[tuple[str, bytes]]) -> bytes:
     return buffer.getvalue()
 
 
+def masks_zip(frame_indices: Iterable[int], masks: Iterable[np.ndarray]) -> bytes:
+    """A video job's masks as a ZIP of PNGs named by source frame index (``00012.png``)."""
+    return zip_files((f"{index:05d}.png", mask_png(mask)) for index, mask in zip(frame_indices, masks, strict=True))
+
+
 def mask_video_mp4(masks: list[np.ndarray], fps: float) -> bytes:
     """H.264 MP4 of the masks (white = foreground); odd sizes are padded to even for yuv420p."""
     height, width = masks[0].shape

@@ -1,23 +1,15 @@
-"""Error types with an HTTP status, and the handlers that render every error as JSON.
+"""Error types with an HTTP status, safe to show to a client.
 
-Decoders and the job function raise :class:`ServiceError` subclasses; the API
-turns them into ``{"error": {"status", "code", "message"}}``, with a
-``Retry-After`` header when the error says when to come back. Anything else
-becomes a logged 500 without a stack trace in the response. Messages shown to
-clients never carry the server's absolute paths (:func:`redact_paths`).
+Decoders and the job function raise :class:`ServiceError` subclasses; the API renders them
+(:mod:`service.api.errors`, with ``Retry-After`` when the error says when to come back) and
+``gwm segment`` prints their message. This module needs no web framework, so neither do the
+decoders nor the CLI. Messages shown to clients never carry the server's absolute paths
+(:func:`redact_paths`).
 """
 
 from __future__ import annotations
 
-import logging
 import re
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-logger = logging.getLogger(__name__)
 
 
 class ServiceError(Exception):
@@ -86,42 +78,3 @@ def redact_paths(text: str) -> str:
     """Replace absolute paths by their last component: clients need the file's name, not the server's layout."""
     return _ABSOLUTE_PATH.sub(r"\1", text)
 
-
-def error_body(status: int, code: str, message: str) -> dict[str, dict[str, object]]:
-    """The JSON body of every error response."""
-    return {"error": {"status": status, "code": code, "message": message}}
-
-
-def error_response(status: int, code: str, message: str, retry_after: int | None = None) -> JSONResponse:
-    """A JSON error response; ``retry_after`` (seconds) becomes a ``Retry-After`` header."""
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return JSONResponse(error_body(status, code, message), status_code=status, headers=headers)
-
-
-def _validation_message(exc: RequestValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
-    return "; ".join(parts) or "invalid request"
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Register handlers so no error leaves the app as HTML or a traceback."""
-
-    @app.exception_handler(ServiceError)
-    async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return error_response(exc.status, exc.code, redact_paths(exc.message), exc.retry_after)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, "invalid_parameter", _validation_message(exc))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, "http_error", str(exc.detail))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", "internal server error; see the server log")

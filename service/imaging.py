@@ -102,6 +102,12 @@ def decode_opened(image: Image.Image) -> np.ndarray:
     return to_rgb(image)
 
 
+def decode_image(fp: BinaryIO, max_pixels: int) -> np.ndarray:
+    """:func:`open_image` and :func:`decode_opened` in one call, for one file on its own (``gwm segment``)."""
+    with open_image(fp, max_pixels) as image:
+        return decode_opened(image)
+
+
 def to_rgb(image: Image.Image) -> np.ndarray:
     """Convert any Pillow mode to RGB uint8, keeping the full range of high-bit-depth images.
 

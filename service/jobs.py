@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,12 +65,13 @@ class AdaptationConfig:
     device: str
     flow_method: str
     merge: str | None = None  # None: the checkpoint's own
+    flow_options: dict[str, str] = field(default_factory=dict)  # RAFT: weights file and device
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AdaptationConfig:
         """The worker's own settings (``auto`` devices are resolved by ``training``)."""
         return cls(checkpoint_path=settings.checkpoint_path, device=settings.device, flow_method=settings.flow_method,
-                   merge=settings.merge)
+                   merge=settings.merge, flow_options=settings.flow_options())
 
 
 class StageTimer:
@@ -134,6 +135,7 @@ def run_video_job(
                 steps=request.steps,
                 device=config.device,
                 flow_method=config.flow_method,
+                flow_options=config.flow_options,
                 merge=config.merge,
                 progress=timer.report,
                 should_cancel=should_cancel,

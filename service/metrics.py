@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match
+from starlette.types import Scope
 
 REQUESTS = Counter("gwm_http_requests_total", "HTTP requests by route and status.", ["method", "route", "status"])
 LATENCY = Histogram(
@@ -60,16 +62,25 @@ def observe_job(outcome: str, seconds: float, stages: dict[str, float]) -> None:
         JOB_STAGE_DURATION.labels(stage).observe(stage_seconds)
 
 
-def _route_template(request: Request) -> str:
-    """The matched route's path template, so /jobs/<id> does not create one series per id."""
-    return getattr(request.scope.get("route"), "path", "unmatched")
+def _route_template(request: Request, scope: Scope) -> str:
+    """The matched route's path template, so /jobs/<id> does not create one series per id.
+
+    FastAPI's API routes record themselves in the request's scope; plain Starlette routes and mounts
+    (the OpenAPI schema, the docs assets, the web page's static files) do not, so they are matched
+    here against ``scope``, a copy taken before routing (a mount rewrites the paths in the original).
+    """
+    route = request.scope.get("route")
+    if route is None:
+        route = next((r for r in request.app.router.routes if r.matches(scope)[0] is Match.FULL), None)
+    return getattr(route, "path", None) or "unmatched"
 
 
 async def record_request(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
     """HTTP middleware: count and time every request."""
     started = time.perf_counter()
+    scope = dict(request.scope)
     response = await call_next(request)
-    route = _route_template(request)
+    route = _route_template(request, scope)
     REQUESTS.labels(request.method, route, str(response.status_code)).inc()
     LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
     return response

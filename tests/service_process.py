@@ -46,11 +46,11 @@ def free_port() -> int:
 
 
 def gwm(*args: str, settings: Any, log: Path) -> subprocess.Popen:
-    """Start ``gwm <args>`` (as ``python -m training.cli``) with ``settings`` in its environment."""
+    """Start ``gwm <args>`` (as ``python -m gwm_cli``) with ``settings`` in its environment."""
     env = {**os.environ, **settings_env(settings), "PYTHONPATH": str(REPO)}
     with log.open("ab") as out:  # the child keeps its own handle
         return subprocess.Popen(
-            [sys.executable, "-m", "training.cli", *args], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "gwm_cli", *args], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
         )
 
 

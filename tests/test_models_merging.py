@@ -12,10 +12,13 @@ import torch.nn.functional as F
 import models.merging as merging
 from models.merging import (
     AFFINITY_EPSILON,
+    MAX_FOREGROUND_COVERAGE,
     MIN_FOREGROUND_AREA,
+    MIN_FOREGROUND_COVERAGE,
     background_group,
     border_contrast_groups,
     foreground_probability,
+    is_degenerate,
     masks_at_size,
     oracle_merge,
     region_affinity,
@@ -238,3 +241,44 @@ def test_masks_at_size_upsamples_before_thresholding():
     batch = masks_at_size(torch.rand(4, 6, 10), (30, 50))
     assert batch.shape == (4, 30, 50)
     assert np.isclose(masks_at_size(torch.ones(1, 4, 4), (7, 9)).float().mean().item(), 1.0)
+
+
+def _square_scene(object_value: float, rest_value: float, size=(48, 64)) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of 4 regions where region 0 has ``object_value`` on a centre square and ``rest_value``
+    elsewhere, region 1 holds the remaining mass and regions 2 and 3 (almost) none; and the square."""
+    h, w = size
+    square = torch.zeros(h, w, dtype=torch.bool)
+    square[h // 4:3 * h // 4, w // 4:3 * w // 4] = True
+    region0 = torch.where(square, object_value, rest_value)
+    probabilities = torch.stack([region0, 1 - region0 - 2e-6, torch.full_like(region0, 1e-6),
+                                 torch.full_like(region0, 1e-6)])
+    return probabilities.log()[None], square
+
+
+def _iou(mask: torch.Tensor, truth: torch.Tensor) -> float:
+    return float((mask & truth).sum() / (mask | truth).sum().clamp_min(1))
+
+
+@pytest.mark.parametrize("strategy", ["border", "spectral"])
+@pytest.mark.parametrize(
+    "object_value, rest_value",
+    [
+        (0.45, 0.0),    # the object's region never passes 0.5: the plain merge gives an empty mask
+        (0.011, 0.001),  # one region holds ~99 % everywhere: the plain merge gives the whole frame
+    ],
+)
+def test_merge_never_returns_a_whole_frame_or_empty_mask(strategy, object_value, rest_value):
+    logits, square = _square_scene(object_value, rest_value)
+    features = torch.randn(1, 8, 12, 16, generator=torch.Generator().manual_seed(0))
+    soft = foreground_probability(logits, features, strategy)
+    mask = soft[0] > 0.5
+    assert MIN_FOREGROUND_COVERAGE <= mask.float().mean() <= MAX_FOREGROUND_COVERAGE
+    assert _iou(mask, square) > 0.95
+    assert bool(is_degenerate(soft).any()) is False
+
+
+def test_degenerate_fallback_leaves_good_merges_alone():
+    logits, square = _square_scene(0.9, 0.0)
+    soft = foreground_probability(logits, torch.zeros(1, 8, 12, 16), "border")
+    expected = logits.softmax(1)[0, 0]
+    torch.testing.assert_close(soft[0], expected)

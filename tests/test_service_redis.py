@@ -1,13 +1,13 @@
-"""The RQ backend against a real Redis (GWM_TEST_REDIS_URL, default db 15, flushed per test)."""
+"""The RQ backend against a real Redis (GWM_TEST_REDIS_URL, default db 15).
+
+Each test gets its own queue name and deletes only the keys its queue, jobs and workers made:
+the Redis may be shared, so nothing here ever flushes a database.
+"""
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
+import uuid
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,12 +15,39 @@ from fastapi.testclient import TestClient
 pytestmark = pytest.mark.redis
 
 REDIS_URL = os.environ.get("GWM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-REPO = Path(__file__).resolve().parents[1]
+
+
+def own_keys(connection, queue_name: str) -> set[bytes]:
+    """Every key that a queue named ``queue_name`` made: its registries, its jobs (with their
+    results and gwm cancel flags) and the records of workers that listened on it."""
+    name = queue_name.encode()
+    keys = set(connection.scan_iter(match=f"*{queue_name}*"))
+    jobs = {key.split(b":")[2] for key in connection.scan_iter(match="rq:job:*", _type="hash")
+            if connection.hget(key, "origin") == name}
+    for job in jobs:
+        keys |= set(connection.scan_iter(match=f"*{job.decode()}*"))
+    for key in connection.scan_iter(match="rq:worker:*", _type="hash"):
+        if name in (connection.hget(key, "queues") or b"").split(b","):
+            keys |= {key, *connection.scan_iter(match=f"{key.decode()}:*")}
+    for key in connection.scan_iter(match="rq:worker:*:executions", _type="set"):  # a killed worker's, too
+        if any(member.split(b":")[0] in jobs for member in connection.smembers(key)):
+            keys.add(key)
+    return keys
+
+
+def delete_own_keys(connection, queue_name: str) -> None:
+    """Delete :func:`own_keys` and this queue's entries in RQ's shared sets; nothing else."""
+    keys = own_keys(connection, queue_name)
+    connection.srem("rq:queues", f"rq:queue:{queue_name}")
+    if workers := [key for key in keys if key.startswith(b"rq:worker:")]:
+        connection.srem("rq:workers", *workers)
+    if keys:
+        connection.delete(*keys)
 
 
 @pytest.fixture
 def redis_settings(service_settings, tiny_model, monkeypatch):
-    """Redis-mode settings on a flushed test database; workers read the same via the environment."""
+    """Redis-mode settings on a queue of this test's own; workers read the same via the environment."""
     from redis import Redis
     from redis.exceptions import RedisError
 
@@ -29,20 +56,20 @@ def redis_settings(service_settings, tiny_model, monkeypatch):
         connection.ping()
     except RedisError as exc:
         pytest.skip(f"Redis not reachable at {REDIS_URL}: {exc}")
-    connection.flushdb()
+    queue_name = f"gwm-test-{uuid.uuid4().hex[:12]}"
     settings = service_settings.model_copy(
-        update={"queue_mode": "redis", "redis_url": REDIS_URL, "queue_name": "gwm-test"}
+        update={"queue_mode": "redis", "redis_url": REDIS_URL, "queue_name": queue_name}
     )
     env = {
         "GWM_CHECKPOINT_PATH": str(tiny_model[1]),
         "GWM_DEVICE": "cpu",
         "GWM_REDIS_URL": REDIS_URL,
-        "GWM_QUEUE_NAME": "gwm-test",
+        "GWM_QUEUE_NAME": queue_name,
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     yield settings
-    connection.flushdb()
+    delete_own_keys(connection, queue_name)
     connection.close()
 
 
@@ -160,3 +187,27 @@ def test_upload_space_is_bounded(redis_settings, davis_video) -> None:
         assert metric(text, "gwm_upload_max_bytes") == settings.max_upload_dir_bytes
         client.delete(first.json()["url"])  # its upload goes with it, and there is room again
         assert client.post("/adapt-and-segment", files={"file": ("c.mp4", video)}).status_code == 202
+
+
+def test_cleanup_deletes_only_this_queues_keys(redis_settings, davis_video) -> None:
+    """The fixture's cleanup takes the job, its result and the worker's record, and leaves a stranger's keys."""
+    from redis import Redis
+
+    connection = Redis.from_url(REDIS_URL)
+    stranger = f"someone-else:{uuid.uuid4().hex}"
+    connection.set(stranger, "keep me", ex=60)
+    try:
+        with new_client(redis_settings) as client:
+            url = client.post("/adapt-and-segment?steps=0", files={"file": ("bear.mp4", davis_video.read_bytes())}).json()["url"]
+        run_worker_burst(redis_settings)
+        job_id = url.rsplit("/", 1)[1]
+        keys = own_keys(connection, redis_settings.queue_name)
+        assert f"rq:job:{job_id}".encode() in keys
+        assert any(key.startswith(b"rq:worker:") for key in keys)
+        delete_own_keys(connection, redis_settings.queue_name)
+        assert not own_keys(connection, redis_settings.queue_name)
+        assert not list(connection.scan_iter(match=f"*{job_id}*"))
+        assert connection.get(stranger) == b"keep me"
+    finally:
+        connection.delete(stranger)
+        connection.close()

@@ -4,6 +4,7 @@ the pixel budget, and what error messages may show."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import numpy as np
 import pytest
@@ -58,7 +59,8 @@ def test_api_key_protects_everything_but_health(service_settings) -> None:
     with TestClient(create_app(settings)) as client:
         assert client.get("/healthz").status_code == 200
         assert client.get("/readyz").status_code == 200
-        for path in ("/metrics", "/docs", "/jobs/0123456789abcdef0123456789abcdef"):
+        assert client.get("/docs").status_code == 200  # where a browser user enters the key
+        for path in ("/metrics", "/jobs/0123456789abcdef0123456789abcdef", "/no-such-route"):
             response = client.get(path)
             assert response.status_code == 401 and "X-API-Key" in response.json()["error"]["message"]
         assert client.get("/metrics", headers={"X-API-Key": "wrong"}).status_code == 401
@@ -83,6 +85,34 @@ def test_streamed_body_without_length_is_cut_at_limit(service_settings) -> None:
         )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "too_large"
+
+
+def test_every_error_has_one_shape_and_rendering(service_settings) -> None:
+    """The 401 and 413 of the ASGI guards are rendered by the same JSONResponse as the handlers' errors."""
+    from pydantic import SecretStr
+
+    from service.api.app import create_app
+
+    settings = service_settings.model_copy(update={"api_key": SecretStr("s3cret"), "max_upload_bytes": 1024})
+    key = {"X-API-Key": "s3cret"}
+    with TestClient(create_app(settings)) as client:
+        answers = {
+            401: client.get("/metrics"),
+            413: client.post("/segment", headers=key, files={"file": ("a.png", b"\0" * 4096)}),
+            400: client.get("/jobs/not-an-id", headers=key),
+            404: client.get("/no-such-route", headers=key),
+            405: client.put("/segment", headers=key),
+            422: client.post("/segment", headers=key),
+        }
+    codes = {401: "unauthorized", 413: "too_large", 400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+             422: "invalid_parameter"}
+    for status, response in answers.items():
+        assert response.status_code == status
+        assert response.headers["content-type"] == "application/json"
+        body = response.json()
+        assert list(body) == ["error"] and list(body["error"]) == ["status", "code", "message"]
+        assert body["error"]["status"] == status and body["error"]["code"] == codes[status]
+        assert response.content == json.dumps(body, separators=(",", ":")).encode()  # one rendering
 
 
 def test_metrics_count_requests_by_route_template(client) -> None:
@@ -135,10 +165,46 @@ def test_settings_reject_an_unknown_flow_method_at_start_up(monkeypatch) -> None
 
     monkeypatch.setenv("GWM_FLOW_METHOD", "dis-fine")
     assert Settings().flow_method == "dis-fine"
-    for bad in ("raft", "nope"):  # raft needs a weights file the service has no setting for
-        monkeypatch.setenv("GWM_FLOW_METHOD", bad)
-        with pytest.raises(ValidationError, match="unknown flow method"):
-            Settings()
+    monkeypatch.setenv("GWM_FLOW_METHOD", "nope")
+    with pytest.raises(ValidationError, match="unknown flow method"):
+        Settings()
+
+
+def test_settings_take_raft_only_with_its_weights(monkeypatch, tmp_path) -> None:
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    monkeypatch.setenv("GWM_FLOW_METHOD", "raft")
+    with pytest.raises(ValidationError, match="GWM_RAFT_WEIGHTS"):
+        Settings()
+    monkeypatch.setenv("GWM_RAFT_WEIGHTS", str(tmp_path / "absent.pth"))
+    with pytest.raises(ValidationError, match="GWM_RAFT_WEIGHTS"):
+        Settings()
+    (tmp_path / "raft.pth").write_bytes(b"weights")
+    monkeypatch.setenv("GWM_RAFT_WEIGHTS", str(tmp_path / "raft.pth"))
+    monkeypatch.setenv("GWM_DEVICE", "cuda")
+    settings = Settings()
+    assert settings.flow_options() == {"weights": str(tmp_path / "raft.pth"), "device": "cuda"}
+    monkeypatch.setenv("GWM_FLOW_METHOD", "dis")
+    assert Settings().flow_options() == {}
+
+
+def test_default_data_dir_is_per_user_and_private(tmp_path, monkeypatch) -> None:
+    import getpass
+    import stat
+
+    from service.settings import Settings
+
+    monkeypatch.delenv("GWM_DATA_DIR", raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)  # gettempdir() reads TMPDIR again
+    settings = Settings()
+    assert settings.data_dir == tmp_path / f"gwm-service-{getpass.getuser()}"
+    uploads = settings.upload_dir
+    assert uploads == settings.data_dir / "uploads" and uploads.is_dir()
+    for path in (settings.data_dir, uploads):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
 
 
 def test_readyz_names_the_model_file_without_its_directory(client, service_settings) -> None:

@@ -69,6 +69,16 @@ def test_dynamic_batch(exported, batch):
     np.testing.assert_allclose(features, expected_features.numpy(), atol=1e-4)
 
 
+def test_backbone_exports_with_parity_at_any_batch(tmp_path):
+    """The timm backbone with its mask queries goes through the same exporter, batch still dynamic."""
+    torch.manual_seed(0)
+    options = {"num_regions": 4, "backbone": "resnet18", "embed_dim": 16}
+    model = build_segmenter("backbone", **options).eval()
+    path = export_onnx(model, model_spec("backbone", options, input_size=(64, 96)), tmp_path / "bb.onnx")
+    for batch in (1, 3):
+        assert onnx_parity(model, path, batch_size=batch, seed=batch) < 1e-4
+
+
 def test_export_leaves_the_model_in_eval_mode(tmp_path):
     """export_onnx puts the model in eval mode; the exporter must not flip it back to train mode
     afterwards (it restores the *wrapper's* mode, which is train for a fresh nn.Module), or whoever
@@ -100,7 +110,7 @@ def test_merge_strategy_is_validated_and_defaults_for_old_checkpoints():
 
 def test_cli_export_records_version_and_merge_in_onnx_and_slim_checkpoint(tmp_path):
     from training.checkpoint import load_model, save_checkpoint
-    from training.cli import main
+    from gwm_cli.main import main
 
     options = {"num_regions": 4, "width": 4, "depth": 2}
     model = build_segmenter("unet", **options).eval()
@@ -116,7 +126,7 @@ def test_cli_export_records_version_and_merge_in_onnx_and_slim_checkpoint(tmp_pa
 
 def test_card_of_a_fine_tuned_run_keeps_the_starting_weights_history(tmp_path):
     from training.checkpoint import save_checkpoint
-    from training.cli import main
+    from gwm_cli.main import main
 
     options = {"num_regions": 4, "width": 4, "depth": 2}
     model = build_segmenter("unet", **options).eval()

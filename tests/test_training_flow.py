@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from test_training_evaluate import write_fake_davis
-from training.flow import DISFlow, FarnebackFlow, build_flow_estimator
+from training.flow import DISFlow, FarnebackFlow, FlowRecipe, build_flow_estimator
 from training.flow_cache import FlowCache, FlowCacheSpec, compute_sequence_flow
 from training.frames import list_sequences
 
@@ -119,3 +119,33 @@ def test_flow_cache_builds_resumes_and_refuses_other_specs(tmp_path):
         FlowCache(tmp_path / "cache", FlowCacheSpec("dis-ultrafast", 24, 32))
     with pytest.raises(FileNotFoundError):
         FlowCache(tmp_path / "not-a-cache")
+
+
+def test_parallel_workers_write_the_same_cache_as_one_process(tmp_path):
+    root = write_fake_davis(tmp_path / "davis", frames=5)
+    videos = list_sequences(root, "240p", ["train"])
+    spec = FlowCacheSpec("dis-ultrafast", 24, 32, gaps=(-1, 2))
+    recipe = FlowRecipe("dis-ultrafast")
+    FlowCache(tmp_path / "serial", spec).build(videos, recipe, progress=False)
+    FlowCache(tmp_path / "parallel", spec).build(videos, recipe, progress=False, workers=2)
+    for video in videos:
+        for gap in spec.gaps:
+            np.testing.assert_array_equal(FlowCache(tmp_path / "serial").load(video.name, gap),
+                                          FlowCache(tmp_path / "parallel").load(video.name, gap))
+    assert not list((tmp_path / "parallel").rglob("*.partial.npy"))
+    with pytest.raises(TypeError, match="FlowRecipe"):
+        FlowCache(tmp_path / "other", spec).build(videos, DISFlow("ultrafast"), progress=False, workers=2)
+
+
+def test_cache_spec_records_what_changes_the_flow(tmp_path):
+    assert FlowRecipe("dis-fine").settings() == {} and FlowRecipe("dis-fine").label() == "dis-fine"
+    raft = FlowRecipe("raft", {"weights": "/some/where/raft-small.pth", "scale": 2, "iterations": 8, "device": "cpu"})
+    assert raft.settings() == {"weights": "raft-small.pth", "scale": 2.0, "iterations": 8}
+    assert raft.label() == "raft-2x8"
+    spec = FlowCacheSpec("raft", 24, 32, settings=raft.settings())
+    FlowCache(tmp_path / "cache", spec).root.mkdir()
+    (tmp_path / "cache" / "meta.json").write_text(json.dumps({**spec.__dict__, "gaps": list(spec.gaps)}))
+    assert FlowCache(tmp_path / "cache").spec == spec
+    other = FlowCacheSpec("raft", 24, 32, settings={**raft.settings(), "iterations": 12})
+    with pytest.raises(ValueError):
+        FlowCache(tmp_path / "cache", other)

@@ -12,11 +12,11 @@ import torch
 import training.train as train_module
 from models.segmenters import build_segmenter
 from test_training_evaluate import write_fake_davis
-from training.adapt import AdaptationSettings, adapt, adapt_and_segment
+from training.adapt import AdaptationCancelled, AdaptationSettings, adapt, adapt_and_segment
 from training.checkpoint import load_checkpoint, model_spec, save_checkpoint
 from training.data import FlowPairDataset
 from training.flow import DISFlow
-from training.flow_cache import FlowCache, FlowCacheSpec
+from training.flow_cache import PAPER_GAPS, FlowCache, FlowCacheSpec
 from training.frames import list_sequences, read_rgb
 from training.train import TrainConfig, learning_rate, train
 
@@ -57,7 +57,7 @@ def tiny_training_data(tmp_path_factory):
 
 def _config(data, out, **overrides) -> TrainConfig:
     davis, cache = data
-    settings = dict(data_root=str(davis), splits=["train"], flow_cache=str(cache), output_dir=str(out),
+    settings = dict(data=[f"{davis}:train"], eval_data=str(davis), flow_cache=str(cache), output_dir=str(out),
                     width=4, num_regions=3, input_size=(32, 48), steps=6, batch_size=3, warmup_steps=2,
                     lr=1e-3, checkpoint_every=3, log_every=2, threads=1, device="cpu", seed=3)
     settings.update(overrides)
@@ -130,9 +130,25 @@ def test_adapt_and_segment_returns_a_mask_per_frame(tmp_path, restore_threads):
         assert mask.shape == frame.shape[:2] and mask.dtype == bool
     assert checkpoint.read_bytes() == before  # the checkpoint is never modified
     assert ("adapting", 2, 2) in stages and ("segmenting", 4, 4) in stages
-    assert any(stage == "flow" for stage, _, _ in stages)
+    flow = [(done, total) for stage, done, total in stages if stage == "flow"]
+    pairs = sum(4 - abs(g) for g in PAPER_GAPS)  # every frame pair of every gap, counted one by one
+    assert flow == [(i, pairs) for i in range(1, pairs + 1)]
     with pytest.raises(ValueError):
         adapt_and_segment(frames[:1], checkpoint, steps=1)
+
+
+def test_cancel_during_flow_stops_at_the_next_frame_pair(tmp_path, restore_threads):
+    davis = write_fake_davis(tmp_path / "davis", sequences=("clip",), frames=6, size=(40, 60))
+    frames = [read_rgb(p) for p in list_sequences(davis)[0].frames]
+    options = {"num_regions": 3, "width": 4, "depth": 2}
+    save_checkpoint(tmp_path / "model.pt", build_segmenter("unet", **options),
+                    model_spec("unet", options, input_size=(32, 48)))
+    pairs_seen = []
+    with pytest.raises(AdaptationCancelled):
+        adapt_and_segment(frames, tmp_path / "model.pt", steps=2, flow_method="dis-ultrafast",
+                          progress=lambda stage, done, total: pairs_seen.append(done) if stage == "flow" else None,
+                          should_cancel=lambda: len(pairs_seen) >= 3)
+    assert pairs_seen == [1, 2, 3]  # the fourth pair was never computed
 
 
 @pytest.mark.parametrize("freeze_norm", [False, True])

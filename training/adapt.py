@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.merging import masks_at_size
+from models.refinement import foreground_mask
 from models.segmenters import Segmenter
 
 from .checkpoint import load_model, merge_strategy
@@ -35,7 +35,8 @@ __all__ = ["AdaptationCancelled", "AdaptationSettings", "adapt", "adapt_and_segm
 
 log = logging.getLogger(__name__)
 
-#: Progress callback: (stage, done, total), stage in {"flow", "adapting", "segmenting"}.
+#: Progress callback: (stage, done, total), stage in {"flow", "adapting", "segmenting"}; flow counts
+#: frame pairs over all gaps, adapting counts steps, segmenting counts frames.
 Progress = Callable[[str, int, int], None]
 
 
@@ -112,6 +113,8 @@ def adapt_and_segment(
     should_cancel: Callable[[], bool] | None = None,
     batch_size: int = 16,
     merge: str | None = None,
+    refine: bool = False,
+    flow_options: dict | None = None,
 ) -> list[np.ndarray]:
     """Adapt a fresh copy of the checkpoint's network to ``frames`` and segment each of them.
 
@@ -125,6 +128,8 @@ def adapt_and_segment(
         should_cancel: polled between units of work; returning True raises AdaptationCancelled.
         batch_size: frames per inference batch when segmenting.
         merge: foreground merge strategy; None uses the one recorded in the checkpoint.
+        refine: snap each mask to its frame's edges (models/refinement.py).
+        flow_options: options of the flow method (RAFT: ``weights``, ``device``, ``scale``, ``iterations``).
 
     Returns:
         One boolean mask (H, W) per frame at the frame's own resolution.
@@ -137,12 +142,14 @@ def adapt_and_segment(
     merge = merge or merge_strategy(spec)
     settings = AdaptationSettings(steps=steps, flow_method=flow_method)
     if steps > 0:
-        estimator = build_flow_estimator(flow_method)
-        dataset = FlowPairDataset.from_frames(
-            frames, estimator, settings.gaps, input_size,
-            progress=(lambda done, total: progress("flow", done, total)) if progress else None,
-        )
-        _check_cancel(should_cancel)
+        estimator = build_flow_estimator(flow_method, **(flow_options or {}))
+
+        def on_flow_pair(done: int, total: int) -> None:  # cancellation lands between two frame pairs
+            if progress is not None:
+                progress("flow", done, total)
+            _check_cancel(should_cancel)
+
+        dataset = FlowPairDataset.from_frames(frames, estimator, settings.gaps, input_size, progress=on_flow_pair)
         losses = adapt(model, dataset, settings, torch_device, progress, should_cancel)
         log.info("adapted on %d frames for %d steps: loss %.4f -> %.4f", len(frames), steps, losses[0], losses[-1])
     masks: list[np.ndarray] = []
@@ -150,7 +157,7 @@ def adapt_and_segment(
         _check_cancel(should_cancel)
         chunk = frames[start:start + batch_size]
         _, soft = predict(model, chunk, input_size, torch_device, merge)
-        masks += [masks_at_size(soft[i:i + 1], frame.shape[:2])[0].numpy() for i, frame in enumerate(chunk)]
+        masks += [foreground_mask(soft[i], frame, refine) for i, frame in enumerate(chunk)]
         if progress is not None:
             progress("segmenting", len(masks), len(frames))
     return masks

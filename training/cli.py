@@ -1,5 +1,7 @@
-"""The ``gwm`` command line: precompute flow, train, evaluate, export, serve.
+"""The training commands of ``gwm``: flow, train, eval, export, card.
 
+The root command (:mod:`gwm_cli`) builds a command's parser with the ``configure_*`` function of that
+command only when it runs, so ``gwm --help`` never imports what these defaults come from (torch).
 Every sub-command calls the same library functions the service and the tests use.
 """
 
@@ -8,19 +10,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
+import os
 from dataclasses import fields
 from pathlib import Path
 
 from models.merging import MERGE_STRATEGIES
 
-from .flow import DEFAULT_FLOW_METHOD, FLOW_METHODS
+from .flow import DEFAULT_FLOW_METHOD, DEFAULT_RAFT_ITERATIONS, DEFAULT_RAFT_SCALE, FLOW_METHODS
+from .frames import DEFAULT_EVAL_DATA, DEFAULT_TRAIN_DATA
 
-__all__ = ["main", "build_parser"]
+__all__ = ["configure_flow", "configure_train", "configure_eval", "configure_export", "configure_card"]
 
 log = logging.getLogger("gwm")
-
-DEFAULT_DATA = "../shared/data/davis2016"
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -43,16 +44,25 @@ def _gaps(text: str) -> tuple[int, ...]:
 
 
 def _cmd_flow(args: argparse.Namespace) -> int:
-    from .flow import build_flow_estimator
+    from .flow import FlowRecipe
     from .flow_cache import FlowCache, FlowCacheSpec, default_cache_dir
-    from .frames import list_sequences
+    from .frames import list_sources
 
-    videos = list_sequences(args.data, args.resolution, args.splits)
-    estimator = build_flow_estimator(args.method, weights=args.raft_weights, device=args.device)
-    output = args.output or default_cache_dir(args.method, args.size)
-    cache = FlowCache(output, FlowCacheSpec(args.method, *args.size, gaps=args.gaps))
-    log.info("computing %s flow for %d sequences into %s", args.method, len(videos), output)
-    cache.build(videos, estimator)
+    videos = list_sources(args.data, args.resolution)
+    options = {}
+    if args.method == "raft":
+        if not args.raft_weights:
+            raise ValueError("--method raft needs --raft-weights FILE (e.g. ../shared/weights/raft-small.pth)")
+        options = {"weights": args.raft_weights, "device": args.device, "scale": args.raft_scale,
+                   "iterations": args.raft_iterations}
+    recipe = FlowRecipe(args.method, options)
+    recipe.build()  # fail now, in this process, on a bad weights file or option
+    output = args.output or default_cache_dir(recipe.label(), args.size)
+    cache = FlowCache(output, FlowCacheSpec(args.method, *args.size, gaps=args.gaps, settings=recipe.settings()))
+    workers = 1 if args.device.startswith("cuda") else args.workers
+    log.info("computing %s flow for %d sequences into %s with %d worker(s)", recipe.label(), len(videos), output,
+             workers)
+    cache.build(videos, recipe, workers=workers)
     return 0
 
 
@@ -76,20 +86,28 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_davis, evaluate_images, format_table
     from .train import select_device
 
-    device = select_device(args.device)
-    model, spec = load_model(args.checkpoint, device)
+    if Path(args.checkpoint).suffix == ".onnx":  # the file the service serves, through onnxruntime
+        from .export import OnnxNetwork
+
+        device = select_device("cpu")
+        model = OnnxNetwork(args.checkpoint)
+        spec, step = model.spec, None
+    else:
+        device = select_device(args.device)
+        model, spec = load_model(args.checkpoint, device)
+        step = load_checkpoint(args.checkpoint).get("step")
     input_size = tuple(spec["input_size"])
     merge = args.merge or merge_strategy(spec)
     report: dict = {"checkpoint": str(args.checkpoint), "model_version": spec.get("version"), "merge": merge,
-                    "step": load_checkpoint(args.checkpoint).get("step")}
+                    "refine": args.refine, "step": step}
     if not args.skip_davis:
         davis = evaluate_davis(model, args.data, input_size, split=args.split, resolution=args.resolution,
-                               protocol=args.protocol, device=device, merge=merge)
+                               protocol=args.protocol, device=device, merge=merge, refine=args.refine)
         report["davis"] = davis
         print(format_table(davis))
     if args.images:
         images = evaluate_images(model, Path(args.images) / "images", Path(args.images) / "masks", input_size,
-                                 device=device, limit=args.limit, merge=merge)
+                                 device=device, limit=args.limit, merge=merge, refine=args.refine)
         report["images"] = images
         print(f"images: {images['images']}  accuracy {100 * images['pixel_accuracy']:.1f}  "
               f"J {100 * images['J']:.1f}  max F-beta {100 * images['max_F_beta']:.1f}")
@@ -145,9 +163,12 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
 
     defaults = TrainConfig()
     group = parser.add_argument_group("training options (defaults follow the paper's U-Net where the CPU allows)")
-    group.add_argument("--config", help="JSON file with TrainConfig fields (command-line options override it)")
-    group.add_argument("--data-root", dest="data_root", help=f"DAVIS-style root (default {defaults.data_root})")
-    group.add_argument("--splits", nargs="+", help=f"ImageSets splits to train on (default {defaults.splits})")
+    group.add_argument("--config", help="JSON file with TrainConfig fields (command-line options override it; default none)")
+    group.add_argument("--data", nargs="+", metavar="ROOT[:SPLITS]",
+                       help="frame roots to train on, each ROOT or ROOT:SPLIT[,SPLIT] "
+                            f"(default {' '.join(defaults.data)}: val-dev stays unseen)")
+    group.add_argument("--eval-data", dest="eval_data",
+                       help=f"annotated DAVIS root whose val-dev split --eval-every measures (default {defaults.eval_data})")
     group.add_argument("--flow-cache", dest="flow_cache", help=f"flow cache from `gwm flow` (default {defaults.flow_cache})")
     group.add_argument("--output-dir", dest="output_dir", help=f"run directory (default {defaults.output_dir})")
     group.add_argument("--architecture", choices=["unet", "backbone"], help="segmenter (default unet)")
@@ -159,6 +180,15 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                        help="flow model per region (default quadratic)")
     group.add_argument("--weight-power", dest="weight_power", type=int, choices=[1, 2],
                        help="fit weights p (paper, default) or p^2 (authors' code)")
+    group.add_argument("--colour-jitter", dest="colour_jitter", type=float,
+                       help="brightness/contrast/saturation jitter strength, e.g. 0.4 (default 0: none, as the paper)")
+    group.add_argument("--grey-probability", dest="grey_probability", type=float,
+                       help="chance a frame is made grey (default 0)")
+    group.add_argument("--blur-probability", dest="blur_probability", type=float,
+                       help="chance of a Gaussian blur (default 0)")
+    group.add_argument("--max-zoom", dest="max_zoom", type=float,
+                       help="random zoom crops up to this factor, flow cropped and scaled with the frame "
+                            "(default 1.0: no crops)")
     group.add_argument("--steps", type=int, help=f"training steps (default {defaults.steps})")
     group.add_argument("--batch-size", dest="batch_size", type=int, help=f"default {defaults.batch_size}")
     group.add_argument("--lr", type=float, help=f"peak learning rate (default {defaults.lr})")
@@ -166,80 +196,94 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--grad-clip", dest="grad_clip", type=float, help=f"default {defaults.grad_clip}")
     group.add_argument("--coarse-steps", dest="coarse_steps", type=int,
                        help="first N steps at half resolution (a cheap resolution schedule; default 0)")
-    group.add_argument("--snapshot-every", dest="snapshot_every", type=int, help="keep step_<N>.pt every N steps")
-    group.add_argument("--eval-every", dest="eval_every", type=int, help="J on val-dev every N steps (0 = never)")
+    group.add_argument("--snapshot-every", dest="snapshot_every", type=int, help=f"keep step_<N>.pt every N steps (default {defaults.snapshot_every}: never)")
+    group.add_argument("--eval-every", dest="eval_every", type=int, help=f"J on val-dev every N steps (0 = never; default {defaults.eval_every})")
     group.add_argument("--init-from", dest="init_from",
-                       help="start from these model weights, e.g. models/weights/gwm-default.pt (fresh optimiser)")
+                       help="start from these model weights, e.g. models/weights/gwm-default.pt (fresh optimiser; "
+                            "default: from scratch)")
     group.add_argument("--merge", choices=["auto", *MERGE_STRATEGIES],
                        help="merge recorded in the model (default auto: border for unet, spectral for backbone)")
     group.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     group.add_argument("--device", help="auto (default), cpu or cuda")
-    group.add_argument("--seed", type=int)
-    group.add_argument("--version", help="model version stored in checkpoints")
+    group.add_argument("--seed", type=int, help=f"random seed (default {defaults.seed})")
+    group.add_argument("--version", help=f"model version stored in checkpoints (default {defaults.version})")
     group.add_argument("--restart", action="store_true", help="ignore an existing last.pt instead of resuming")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="gwm",
-        description="Guess What Moves: learn to segment objects from optical flow, without labels.\n\n"
-                    "Typical workflow:\n"
-                    "  gwm flow                      # precompute optical flow for DAVIS frames\n"
-                    "  gwm train --steps 9000        # train a segmenter on that flow (resumable)\n"
-                    "  gwm eval runs/default/last.pt # DAVIS J (merged and oracle)\n"
-                    "  gwm export runs/default/last.pt model.onnx\n"
-                    "  gwm serve                     # HTTP API on 127.0.0.1:8000",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    flow = commands.add_parser("flow", help="precompute optical flow for a dataset (resumable)",
-                               description="Compute optical flow from each frame to frame+gap for every sequence and "
-                                           "store it compactly (float16) for training. Re-running resumes.")
-    flow.add_argument("--data", default=DEFAULT_DATA, help=f"DAVIS-style root (default {DEFAULT_DATA})")
+def configure_flow(flow: argparse.ArgumentParser) -> None:
+    """``gwm flow``: precompute optical flow for a dataset (resumable)."""
+    flow.description = ("Compute optical flow from each frame to frame+gap for every sequence and "
+                        "store it compactly (float16) for training. Re-running resumes.")
+    flow.add_argument("--data", nargs="+", default=list(DEFAULT_TRAIN_DATA), metavar="ROOT[:SPLITS]",
+                      help="frame roots, each ROOT (every sequence) or ROOT:SPLIT[,SPLIT] (ImageSets lists); "
+                           f"default {' '.join(DEFAULT_TRAIN_DATA)}")
     flow.add_argument("--resolution", default="240p", help="JPEGImages sub-folder (default 240p)")
-    flow.add_argument("--splits", nargs="+", default=["train", "val-dev"], help="ImageSets splits (default train val-dev)")
     flow.add_argument("--method", default=DEFAULT_FLOW_METHOD, choices=sorted(FLOW_METHODS),
                       help=f"estimator (default {DEFAULT_FLOW_METHOD}; raft needs --raft-weights)")
-    flow.add_argument("--raft-weights", help="local RAFT state-dict file (needed for --method raft)")
-    flow.add_argument("--device", default="cpu", help="device for RAFT")
+    flow.add_argument("--raft-weights", help="local RAFT weights file, official release or torchvision format "
+                                             "(needed for --method raft; default none), e.g. ../shared/weights/raft-small.pth")
+    flow.add_argument("--raft-scale", type=float, default=DEFAULT_RAFT_SCALE,
+                      help=f"RAFT runs on frames resized by this factor (default {DEFAULT_RAFT_SCALE:g})")
+    flow.add_argument("--raft-iterations", type=int, default=DEFAULT_RAFT_ITERATIONS,
+                      help=f"RAFT refinement iterations (default {DEFAULT_RAFT_ITERATIONS})")
+    flow.add_argument("--device", default="cpu", help="device for RAFT: cpu (default) or cuda")
+    flow.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                      help="processes on the CPU, one thread each (default: one per core)")
     flow.add_argument("--size", type=_size, default=(128, 224), help="stored grid HxW (default 128x224)")
     flow.add_argument("--gaps", type=_gaps, default=(-2, -1, 1, 2), help="frame gaps (default -2,-1,1,2 as in the paper)")
     flow.add_argument("--output", help="cache directory (default cache/flow-<method>-<H>x<W>, where gwm train looks)")
     flow.set_defaults(handler=_cmd_flow)
 
-    train = commands.add_parser("train", help="train a segmenter on precomputed flow (resumes from last.pt)")
+
+def configure_train(train: argparse.ArgumentParser) -> None:
+    """``gwm train``: train a segmenter on precomputed flow (resumes from last.pt)."""
+    train.description = "Train a segmenter on precomputed flow with the GWM loss; resumes from last.pt."
     _add_train_options(train)
     train.set_defaults(handler=_cmd_train)
 
-    evaluate = commands.add_parser("eval", help="DAVIS J (merged/oracle) and image metrics of a checkpoint")
-    evaluate.add_argument("checkpoint", help="model checkpoint (.pt)")
-    evaluate.add_argument("--data", default=DEFAULT_DATA)
-    evaluate.add_argument("--split", default="val-dev")
-    evaluate.add_argument("--resolution", default="240p")
+
+def configure_eval(evaluate: argparse.ArgumentParser) -> None:
+    """``gwm eval``: DAVIS J (merged/oracle) and image metrics of a checkpoint."""
+    evaluate.description = "DAVIS J (merged and oracle) and, with --images, image metrics of a checkpoint."
+    evaluate.add_argument("checkpoint", help="model checkpoint (.pt) or exported model (.onnx, run by onnxruntime)")
+    evaluate.add_argument("--data", default=DEFAULT_EVAL_DATA,
+                          help=f"annotated DAVIS root (default {DEFAULT_EVAL_DATA})")
+    evaluate.add_argument("--split", default="val-dev", help="ImageSets split to evaluate (default val-dev)")
+    evaluate.add_argument("--resolution", default="240p", help="JPEGImages sub-folder (default 240p)")
     evaluate.add_argument("--protocol", default="davis", choices=["davis", "gwm-reference"],
-                          help="davis: official (first/last frame excluded, empty/empty=1); gwm-reference: authors' code")
-    evaluate.add_argument("--images", help="ECSSD-style folder with images/ and masks/ for image metrics")
-    evaluate.add_argument("--limit", type=int, help="evaluate only the first N images")
+                          help="davis (default): official (first/last frame excluded, empty/empty=1); "
+                               "gwm-reference: authors' code")
+    evaluate.add_argument("--images", help="ECSSD-style folder with images/ and masks/ for image metrics (default: none)")
+    evaluate.add_argument("--limit", type=int, help="evaluate only the first N images (default: all)")
     evaluate.add_argument("--merge", choices=MERGE_STRATEGIES,
                           help="label-free merge to evaluate (default: the one recorded in the model)")
+    evaluate.add_argument("--refine", action="store_true",
+                          help="snap masks to image edges with a guided filter before scoring (default off)")
     evaluate.add_argument("--skip-davis", action="store_true", help="only image metrics")
-    evaluate.add_argument("--device", default="auto")
-    evaluate.add_argument("--output", help="write the full report as JSON here")
+    evaluate.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu or cuda")
+    evaluate.add_argument("--output", help="write the full report as JSON here (default: print only)")
     evaluate.set_defaults(handler=_cmd_eval)
 
-    export = commands.add_parser("export", help="export a checkpoint to ONNX and check parity with PyTorch")
-    export.add_argument("checkpoint")
+
+def configure_export(export: argparse.ArgumentParser) -> None:
+    """``gwm export``: export a checkpoint to ONNX and check parity with PyTorch."""
+    export.description = ("Export a checkpoint to ONNX with the metadata the service reads, and check that "
+                          "onnxruntime's outputs match PyTorch's.")
+    export.add_argument("checkpoint", help="model checkpoint (.pt) to export")
     export.add_argument("output", help="ONNX file to write")
-    export.add_argument("--version", help="model version to record in the metadata")
+    export.add_argument("--version", help="model version to record in the metadata (default: the checkpoint's)")
     export.add_argument("--merge", choices=MERGE_STRATEGIES,
                         help="merge strategy to record in the exported model (default: the checkpoint's own)")
-    export.add_argument("--slim-checkpoint", help="also write a weights-only float16 checkpoint here (for shipping)")
-    export.add_argument("--tolerance", type=float, default=1e-4, help="fail if ONNX and PyTorch differ more")
+    export.add_argument("--slim-checkpoint",
+                        help="also write a weights-only float16 checkpoint here, for shipping (default: none)")
+    export.add_argument("--tolerance", type=float, default=1e-4,
+                        help="fail if ONNX and PyTorch differ more (default 1e-4)")
     export.set_defaults(handler=_cmd_export)
 
-    card = commands.add_parser("card", help="write a model card (JSON) from a run, an eval report and an ONNX file")
+
+def configure_card(card: argparse.ArgumentParser) -> None:
+    """``gwm card``: write a model card (JSON) from a run, an eval report and an ONNX file."""
+    card.description = "Write a model card (JSON) from a training run, an evaluation report and an ONNX file."
     card.add_argument("checkpoint", help="the shipped checkpoint (.pt)")
     card.add_argument("--onnx", required=True, help="the exported ONNX file (its CPU latency is measured)")
     source = card.add_mutually_exclusive_group(required=True)
@@ -249,32 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(re-carding after a re-export, when the run directory is gone)")
     card.add_argument("--initialised-from", dest="initialised_from",
                       help="with --run-dir of a run started by --init-from: the card of those starting "
-                           "weights, kept under training.initialised_from")
+                           "weights, kept under training.initialised_from (default none)")
     card.add_argument("--eval", required=True, help="report from `gwm eval --output`")
-    card.add_argument("--name", default="gwm-default")
-    card.add_argument("--output", required=True)
+    card.add_argument("--name", default="gwm-default", help="model name in the card (default gwm-default)")
+    card.add_argument("--output", required=True, help="card JSON file to write")
     card.set_defaults(handler=_cmd_card)
-
-    try:
-        from service.cli import add_service_commands
-    except ImportError as error:  # the service is optional for training-only installs
-        log.debug("service commands unavailable: %s", error)
-    else:
-        add_service_commands(commands)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.handler(args) or 0)
-    except (FileNotFoundError, ValueError) as error:
-        log.error("%s", error)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from models.preprocessing import DEFAULT_INPUT_SIZE, prepare_image
 
+from .augment import Augmentation, augment
 from .flow import FlowEstimator
 from .flow_cache import FlowCache, compute_sequence_flow
 from .frames import VideoFolder
@@ -82,6 +83,7 @@ class FlowPairDataset:
         loss_size: (h, w) grid of the loss; ``None`` keeps the flow's grid.
         flip: random horizontal flips (the flow's u component changes sign).
         flow_clip: clip in reference pixels, ``None`` to disable.
+        augmentation: appearance changes and zoom crops (training/augment.py); ``None``: none.
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class FlowPairDataset:
         loss_size: tuple[int, int] | None = None,
         flip: bool = True,
         flow_clip: float | None = 20.0,
+        augmentation: Augmentation | None = None,
     ) -> None:
         if not valid_gaps.any(dim=1).all():
             raise ValueError("every frame needs at least one flow field")
@@ -99,6 +102,7 @@ class FlowPairDataset:
         self.loss_size = tuple(loss_size) if loss_size else tuple(flows.shape[2:4])
         self.flip = flip
         self.flow_clip = flow_clip
+        self.augmentation = augmentation or Augmentation()
 
     @classmethod
     def from_cache(
@@ -137,6 +141,9 @@ class FlowPairDataset:
         Frames larger than ``flow_size`` are area-downscaled before flow estimation: the loss only
         sees the input grid, and 240×427 is the resolution the default model's training flow was
         computed at, so a 1080p upload costs no more flow time than a 240p one.
+
+        ``progress`` is called after every frame pair as (pairs done, pairs in all gaps); it may
+        raise to stop the computation between two pairs (cancellation).
         """
         n = len(frames)
         gaps = [g for g in gaps if abs(g) < n]
@@ -145,11 +152,17 @@ class FlowPairDataset:
         images = np.stack([prepare_image(frame, input_size) for frame in frames])
         if flow_size is not None and frames[0].shape[0] * frames[0].shape[1] > flow_size[0] * flow_size[1]:
             frames = [cv2.resize(f, (flow_size[1], flow_size[0]), interpolation=cv2.INTER_AREA) for f in frames]
-        stored = []
-        for index, gap in enumerate(gaps):
-            stored.append(compute_sequence_flow(frames, gap, estimator, input_size).astype(np.float16))
+        total = sum(n - abs(g) for g in gaps)
+        done = 0
+
+        def on_pair() -> None:
+            nonlocal done
+            done += 1
             if progress is not None:
-                progress(index + 1, len(gaps))
+                progress(done, total)
+
+        stored = [compute_sequence_flow(frames, gap, estimator, input_size, on_pair).astype(np.float16)
+                  for gap in gaps]
         flows, valid = _align_gaps(stored, gaps, n)
         return cls(torch.from_numpy(images), torch.from_numpy(flows), torch.from_numpy(valid), **options)
 
@@ -179,4 +192,5 @@ class FlowPairDataset:
             flipped = flows[flip].flip(-1)
             flipped[:, 0] = -flipped[:, 0]
             flows[flip] = flipped
+        images, flows = augment(images, flows, self.augmentation, generator)
         return Batch(images=images, flows=to_reference_units(flows, self.flow_clip))

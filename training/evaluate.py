@@ -18,12 +18,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.merging import PAPER_MERGE, foreground_probability, masks_at_size, oracle_merge
+from models.merging import PAPER_MERGE, foreground_probability, oracle_merge
 from models.preprocessing import prepare_image
+from models.refinement import foreground_mask, refine_soft_mask
 from models.segmenters import Segmenter
 
 from .frames import VideoFolder, list_sequences, read_rgb
@@ -119,10 +121,12 @@ def evaluate_sequence(
     device: torch.device | str = "cpu",
     batch_size: int = 16,
     merge: str = PAPER_MERGE,
+    refine: bool = False,
 ) -> dict[str, dict[str, float]]:
     """J mean/recall/decay of one DAVIS-style sequence, for the merged and the oracle masks.
 
-    ``merge`` is the label-free strategy behind the merged masks (pass the model's own)."""
+    ``merge`` is the label-free strategy behind the merged masks (pass the model's own); ``refine``
+    snaps them to the frame's edges (models/refinement.py) before they are scaled to the annotation."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
     first, empty_score = (1, 1.0) if protocol == "davis" else (2, 0.0)
@@ -131,15 +135,16 @@ def evaluate_sequence(
     ious: dict[str, list[float]] = {"merged": [], "oracle": []}
     for start in range(0, len(frames), batch_size):
         chunk = frames[start:start + batch_size]
-        probabilities, merged = predict(model, [video.read(i) for i in chunk], input_size, device, merge)
+        images = [video.read(i) for i in chunk]
+        probabilities, merged = predict(model, images, input_size, device, merge)
         truths = [read_annotation(data_root, video, i) for i in chunk]
         size = truths[0].shape
         up = torch.nn.functional.interpolate(probabilities, size=size, mode="bilinear", align_corners=False)
         truth_tensor = torch.from_numpy(np.stack(truths))
         oracle = oracle_merge(up, truth_tensor) > 0.5
-        merged_masks = masks_at_size(merged, size)
         for j, truth in enumerate(truths):
-            ious["merged"].append(jaccard(merged_masks[j].numpy(), truth, empty_score))
+            merged_mask = foreground_mask(merged[j], images[j], refine, size=size)
+            ious["merged"].append(jaccard(merged_mask, truth, empty_score))
             ious["oracle"].append(jaccard(oracle[j].numpy(), truth, empty_score))
     return {kind: davis_sequence_scores(values) for kind, values in ious.items()}
 
@@ -155,12 +160,14 @@ def evaluate_davis(
     batch_size: int = 16,
     progress: bool = True,
     merge: str = PAPER_MERGE,
+    refine: bool = False,
 ) -> dict[str, Any]:
     """:func:`evaluate_sequence` on every sequence of a split, and the mean over sequences."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
     sequences = {
-        video.name: evaluate_sequence(model, video, data_root, input_size, protocol, device, batch_size, merge)
+        video.name: evaluate_sequence(model, video, data_root, input_size, protocol, device, batch_size, merge,
+                                      refine)
         for video in tqdm(list_sequences(data_root, resolution, [split]), desc="evaluating", unit="seq",
                           disable=not progress)
     }
@@ -169,7 +176,8 @@ def evaluate_davis(
                for metric in ("J_mean", "J_recall", "J_decay")}
         for kind in ("merged", "oracle")
     }
-    return {"protocol": protocol, "split": split, "merge": merge, "sequences": sequences, "overall": overall}
+    return {"protocol": protocol, "split": split, "merge": merge, "refine": refine, "sequences": sequences,
+            "overall": overall}
 
 
 def evaluate_images(
@@ -182,8 +190,12 @@ def evaluate_images(
     batch_size: int = 16,
     progress: bool = True,
     merge: str = PAPER_MERGE,
+    refine: bool = False,
 ) -> dict[str, Any]:
-    """Pixel accuracy, mean J and max F-β (β² = 0.3) over a folder of images with 0/255 masks."""
+    """Pixel accuracy, mean J and max F-β (β² = 0.3) over a folder of images with 0/255 masks.
+
+    With ``refine`` the soft masks are guided-filtered by their images (models/refinement.py) before
+    thresholding (and before the F-β curve)."""
     model.eval()
     images = sorted(p for p in Path(image_dir).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:limit]
     if not images:
@@ -191,11 +203,15 @@ def evaluate_images(
     accuracy, ious, soft_masks, truths = [], [], [], []
     for start in tqdm(range(0, len(images), batch_size), desc="evaluating images", unit="batch", disable=not progress):
         chunk = images[start:start + batch_size]
-        _, merged = predict(model, [read_rgb(p) for p in chunk], input_size, device, merge)
-        for path, soft in zip(chunk, merged):
+        rgbs = [read_rgb(p) for p in chunk]
+        _, merged = predict(model, rgbs, input_size, device, merge)
+        for path, rgb, soft in zip(chunk, rgbs, merged):
             truth = _read_mask(Path(mask_dir) / f"{path.stem}.png")
             up = torch.nn.functional.interpolate(soft[None, None], size=truth.shape, mode="bilinear",
                                                  align_corners=False)[0, 0].numpy()
+            if refine:
+                guide = rgb if rgb.shape[:2] == truth.shape else cv2.resize(rgb, truth.shape[::-1])
+                up = refine_soft_mask(guide, up)
             mask = up > 0.5
             accuracy.append(float((mask == truth).mean()))
             ious.append(jaccard(mask, truth))
@@ -205,6 +221,7 @@ def evaluate_images(
     return {
         "images": len(images),
         "merge": merge,
+        "refine": refine,
         "pixel_accuracy": float(np.mean(accuracy)),
         "J": float(np.mean(ious)),
         "max_F_beta": float(f_beta.max()),

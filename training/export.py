@@ -20,7 +20,7 @@ from models.segmenters import Segmenter
 
 from .checkpoint import ModelSpec, merge_strategy
 
-__all__ = ["export_onnx", "read_metadata", "onnx_parity"]
+__all__ = ["export_onnx", "read_metadata", "onnx_parity", "OnnxNetwork"]
 
 
 class _WithFeatures(nn.Module):
@@ -34,18 +34,22 @@ class _WithFeatures(nn.Module):
         return self.model.forward_features(image)
 
 
-def export_onnx(model: Segmenter, spec: ModelSpec, path: str | Path, opset: int = 17) -> Path:
-    """Write ``model`` to ``path`` as ONNX with dynamic batch and gwm metadata."""
+def export_onnx(model: Segmenter, spec: ModelSpec, path: str | Path, opset: int = 18) -> Path:
+    """Write ``model`` to ``path`` as ONNX with dynamic batch and gwm metadata.
+
+    Uses PyTorch's current exporter (``torch.export`` graph, ``dynamo=True``; the TorchScript one is
+    deprecated). Opset 18 is the lowest it implements; onnxruntime >= 1.18 runs it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.float().eval().to("cpu", memory_format=torch.contiguous_format)
     height, width = spec["input_size"]
-    example = torch.zeros(1, 3, height, width)
+    example = torch.zeros(2, 3, height, width)  # not 1: torch.export would specialise a size-1 batch
     torch.onnx.export(
         _WithFeatures(model).eval(), (example,), str(path),
         input_names=["image"], output_names=["logits", "features"],
-        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
-        opset_version=opset, dynamo=False,
+        dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1)}},
+        opset_version=opset, dynamo=True, external_data=False, verbose=False,
     )
     graph = onnx.load(str(path))
     metadata = {
@@ -86,3 +90,29 @@ def onnx_parity(model: Segmenter, path: str | Path, batch_size: int = 2, seed: i
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     actual = session.run(["logits", "features"], {"image": image.numpy()})
     return max(float(np.abs(a - e).max()) for a, e in zip(actual, expected))
+
+
+class OnnxNetwork:
+    """An exported model run by onnxruntime behind the ``forward_features`` interface of a
+    :class:`Segmenter`, so that ``gwm eval`` scores exactly the file the service serves.
+
+    Inputs and outputs are CPU tensors; ``eval()`` exists for interface parity (ONNX graphs are
+    always in inference mode).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        import onnxruntime
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"ONNX model not found: {self.path}")
+        self.spec: ModelSpec = json.loads(read_metadata(self.path)["gwm.spec"])
+        self.num_regions = int(self.spec["options"].get("num_regions", 4))
+        self._session = onnxruntime.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+
+    def eval(self) -> OnnxNetwork:
+        return self
+
+    def forward_features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, features = self._session.run(["logits", "features"], {"image": image.cpu().numpy()})
+        return torch.from_numpy(logits), torch.from_numpy(features)

@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from models.preprocessing import resize_flow
 
-from .flow import FlowEstimator
+from .flow import FlowEstimator, FlowRecipe
 from .frames import VideoFolder
 
 __all__ = ["PAPER_GAPS", "FlowCacheSpec", "FlowCache", "compute_sequence_flow", "default_cache_dir"]
@@ -48,6 +51,7 @@ class FlowCacheSpec:
     height: int
     width: int
     gaps: tuple[int, ...] = PAPER_GAPS
+    settings: dict[str, Any] = field(default_factory=dict)  # e.g. RAFT's scale and iterations
 
     @classmethod
     def from_json(cls, text: str) -> FlowCacheSpec:
@@ -61,14 +65,19 @@ def compute_sequence_flow(
     gap: int,
     estimator: FlowEstimator,
     size: tuple[int, int] | None = None,
+    on_pair: Callable[[], None] | None = None,
 ) -> np.ndarray:
-    """Flow from each frame i to frame i + gap, resized to ``size``: (N − |gap|, h, w, 2) float32."""
+    """Flow from each frame i to frame i + gap, resized to ``size``: (N − |gap|, h, w, 2) float32.
+
+    ``on_pair`` is called after every frame pair (progress; it may raise to stop between pairs)."""
     frames = [video.read(i) for i in range(len(video))] if isinstance(video, VideoFolder) else list(video)
     sources = range(max(0, -gap), min(len(frames), len(frames) - gap))
     flows = []
     for i in sources:
         flow = estimator(frames[i], frames[i + gap])
         flows.append(resize_flow(flow, size) if size is not None else flow)
+        if on_pair is not None:
+            on_pair()
     return np.stack(flows)
 
 
@@ -97,8 +106,21 @@ class FlowCache:
         """Flow array (N − |gap|, h, w, 2) float16; row j is the flow of frame ``j + max(0, -gap)``."""
         return np.load(self.path(sequence, gap), mmap_mode="r" if mmap else None)
 
-    def build(self, videos: Sequence[VideoFolder], estimator: FlowEstimator, progress: bool = True) -> None:
-        """Compute every missing (sequence, gap) file; existing complete files are kept."""
+    def build(
+        self,
+        videos: Sequence[VideoFolder],
+        estimator: FlowEstimator | FlowRecipe,
+        progress: bool = True,
+        workers: int = 1,
+    ) -> None:
+        """Compute every missing (sequence, gap) file; existing complete files are kept.
+
+        With ``workers`` > 1 the files are shared out to that many processes, each building its own
+        estimator from ``estimator`` (then a :class:`FlowRecipe`) with one thread, so that every core
+        works on its own frame pair (RAFT on one frame pair scales poorly across threads).
+        """
+        if workers > 1 and not isinstance(estimator, FlowRecipe):
+            raise TypeError("parallel flow needs a FlowRecipe (estimators do not cross process boundaries)")
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "meta.json").write_text(json.dumps(asdict(self.spec)))
         todo = [(v, g) for v in videos for g in self.spec.gaps if not self.has(v.name, g)]
@@ -106,13 +128,46 @@ class FlowCache:
         if done:
             log.info("flow cache: %d of %d files already present, resuming", done, done + len(todo))
         total_pairs = sum(len(v) - abs(g) for v, g in todo)
-        size = (self.spec.height, self.spec.width)
-        with tqdm(total=total_pairs, unit="flow", disable=not progress, desc="optical flow") as bar:
-            for video, gap in todo:
-                flow = compute_sequence_flow(video, gap, estimator, size).astype(np.float16)
-                target = self.path(video.name, gap)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                partial = target.with_suffix(".partial.npy")
-                np.save(partial, flow)
-                os.replace(partial, target)
-                bar.update(len(flow))
+        with tqdm(total=total_pairs, unit="flow", disable=not progress, desc="optical flow", smoothing=0.05) as bar:
+            if workers <= 1:
+                flow_estimator = estimator.build() if isinstance(estimator, FlowRecipe) else estimator
+                for video, gap in todo:
+                    bar.update(self._compute_file(video, gap, flow_estimator))
+                return
+            context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                                     initargs=(estimator,)) as pool:
+                futures = [pool.submit(_worker_compute, self.root, self.spec, video, gap) for video, gap in todo]
+                for future in as_completed(futures):
+                    bar.update(future.result())
+
+    def _compute_file(self, video: VideoFolder, gap: int, estimator: FlowEstimator) -> int:
+        """Compute and atomically write one (sequence, gap) file; returns its number of flow fields."""
+        flow = compute_sequence_flow(video, gap, estimator, (self.spec.height, self.spec.width)).astype(np.float16)
+        target = self.path(video.name, gap)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(f".{os.getpid()}.partial.npy")
+        np.save(partial, flow)
+        os.replace(partial, target)
+        return len(flow)
+
+
+_worker_estimator: FlowEstimator | None = None
+
+
+def _start_worker(recipe: FlowRecipe) -> None:
+    """Worker-process initialiser: one thread per process, one estimator per process."""
+    global _worker_estimator
+    import cv2
+
+    cv2.setNumThreads(1)
+    if recipe.method == "raft":
+        import torch
+
+        torch.set_num_threads(1)
+    _worker_estimator = recipe.build()
+
+
+def _worker_compute(root: Path, spec: FlowCacheSpec, video: VideoFolder, gap: int) -> int:
+    assert _worker_estimator is not None, "worker not initialised"
+    return FlowCache(root, spec)._compute_file(video, gap, _worker_estimator)

@@ -1,7 +1,13 @@
-"""Reading DAVIS-style folders of video frames: ``<root>/JPEGImages/<resolution>/<sequence>/*.jpg``.
+"""Reading folders of video frames.
 
-Sequence lists come from ``<root>/ImageSets/<split>.txt`` (one name per line) when a split is named,
-otherwise every sequence folder is used.
+Two layouts are understood:
+
+- DAVIS-style: ``<root>/JPEGImages/<resolution>/<sequence>/*.jpg``, sequence lists in
+  ``<root>/ImageSets/<split>.txt`` (one name per line);
+- plain: ``<root>/<sequence>/*.jpg`` (any folder of frame folders; no splits).
+
+When no split is named every sequence folder is used. Training can draw on several roots at once
+(:func:`list_sources`), each with its own sequence list, written ``ROOT`` or ``ROOT:SPLIT[,SPLIT…]``.
 """
 
 from __future__ import annotations
@@ -12,9 +18,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["VideoFolder", "list_sequences", "read_rgb", "IMAGE_SUFFIXES"]
+__all__ = ["DEFAULT_TRAIN_DATA", "DEFAULT_EVAL_DATA", "VideoFolder", "DataSource", "list_sequences", "list_sources", "read_rgb", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+#: What ``gwm flow`` and ``gwm train`` use by default: the DAVIS-2016 train split and the DAVIS-2017
+#: test-dev videos, never DAVIS-2016 val, so that val-dev stays unseen (the paper's Table 4 protocol).
+DEFAULT_TRAIN_DATA: tuple[str, ...] = ("../shared/data/davis2016:train", "../shared/data/davis2017-testdev:test-dev")
+#: The annotated videos evaluation reads (``ImageSets/val-dev.txt`` and ``Annotations/480p``).
+DEFAULT_EVAL_DATA = "../shared/data/davis2016"
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
@@ -47,6 +59,18 @@ def _split_names(root: Path, splits: list[str]) -> list[str]:
     return names
 
 
+def _frame_root(root: Path, resolution: str) -> Path:
+    """``<root>/JPEGImages/<resolution>`` for a DAVIS-style root, else the root itself."""
+    davis = root / "JPEGImages" / resolution
+    if davis.is_dir():
+        return davis
+    if (root / "JPEGImages").is_dir():
+        raise FileNotFoundError(f"no frame folder {davis} (expected <root>/JPEGImages/<resolution>/<seq>/)")
+    if not root.is_dir():
+        raise FileNotFoundError(f"no such data folder: {root}")
+    return root
+
+
 def list_sequences(
     root: str | Path,
     resolution: str = "240p",
@@ -54,9 +78,7 @@ def list_sequences(
 ) -> list[VideoFolder]:
     """Every sequence of the named splits (or all of them), frames sorted by file name."""
     root = Path(root)
-    frame_root = root / "JPEGImages" / resolution
-    if not frame_root.is_dir():
-        raise FileNotFoundError(f"no frame folder {frame_root} (expected <root>/JPEGImages/<resolution>/<seq>/)")
+    frame_root = _frame_root(root, resolution)
     names = _split_names(root, splits) if splits else sorted(p.name for p in frame_root.iterdir() if p.is_dir())
     sequences = []
     for name in names:
@@ -66,3 +88,38 @@ def list_sequences(
             raise ValueError(f"sequence {folder} has fewer than two frames")
         sequences.append(VideoFolder(name, frames))
     return sequences
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """One root of training video and, optionally, the splits (sequence lists) to take from it."""
+
+    root: str
+    splits: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> DataSource:
+        """``ROOT`` or ``ROOT:SPLIT[,SPLIT…]`` (e.g. ``../shared/data/davis2016:train``)."""
+        root, sep, splits = text.rpartition(":")
+        if not sep or "/" in splits or not root:
+            return cls(text)
+        return cls(root, tuple(s for s in splits.split(",") if s))
+
+    def __str__(self) -> str:
+        return f"{self.root}:{','.join(self.splits)}" if self.splits else self.root
+
+
+def list_sources(sources: list[str] | list[DataSource], resolution: str = "240p") -> list[VideoFolder]:
+    """The sequences of several roots together; a sequence name may appear only once, because the
+    flow cache and the logs key sequences by name."""
+    videos: list[VideoFolder] = []
+    seen: dict[str, str] = {}
+    for source in sources:
+        source = source if isinstance(source, DataSource) else DataSource.parse(source)
+        for video in list_sequences(source.root, resolution, list(source.splits) or None):
+            if video.name in seen:
+                raise ValueError(f"sequence {video.name!r} is in both {seen[video.name]} and {source.root}; "
+                                 "rename one of them")
+            seen[video.name] = source.root
+            videos.append(video)
+    return videos

@@ -67,8 +67,11 @@ def training_summary(run_dir: str | Path) -> dict[str, Any]:
             overall = report["davis"]["overall"]
             curve[report["step"]] = {"step": report["step"], "J_merged": overall["merged"]["J_mean"],
                                      "J_oracle": overall["oracle"]["J_mean"]}
+    config = json.loads((run_dir / "config.json").read_text())
+    flow_meta = Path(config.get("flow_cache", "")) / "meta.json"
     return {
-        "config": json.loads((run_dir / "config.json").read_text()),
+        "config": config,
+        "flow": json.loads(flow_meta.read_text()) if flow_meta.is_file() else None,  # method, grid, gaps, settings
         "steps": previous,
         "training_hours": seconds / 3600,
         "final_loss": steps[-1]["loss"] if steps else None,

@@ -25,11 +25,12 @@ from models.motion import MotionModel, coordinate_basis, motion_loss
 from models.preprocessing import DEFAULT_INPUT_SIZE
 from models.segmenters import Segmenter, build_segmenter
 
+from .augment import Augmentation
 from .checkpoint import load_checkpoint, model_spec, save_checkpoint
 from .data import Batch, FlowPairDataset
 from .flow import DEFAULT_FLOW_METHOD
 from .flow_cache import FlowCache, default_cache_dir
-from .frames import list_sequences
+from .frames import DEFAULT_EVAL_DATA, DEFAULT_TRAIN_DATA, list_sources
 
 __all__ = ["TrainConfig", "learning_rate", "make_optimizer", "LossFunction", "train_step", "train", "select_device"]
 
@@ -40,8 +41,11 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """Everything that defines a training run. Paper values in comments where they differ."""
 
-    data_root: str = "../shared/data/davis2016"
-    splits: list[str] = field(default_factory=lambda: ["train", "val-dev"])  # internal learning (§3.3)
+    # Frame roots, each ROOT or ROOT:SPLIT[,SPLIT] (training/frames.py). The default leaves DAVIS-2016 val
+    # out so that val-dev measures zero-shot generalisation (paper Table 4); adding val-dev here is the
+    # paper's internal-learning setting (§3.3).
+    data: list[str] = field(default_factory=lambda: list(DEFAULT_TRAIN_DATA))
+    eval_data: str = DEFAULT_EVAL_DATA  # annotated root of the val-dev split (learning curve, gwm eval)
     resolution: str = "240p"
     flow_cache: str = default_cache_dir(DEFAULT_FLOW_METHOD, DEFAULT_INPUT_SIZE)  # paper: RAFT flow
     output_dir: str = "runs/default"
@@ -64,6 +68,12 @@ class TrainConfig:
     loss_multiplier: float = 0.03
     flow_clip: float | None = 20.0
     flip: bool = True
+    # Augmentation (training/augment.py; the paper has none): colour jitter strength, greyscale and blur
+    # probabilities, largest zoom of random crops (1.0 = no crops).
+    colour_jitter: float = 0.0
+    grey_probability: float = 0.0
+    blur_probability: float = 0.0
+    max_zoom: float = 1.0
     seed: int = 0
     device: str = "auto"
     threads: int | None = None  # None = all cores
@@ -81,6 +91,10 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         data = dict(data)
+        if "data_root" in data:  # runs before several roots existed: one root and its splits
+            root, splits = data.pop("data_root"), data.pop("splits", None)
+            data["data"] = [f"{root}:{','.join(splits)}" if splits else root]
+            data.setdefault("eval_data", root)
         for key in ("input_size", "loss_size"):
             if data.get(key) is not None:
                 data[key] = tuple(data[key])
@@ -93,6 +107,10 @@ class TrainConfig:
         if self.merge == "auto":
             return "border" if self.architecture == "unet" else PAPER_MERGE
         return self.merge
+
+    def augmentation(self) -> Augmentation:
+        return Augmentation(colour_jitter=self.colour_jitter, grey_probability=self.grey_probability,
+                            blur_probability=self.blur_probability, max_zoom=self.max_zoom)
 
     def segmenter_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"num_regions": self.num_regions}
@@ -203,9 +221,10 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
         log.info("initialised from %s", config.init_from)
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
 
-    videos = list_sequences(config.data_root, config.resolution, config.splits)
+    videos = list_sources(config.data, config.resolution)
     dataset = FlowPairDataset.from_cache(videos, FlowCache(config.flow_cache), config.input_size, progress=progress,
-                                         loss_size=config.loss_size, flip=config.flip, flow_clip=config.flow_clip)
+                                         loss_size=config.loss_size, flip=config.flip, flow_clip=config.flow_clip,
+                                         augmentation=config.augmentation())
     log.info("training on %d frames from %d sequences, device %s, %d threads",
              len(dataset), len(videos), device, torch.get_num_threads())
     loss_fn = LossFunction(config, device)
@@ -262,7 +281,7 @@ def _periodic_evaluator(config: TrainConfig):
     from .evaluate import evaluate_davis
 
     def run(model: Segmenter, device: torch.device) -> dict[str, float]:
-        report = evaluate_davis(model, config.data_root, config.input_size, split="val-dev",
+        report = evaluate_davis(model, config.eval_data, config.input_size, split="val-dev",
                                 resolution=config.resolution, device=device, progress=False,
                                 merge=config.merge_strategy())
         return {"J_merged": report["overall"]["merged"]["J_mean"], "J_oracle": report["overall"]["oracle"]["J_mean"]}

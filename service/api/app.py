@@ -5,20 +5,22 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.metadata import version
 from pathlib import Path
 
+import torch
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
-import torch
+from fastapi_offline import FastAPIOffline
 from PIL import Image
 
 from service import metrics
-from service.api import health, jobs, segment
-from service.api.middleware import APIKeyGuard, BodySizeLimit
-from service.api.state import ServiceState
 from service.admission import PixelBudget
-from service.errors import install_error_handlers
+from service.api import docs, health, jobs, segment
+from service.api.errors import install_error_handlers
+from service.api.middleware import PUBLIC_PATHS, APIKeyGuard, BodySizeLimit
+from service.api.state import ServiceState
 from service.inference import OnnxSegmenter
 from service.maintenance import Maintenance
 from service.queue import create_queue
@@ -64,17 +66,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             maintenance.stop()
             queue.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # a FastAPI whose /docs and /redoc load their assets from this server
         title="gwm",
         summary="Guess What Moves: unsupervised foreground segmentation and per-video adaptation.",
-        version="0.1.0",
+        version=version("gwm"),
         lifespan=lifespan,
+        docs_url=docs.DOCS_URL,
+        redoc_url=docs.REDOC_URL,
+        openapi_url=docs.OPENAPI_URL,
+        static_url=docs.ASSETS_URL,
+        swagger_ui_parameters=docs.SWAGGER_UI_PARAMETERS,
     )
     install_error_handlers(app)
     app.middleware("http")(metrics.record_request)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     if settings.api_key is not None:
         app.add_middleware(APIKeyGuard, api_key=settings.api_key.get_secret_value())
+        docs.declare_api_key(app, PUBLIC_PATHS)
     for router in (segment.router, jobs.router, health.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

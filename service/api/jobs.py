@@ -127,5 +127,4 @@ def _build_package(result: dict[str, Any], format: ResultFormat) -> bytes:
     masks = [rle.decode(item) for item in result["masks"]]
     if format is ResultFormat.video:
         return encoding.mask_video_mp4(masks, result["fps"])
-    entries = [(f"{index:05d}.png", encoding.mask_png(mask)) for index, mask in zip(result["frame_indices"], masks)]
-    return encoding.zip_files(entries)
+    return encoding.masks_zip(result["frame_indices"], masks)

@@ -8,21 +8,21 @@ more than ``GWM_MAX_UPLOAD_BYTES``.
 from __future__ import annotations
 
 import hmac
-import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import error_body
+from service.api.docs import DOCS_PATHS, DOCS_PREFIX
+from service.api.errors import error_response
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/", "/favicon.ico"})
-PUBLIC_PREFIXES = ("/static/",)
+#: Reachable without the key: health checks, the web page and the API documentation (whose
+#: Authorize button is how a browser user enters the key in the first place).
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/", "/favicon.ico"}) | DOCS_PATHS
+PUBLIC_PREFIXES = ("/static/", DOCS_PREFIX)
 
 
-async def _send_error(send: Send, status: int, code: str, message: str) -> None:
-    body = json.dumps(error_body(status, code, message)).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+async def _send_error(scope: Scope, receive: Receive, send: Send, status: int, code: str, message: str) -> None:
+    """Answer with the same JSON response the app's error handlers produce, byte for byte."""
+    await error_response(status, code, message)(scope, receive, send)
 
 
 class APIKeyGuard:
@@ -39,7 +39,7 @@ class APIKeyGuard:
             return
         provided = dict(scope["headers"]).get(b"x-api-key", b"")
         if not hmac.compare_digest(provided, self._key):
-            await _send_error(send, 401, "unauthorized", "missing or wrong X-API-Key header")
+            await _send_error(scope, receive, send, 401, "unauthorized", "missing or wrong X-API-Key header")
             return
         await self.app(scope, receive, send)
 
@@ -62,7 +62,7 @@ class BodySizeLimit:
         message = f"request body exceeds the limit of {self.max_bytes} bytes"
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _send_error(send, 413, "too_large", message)
+            await _send_error(scope, receive, send, 413, "too_large", message)
             return
 
         received = 0
@@ -86,7 +86,7 @@ class BodySizeLimit:
             if exceeded:
                 if not started:
                     started = True
-                    await _send_error(send, 413, "too_large", message)
+                    await _send_error(scope, receive, send, 413, "too_large", message)
                 return
             started = started or outgoing["type"] == "http.response.start"
             await send(outgoing)
@@ -95,4 +95,4 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, guarded_send)
         except _BodyTooLarge:
             if not started:
-                await _send_error(send, 413, "too_large", message)
+                await _send_error(scope, receive, send, 413, "too_large", message)

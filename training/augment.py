@@ -1,0 +1,130 @@
+"""Training augmentation: appearance changes that leave the motion alone, and zoom crops that move
+image and flow together.
+
+The paper trains without augmentation (its data are the videos it is evaluated on). A model that must
+segment videos and photos it has never seen profits from not learning the training set's colours
+and framing by heart, so gwm offers, as explicit options (all off by default, as in the paper):
+
+- colour jitter (brightness, contrast, saturation), greyscale and Gaussian blur: only the network's
+  input changes, the flow target does not — the object still moves the same way;
+- random zoom crops: a random window of the frame is scaled up to the input size and the flow is
+  cropped to the same window and rescaled (its vectors grow by the zoom factor), so image and flow
+  stay consistent.
+
+Every random draw comes from the training run's generator, so a resumed run replays it exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from models.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+
+__all__ = ["Augmentation", "augment"]
+
+#: Luma weights of ITU-R BT.601, what greyscale conversions commonly use.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Strengths and probabilities; the defaults do nothing.
+
+    Args:
+        colour_jitter: brightness, contrast and saturation factors are drawn from [1 − s, 1 + s].
+        grey_probability: chance that a frame is turned grey (three equal channels).
+        blur_probability: chance of a Gaussian blur with σ drawn from ``blur_sigma`` (input pixels).
+        max_zoom: a window of 1/z of the frame's height and width, z drawn from [1, max_zoom], is
+            scaled up to the full input; 1.0 disables cropping.
+    """
+
+    colour_jitter: float = 0.0
+    grey_probability: float = 0.0
+    blur_probability: float = 0.0
+    blur_sigma: tuple[float, float] = (0.3, 1.5)
+    max_zoom: float = 1.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.colour_jitter or self.grey_probability or self.blur_probability or self.max_zoom > 1.0)
+
+
+def _uniform(low: float, high: float, n: int, generator: torch.Generator) -> torch.Tensor:
+    return low + (high - low) * torch.rand(n, generator=generator)
+
+
+def _appearance(rgb: torch.Tensor, config: Augmentation, generator: torch.Generator) -> torch.Tensor:
+    """Colour jitter, greyscale and blur on RGB in [0, 1], (B, 3, H, W)."""
+    n = len(rgb)
+    luma = rgb.new_tensor(_LUMA).view(1, 3, 1, 1)
+    if config.colour_jitter:
+        s = config.colour_jitter
+        brightness, contrast, saturation = (_uniform(1 - s, 1 + s, n, generator).view(n, 1, 1, 1) for _ in range(3))
+        rgb = rgb * brightness
+        mean = (rgb * luma).sum(1, keepdim=True).mean(dim=(-2, -1), keepdim=True)
+        rgb = (rgb - mean) * contrast + mean
+        grey = (rgb * luma).sum(1, keepdim=True)
+        rgb = (rgb - grey) * saturation + grey
+    if config.grey_probability:
+        turn_grey = (torch.rand(n, generator=generator) < config.grey_probability).view(n, 1, 1, 1)
+        rgb = torch.where(turn_grey, (rgb * luma).sum(1, keepdim=True).expand_as(rgb), rgb)
+    if config.blur_probability:
+        blur = torch.rand(n, generator=generator) < config.blur_probability
+        sigmas = _uniform(*config.blur_sigma, n, generator)
+        for i in torch.nonzero(blur).flatten().tolist():
+            rgb[i] = _gaussian_blur(rgb[i], float(sigmas[i]))
+    return rgb.clamp(0.0, 1.0)
+
+
+def _gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of one (C, H, W) image, reflect padding."""
+    radius = max(1, round(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=image.dtype)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    c = image.shape[0]
+    out = F.pad(image[None], (radius, radius, 0, 0), mode="reflect")
+    out = F.conv2d(out, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    out = F.pad(out, (0, 0, radius, radius), mode="reflect")
+    return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)[0]
+
+
+def _zoom_crop(images: torch.Tensor, flows: torch.Tensor, max_zoom: float,
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random windows of images (B, 3, H, W) and the same windows of flows (B, 2, h, w) in pixels of
+    their grid, each scaled back up to its full size; flow vectors are multiplied by the zoom.
+
+    The window is one affine sampling grid in normalised coordinates, shared by image and flow, so
+    the two stay aligned whatever their resolutions."""
+    n = len(images)
+    zooms = _uniform(1.0, max_zoom, n, generator)
+    centres = (torch.rand(n, 2, generator=generator) * 2 - 1) * (1 - 1 / zooms).unsqueeze(1)  # (x, y)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1 / zooms
+    theta[:, :, 2] = centres
+    theta = theta.to(images)
+
+    def sample(tensor: torch.Tensor, mode: str) -> torch.Tensor:
+        grid = F.affine_grid(theta, list(tensor.shape), align_corners=False)
+        return F.grid_sample(tensor, grid, mode=mode, padding_mode="border", align_corners=False)
+
+    return sample(images, "bilinear"), sample(flows, "nearest") * zooms.to(flows).view(n, 1, 1, 1)
+
+
+def augment(images: torch.Tensor, flows: torch.Tensor, config: Augmentation,
+            generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augment a batch: normalised network inputs (B, 3, H, W) and flow (B, 2, h, w) in pixels of the
+    flow grid (before conversion to reference units). Returns new tensors; the inputs are unchanged."""
+    if not config.enabled:
+        return images, flows
+    if config.max_zoom > 1.0:
+        images, flows = _zoom_crop(images, flows, config.max_zoom, generator)
+    if config.colour_jitter or config.grey_probability or config.blur_probability:
+        mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        rgb = _appearance(images * std + mean, config, generator)
+        images = (rgb - mean) / std
+    return images, flows
