@@ -18,13 +18,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["RADIUS_FRACTION", "EPSILON", "refine_soft_mask", "foreground_mask"]
+from .merging import masks_at_size
+
+__all__ = ["RADIUS_FRACTION", "EPSILON", "GUIDE_MAX_PIXELS", "refine_soft_mask", "refinement_guide",
+           "foreground_mask"]
 
 #: Filter radius as a fraction of the image diagonal (≈ 39 px on 854×480).
 RADIUS_FRACTION = 0.04
 #: Regularisation ε of the guided filter, for guide intensities in [0, 1]: smaller follows edges more
 #: closely.
 EPSILON = 1e-3
+#: Largest guide image; bigger photos are refined on an area-downscaled copy (2 MP ≈ 1920×1080).
+GUIDE_MAX_PIXELS = 2_100_000
 
 
 def refine_soft_mask(image: np.ndarray, soft: np.ndarray, radius_fraction: float = RADIUS_FRACTION,
@@ -38,20 +43,29 @@ def refine_soft_mask(image: np.ndarray, soft: np.ndarray, radius_fraction: float
     return np.clip(refined, 0.0, 1.0)
 
 
-def foreground_mask(soft: torch.Tensor, image: np.ndarray, refine: bool = False,
-                    size: tuple[int, int] | None = None) -> np.ndarray:
-    """Boolean mask (H, W) of one image from its soft foreground (h, w) at the network's size.
+def refinement_guide(image: np.ndarray, max_pixels: int = GUIDE_MAX_PIXELS) -> np.ndarray:
+    """The image the filter is guided by: ``image`` itself, or an area-downscaled copy of at most
+    ``max_pixels``, which bounds the filter's time and memory on very large photos."""
+    height, width = image.shape[:2]
+    if height * width <= max_pixels:
+        return image
+    scale = (max_pixels / (height * width)) ** 0.5
+    size = (max(1, int(width * scale)), max(1, int(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
-    The soft mask is up-sampled bilinearly to the image (then, with ``refine``, guided-filtered by it)
-    and only then thresholded at 0.5, which keeps boundaries smooth (reference notes). ``size``
-    resizes the result further (evaluation against annotations of another resolution).
+
+def foreground_mask(soft: torch.Tensor, size: tuple[int, int], guide: np.ndarray | None = None) -> np.ndarray:
+    """Boolean mask at ``size`` = (H, W) from a soft foreground (h, w) at the network's size.
+
+    The soft mask is up-sampled bilinearly and only then thresholded at 0.5, which keeps boundaries
+    smooth (reference notes). With a ``guide`` image (see :func:`refinement_guide`), it is first
+    up-sampled to the guide's size and guided-filtered there, then resized to ``size``.
     """
-    image_size = tuple(image.shape[:2])
-    target = tuple(size) if size is not None else image_size
-    if not refine:
-        return (_resize(soft, target) > 0.5).numpy()
-    up = torch.from_numpy(refine_soft_mask(image, _resize(soft, image_size).numpy()))
-    return (_resize(up, target) > 0.5).numpy()
+    size = (int(size[0]), int(size[1]))
+    if guide is None:
+        return masks_at_size(soft[None], size)[0].numpy()
+    refined = refine_soft_mask(guide, _resize(soft, tuple(guide.shape[:2])).numpy())
+    return (_resize(torch.from_numpy(refined), size) > 0.5).numpy()
 
 
 def _resize(soft: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:

@@ -75,6 +75,9 @@ def configure_segment(segment: argparse.ArgumentParser) -> None:
                               "indices, fps and timings per video, as the API returns them")
     segment.add_argument("--regions", action="store_true",
                          help="with --format json: each image's per-region soft scores")
+    segment.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
+                         help="snap masks to image edges with a guided filter "
+                              f"(default {'on' if settings.refine else 'off'}, GWM_REFINE)")
     segment.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     segment.add_argument("--log-level", default="warning", choices=_LOG_LEVELS,
                          help="default warning: only problems (info adds the model loaded and the adaptation loss)")
@@ -109,7 +112,7 @@ def _segment(args: argparse.Namespace) -> int:
     from service.settings import Settings
 
     overrides = {name: getattr(args, name)
-                 for name in ("model_path", "checkpoint_path", "device", "merge", "flow_method", "raft_weights")}
+                 for name in ("model_path", "checkpoint_path", "device", "merge", "flow_method", "raft_weights", "refine")}
     settings = Settings(**{name: value for name, value in overrides.items() if value is not None})
     format = OutputFormat(args.format)
     if args.steps < 0 or args.stride < 1 or args.max_frames < 1:

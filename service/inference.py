@@ -18,7 +18,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from models.merging import PAPER_MERGE, foreground_probability, masks_at_size
+from models.merging import PAPER_MERGE, foreground_probability
+from models.refinement import foreground_mask, refinement_guide
 from models.preprocessing import prepare_image
 
 logger = logging.getLogger(__name__)
@@ -94,24 +95,32 @@ class OnnxSegmenter:
         logits, features = self._session.run(["logits", "features"], {"image": batch})
         return logits, features
 
-    def segment(self, images: list[np.ndarray], with_regions: bool = False) -> list[Segmentation]:
-        """Segment RGB uint8 images (any sizes) in one batch; masks come back at each image's size."""
+    def segment(self, images: list[np.ndarray], with_regions: bool = False, refine: bool = False) -> list[Segmentation]:
+        """Segment RGB uint8 images (any sizes) in one batch; masks come back at each image's size,
+        snapped to the image's edges with ``refine``."""
         prepared = np.stack([self.prepare(rgb) for rgb in images])
-        return list(self.segment_prepared(prepared, [rgb.shape[:2] for rgb in images], with_regions))
+        guides = [refinement_guide(rgb) for rgb in images] if refine else None
+        return list(self.segment_prepared(prepared, [rgb.shape[:2] for rgb in images], with_regions, guides))
 
     def segment_prepared(
-        self, batch: np.ndarray, sizes: Sequence[tuple[int, int]], with_regions: bool = False
+        self,
+        batch: np.ndarray,
+        sizes: Sequence[tuple[int, int]],
+        with_regions: bool = False,
+        guides: Sequence[np.ndarray | None] | None = None,
     ) -> Iterator[Segmentation]:
         """Segment a prepared batch (B, 3, h, w); yields each mask at its (height, width) in ``sizes``.
 
         One network run for the batch, then one full-resolution mask at a time: a caller that
         encodes and drops each mask before the next holds one full-size float copy at most.
+        ``guides`` (one per image, from :func:`models.refinement.refinement_guide`) snap each mask to
+        its image's edges.
         """
         logits_np, features_np = self.forward(batch)
         logits = torch.from_numpy(logits_np)
         soft = foreground_probability(logits, torch.from_numpy(features_np), self.info.merge)
         for i, size in enumerate(sizes):
-            mask = masks_at_size(soft[i : i + 1], size)[0].numpy()
+            mask = foreground_mask(soft[i], size, guide=guides[i] if guides else None)
             regions = _region_scores(logits[i], soft[i]) if with_regions else None
             yield Segmentation(mask=mask, regions=regions)
 

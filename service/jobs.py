@@ -42,6 +42,7 @@ class VideoJobRequest:
     max_frames: int
     limits: VideoLimits
     result_format: str = "zip"
+    refine: bool = False  # snap masks to frame edges (models/refinement.py)
 
     def discard_upload(self) -> None:
         """Delete the uploaded video: the job will not run again."""
@@ -54,6 +55,7 @@ class VideoJobRequest:
             "stride": self.stride,
             "max_frames": self.max_frames,
             "format": self.result_format,
+            "refine": self.refine,
         }
 
 
@@ -137,6 +139,7 @@ def run_video_job(
                 flow_method=config.flow_method,
                 flow_options=config.flow_options,
                 merge=config.merge,
+                refine=request.refine,
                 progress=timer.report,
                 should_cancel=should_cancel,
             )

@@ -184,7 +184,8 @@ def _segment_images(
         except ServiceError as error:
             _failed(job, error, outcome)
             continue
-        result = segmenter.segment([rgb], with_regions=regions and format is OutputFormat.json)[0]
+        result = segmenter.segment([rgb], with_regions=regions and format is OutputFormat.json,
+                                   refine=settings.refine)[0]
         if format is OutputFormat.json:
             outcome.documents.append({"filename": str(job.source), **encoding.mask_summary(result.mask, result.regions)})
         elif format is OutputFormat.overlay:
@@ -205,7 +206,8 @@ def _segment_video(
         with _job_copy(job.source) as path:
             probe_video(path, limits)
             request = VideoJobRequest(video_path=str(path), steps=options.steps, stride=options.stride,
-                                      max_frames=options.max_frames, limits=limits, result_format=format.value)
+                                      max_frames=options.max_frames, limits=limits, result_format=format.value,
+                                      refine=settings.refine)
             result = run_video_job(request, AdaptationConfig.from_settings(settings), bars.report, lambda: False)
     except ServiceError as error:
         _failed(job, error, outcome)

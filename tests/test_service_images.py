@@ -121,3 +121,24 @@ def test_zip_entry_names_cannot_leave_the_folder(client) -> None:
     response = client.post("/segment", files=[("file", (name, png)) for name in names])
     entries = zipfile.ZipFile(io.BytesIO(response.content)).namelist()
     assert entries == ["000-evil.png", "001-evil.png", "002-image.png", "003-my_holiday.png"]
+
+
+def test_refine_option_serves_the_guided_filter_mask(client, service_settings) -> None:
+    """``refine=true`` answers with exactly the library's refined mask, at the image's own size."""
+    from service import encoding
+    from service.inference import OnnxSegmenter
+
+    image = np.zeros((90, 160, 3), np.uint8)
+    image[20:70, 40:120] = (230, 200, 40)
+    body = encode_image(Image.fromarray(image), "PNG")
+    refined = client.post("/segment?format=json&refine=true", files={"file": ("a.png", body, "image/png")})
+    assert refined.status_code == 200
+    assert refined.json()["width"] == 160 and refined.json()["height"] == 90
+    decoded = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+    local = OnnxSegmenter(service_settings.model_path, "cpu")
+    expected = local.segment([decoded], refine=True)[0].mask
+    assert not np.array_equal(expected, local.segment([decoded])[0].mask)  # the filter changed something
+    assert refined.json() == {"filename": "a.png", **encoding.mask_summary(expected, None)}
+    assert rle.encode(expected) == refined.json()["rle"]
+    bad = client.post("/segment?refine=maybe", files={"file": ("a.png", body, "image/png")})
+    assert bad.status_code == 422

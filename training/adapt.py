@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.refinement import foreground_mask
+from models.refinement import foreground_mask, refinement_guide
 from models.segmenters import Segmenter
 
 from .checkpoint import load_model, merge_strategy
@@ -157,7 +157,8 @@ def adapt_and_segment(
         _check_cancel(should_cancel)
         chunk = frames[start:start + batch_size]
         _, soft = predict(model, chunk, input_size, torch_device, merge)
-        masks += [foreground_mask(soft[i], frame, refine) for i, frame in enumerate(chunk)]
+        masks += [foreground_mask(soft[i], frame.shape[:2], guide=refinement_guide(frame) if refine else None)
+                  for i, frame in enumerate(chunk)]
         if progress is not None:
             progress("segmenting", len(masks), len(frames))
     return masks

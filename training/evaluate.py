@@ -143,7 +143,7 @@ def evaluate_sequence(
         truth_tensor = torch.from_numpy(np.stack(truths))
         oracle = oracle_merge(up, truth_tensor) > 0.5
         for j, truth in enumerate(truths):
-            merged_mask = foreground_mask(merged[j], images[j], refine, size=size)
+            merged_mask = foreground_mask(merged[j], size, guide=images[j] if refine else None)
             ious["merged"].append(jaccard(merged_mask, truth, empty_score))
             ious["oracle"].append(jaccard(oracle[j].numpy(), truth, empty_score))
     return {kind: davis_sequence_scores(values) for kind, values in ious.items()}

@@ -39,6 +39,9 @@ async def adapt_and_segment(
     stride: Annotated[int, Query(ge=1, le=100, description="Use every stride-th frame")] = 1,
     max_frames: Annotated[int | None, Query(ge=1, description="Stop after this many frames")] = None,
     format: Annotated[ResultFormat, Query(description="Default format of the result")] = ResultFormat.zip,
+    refine: Annotated[
+        bool | None, Query(description="snap each mask to its frame's edges with a guided filter (default GWM_REFINE)")
+    ] = None,
 ) -> JSONResponse:
     """Queue test-time adaptation on the uploaded video; poll the returned URL for progress."""
     settings = state.settings
@@ -76,6 +79,7 @@ async def adapt_and_segment(
         max_frames=max_frames or settings.max_video_frames,
         limits=limits,
         result_format=format.value,
+        refine=settings.refine if refine is None else refine,
     )
     # Should the queue fail after the upload is saved, the maintenance sweep removes the orphan.
     status = await run_in_threadpool(state.queue.submit, job_id, request)

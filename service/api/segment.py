@@ -18,6 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
 
+from models.refinement import refinement_guide
 from service import encoding
 from service.api.state import Segmenter, State
 from service.errors import ServiceError, TooLarge
@@ -55,6 +56,9 @@ async def segment(
     file: Annotated[list[UploadFile], File(description="Image(s): JPEG, PNG, WebP, BMP, TIFF, GIF (first frame).")],
     format: Annotated[ImageFormat, Query(description="png mask, json summary with RLE, or overlay JPEG")] = ImageFormat.png,
     regions: Annotated[bool, Query(description="json only: add per-region soft scores")] = False,
+    refine: Annotated[
+        bool | None, Query(description="snap the mask to the image's edges with a guided filter (default GWM_REFINE)")
+    ] = None,
 ) -> Response:
     """Segment the foreground of each image at the image's own (EXIF-oriented) resolution.
 
@@ -75,7 +79,8 @@ async def segment(
                 f"{settings.max_request_pixels}"
             )
         async with state.pixel_budget.hold(pixels):
-            response = await run_in_threadpool(_segment_images, segmenter, images, names, format, regions)
+            response = await run_in_threadpool(_segment_images, segmenter, images, names, format, regions,
+                                               settings.refine if refine is None else refine)
     if pixels >= TRIM_AFTER_PIXELS:
         await run_in_threadpool(release_free_memory)
     return response
@@ -96,23 +101,26 @@ def _segment_images(
     names: list[str],
     format: ImageFormat,
     regions: bool,
+    refine: bool,
 ) -> Response:
     """Decode, segment and encode in one worker thread: CPU work stays off the event loop.
 
     Each image is decoded, shrunk to the network's input and dropped (the overlay keeps its uint8
-    RGB to draw on); then one network run, and each full-size mask is encoded and dropped before
-    the next is made.
+    RGB to draw on, refinement a guide of at most ~2 MP); then one network run, and each full-size
+    mask is encoded and dropped before the next is made.
     """
-    prepared, sizes, kept = [], [], []
+    prepared, sizes, kept, guides = [], [], [], []
     for image, name in zip(images, names, strict=True):
         with _named(name):
             rgb = decode_opened(image)
         prepared.append(segmenter.prepare(rgb))
         sizes.append(rgb.shape[:2])
         kept.append(rgb if format is ImageFormat.overlay else None)
+        guides.append(refinement_guide(rgb) if refine else None)
         del rgb
         image.close()
-    results = segmenter.segment_prepared(np.stack(prepared), sizes, with_regions=regions and format is ImageFormat.json)
+    results = segmenter.segment_prepared(np.stack(prepared), sizes, with_regions=regions and format is ImageFormat.json,
+                                         guides=guides)
     if format is ImageFormat.json:
         items = [{"filename": name, **encoding.mask_summary(r.mask, r.regions)} for name, r in zip(names, results)]
         return JSONResponse(items[0] if len(items) == 1 else items)
