@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from models.refinement import refine_soft_mask
-from training.checkpoint import load_model, merge_strategy
+from training.checkpoint import merge_strategy
 from training.evaluate import evaluate_davis, evaluate_images
-from training.export import OnnxNetwork
+from training.export import load_network
 from training.frames import DEFAULT_EVAL_DATA, list_sequences
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -47,11 +47,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.model.endswith(".onnx"):
-        model = OnnxNetwork(args.model)
-        spec = model.spec
-    else:
-        model, spec = load_model(args.model)
+    model, spec = load_network(args.model)
     size, merge = tuple(spec["input_size"]), merge_strategy(spec)
     print("| refinement | val-dev J | ECSSD J | ECSSD max F-β |\n|---|---|---|---|")
     for refine in (False, True):

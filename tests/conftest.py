@@ -45,6 +45,27 @@ def service_settings(tiny_model: tuple[Path, Path], tmp_path: Path):
     )
 
 
+#: The API key of the ``keyed_*`` fixtures.
+API_KEY = "gwm-test-key-7f3a9c21d4e8b605"
+
+
+@pytest.fixture
+def keyed_settings(service_settings):
+    """``service_settings`` with ``GWM_API_KEY`` set to :data:`API_KEY`."""
+    from pydantic import SecretStr
+
+    return service_settings.model_copy(update={"api_key": SecretStr(API_KEY)})
+
+
+@pytest.fixture
+def keyed_client(keyed_settings) -> Iterator[TestClient]:
+    """A TestClient on an app that requires :data:`API_KEY`."""
+    from service.api.app import create_app
+
+    with TestClient(create_app(keyed_settings)) as test_client:
+        yield test_client
+
+
 @pytest.fixture
 def client(service_settings) -> Iterator[TestClient]:
     """A TestClient on a fresh app (startup and shutdown run)."""

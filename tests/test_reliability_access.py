@@ -5,34 +5,19 @@ included), is compared in constant time and never reaches a log; checkpoints can
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator
 
 import httpx
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 
+from conftest import API_KEY as KEY  # the key of the keyed_* fixtures
 from service_process import running_server
 from test_reliability_inputs import small_clip
 from test_service_video import submit, wait_for_end
 
-KEY = "gwm-test-key-7f3a9c21d4e8b605"
 WRONG = "gwm-test-key-0000000000000000"
 PUBLIC = {"/healthz", "/readyz", "/docs", "/redoc", "/openapi.json"}  # docs: where the key is entered
-
-
-@pytest.fixture
-def keyed_settings(service_settings):
-    return service_settings.model_copy(update={"api_key": SecretStr(KEY)})
-
-
-@pytest.fixture
-def keyed_client(keyed_settings) -> Iterator[TestClient]:
-    from service.api.app import create_app
-
-    with TestClient(create_app(keyed_settings)) as client:
-        yield client
 
 
 def _routes(client: TestClient) -> list[tuple[str, str]]:

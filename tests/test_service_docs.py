@@ -4,32 +4,16 @@ with an API key; the OpenAPI schema declares the key exactly where the server de
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
-from pydantic import SecretStr
 
 from browser import browser_page, screenshot_path, serve
+from conftest import API_KEY as KEY  # the key of the keyed_* fixtures
 
-KEY = "gwm-docs-key-5c1e8f"
 #: ReDoc's sidebar credit always points its <img> at this CDN logo and hides it when it fails to load;
 #: it is decoration, the one request off the machine that either page makes.
 REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
-
-
-@pytest.fixture
-def keyed_settings(service_settings):
-    return service_settings.model_copy(update={"api_key": SecretStr(KEY)})
-
-
-@pytest.fixture
-def keyed_client(keyed_settings) -> Iterator[TestClient]:
-    from service.api.app import create_app
-
-    with TestClient(create_app(keyed_settings)) as client:
-        yield client
 
 
 def test_docs_pages_load_only_local_assets(keyed_client) -> None:

@@ -82,20 +82,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint, load_model, merge_strategy
+    from .checkpoint import load_checkpoint, merge_strategy
     from .evaluate import evaluate_davis, evaluate_images, format_table
+    from .export import load_network
     from .train import select_device
 
-    if Path(args.checkpoint).suffix == ".onnx":  # the file the service serves, through onnxruntime
-        from .export import OnnxNetwork
-
-        device = select_device("cpu")
-        model = OnnxNetwork(args.checkpoint)
-        spec, step = model.spec, None
-    else:
-        device = select_device(args.device)
-        model, spec = load_model(args.checkpoint, device)
-        step = load_checkpoint(args.checkpoint).get("step")
+    is_onnx = Path(args.checkpoint).suffix == ".onnx"  # the file the service serves, through onnxruntime
+    device = select_device("cpu" if is_onnx else args.device)
+    model, spec = load_network(args.checkpoint, device)
+    step = None if is_onnx else load_checkpoint(args.checkpoint).get("step")
     input_size = tuple(spec["input_size"])
     merge = args.merge or merge_strategy(spec)
     report: dict = {"checkpoint": str(args.checkpoint), "model_version": spec.get("version"), "merge": merge,

@@ -18,9 +18,9 @@ from torch import nn
 
 from models.segmenters import Segmenter
 
-from .checkpoint import ModelSpec, merge_strategy
+from .checkpoint import ModelSpec, load_model, merge_strategy
 
-__all__ = ["export_onnx", "read_metadata", "onnx_parity", "OnnxNetwork"]
+__all__ = ["export_onnx", "read_metadata", "onnx_parity", "OnnxNetwork", "load_network"]
 
 
 class _WithFeatures(nn.Module):
@@ -116,3 +116,12 @@ class OnnxNetwork:
     def forward_features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, features = self._session.run(["logits", "features"], {"image": image.cpu().numpy()})
         return torch.from_numpy(logits), torch.from_numpy(features)
+
+
+def load_network(path: str | Path, device: str | torch.device = "cpu") -> tuple[Segmenter | OnnxNetwork, ModelSpec]:
+    """A model to evaluate and its spec: an ``.onnx`` file through onnxruntime (CPU; the file the
+    service serves), anything else as a PyTorch checkpoint on ``device``."""
+    if Path(path).suffix == ".onnx":
+        network = OnnxNetwork(path)
+        return network, network.spec
+    return load_model(path, device)
