@@ -1,22 +1,29 @@
-"""Test-time adaptation (paper App. C.1) on DAVIS val-dev: J per sequence before and after, per setting.
+"""Test-time adaptation levers on DAVIS val-dev as users upload it: J gained per second, and the safeguard.
 
     python bench/bench_adapt.py models/weights/gwm-default.pt
-    python bench/bench_adapt.py models/weights/gwm-default.pt --steps 20 --max-sequences 4
+    python bench/bench_adapt.py models/weights/gwm-default.pt --variants paper fast --max-sequences 4
 
-Each sequence is adapted in isolation from the checkpoint (what a `/adapt-and-segment` job does),
-with the same flow for every setting: `paper` (training lr, batch-norm statistics updated),
-`frozen-norm` (batch-norm statistics kept), `low-lr` (lr / 7). J uses the model's own merge and the
-official DAVIS frame protocol (first and last frames excluded).
+Each sequence is made into an H.264 MP4 with PyAV (crf 23, by default 2x upscaled to 854x480, the
+way a phone video arrives), decoded again, and adapted in isolation from the checkpoint, exactly
+as a `/adapt-and-segment` job does (the library functions the worker calls). J uses the official
+DAVIS frame protocol (first and last frames excluded) against the 480p annotations; the flicker
+column is 1 - mean IoU of consecutive masks after flow warping (models/temporal.py), measured on
+the network grid with the video's own +1 flow.
 
-``--h264`` adapts on the frames as an upload would deliver them: upscaled 2× (854×480), encoded with
-H.264 (libx264 defaults) and decoded by PyAV; J is still measured on the original frames, so the
-difference to the plain run is what compression does to the flow and to adaptation.
+Variants (AdaptationSettings overrides; `paper` is App. C.1: batch 16 at full input size, every
+step kept; the others add the safeguard unless named `-noguard`):
+    paper, fast-noguard, fast, fast-trust, fast-frozen, fast-flow128, fast-raft, fast-raft-flow128
+`fast` = batch 8, adaptation at half the input size; `-raft` variants need --raft-weights. The table prints per variant: mean J, gain
+over 0 steps, the worst video's change, kept/reverted counts, seconds of flow and adaptation per
+video and J gained per second; then per video for --detail (default: the service default, i.e. the
+variant matching AdaptationSettings()) with and without temporal fusion.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import io
 import sys
 import time
@@ -30,78 +37,149 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from training.adapt import AdaptationSettings, adapt  # noqa: E402
+from models.temporal import temporal_iou  # noqa: E402
+from training.adapt import AdaptationSettings, adapt, segment_frames  # noqa: E402
 from training.checkpoint import load_model, merge_strategy  # noqa: E402
 from training.data import FlowPairDataset  # noqa: E402
-from training.evaluate import evaluate_sequence  # noqa: E402
-from training.flow import DEFAULT_FLOW_METHOD, FLOW_METHODS, build_flow_estimator  # noqa: E402
+from training.evaluate import jaccard, read_annotation  # noqa: E402
+from training.flow import build_flow_estimator  # noqa: E402
 from training.frames import list_sequences  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "davis2016"
-SETTINGS = {
-    "paper": {},
-    "frozen-norm": {"freeze_norm": True},
-    "low-lr": {"lr": 1e-4},
+FAST = {"batch_size": 8, "scale": 0.5}
+VARIANTS: dict[str, dict] = {
+    "paper": {"batch_size": 16, "scale": 1.0, "holdout_every": 0},
+    "fast-noguard": {**FAST, "holdout_every": 0},
+    "fast": FAST,
+    "fast-trust": {**FAST, "trust_check": True},
+    "fast-frozen": {**FAST, "freeze_norm": True},
+    "fast-flow128": {**FAST, "flow_size": (128, 224)},
+    "fast-raft": {**FAST, "flow_method": "raft"},
+    "fast-raft-flow128": {**FAST, "flow_method": "raft", "flow_size": (128, 224)},
 }
 
 
-def h264_round_trip(frames: list[np.ndarray], scale: int = 2, fps: int = 24) -> list[np.ndarray]:
-    """``frames`` upscaled ``scale``× (even size), encoded with libx264 in memory and decoded again."""
+def h264_round_trip(frames: list[np.ndarray], scale: int = 2, crf: int = 23, fps: int = 24) -> list[np.ndarray]:
+    """``frames`` upscaled ``scale``x (even size), encoded with libx264 at ``crf`` in memory, decoded again."""
     height, width = (2 * (s * scale // 2) for s in frames[0].shape[:2])
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps)
+        stream = container.add_stream("libx264", rate=fps, options={"crf": str(crf)})
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for frame in frames:
-            large = cv2.resize(frame, (width, height), interpolation=cv2.INTER_CUBIC)
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(large, format="rgb24")))
+            large = cv2.resize(frame, (width, height), interpolation=cv2.INTER_CUBIC) if scale != 1 else frame[:height, :width]
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(large), format="rgb24")))
         container.mux(stream.encode())
     buffer.seek(0)
     with av.open(buffer) as container:
         return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
 
 
-def sequence_j(model, video, data: str, input_size, merge: str) -> float:
-    """J mean of the merged masks, official protocol (the same code as `gwm eval`)."""
-    return evaluate_sequence(model, video, data, input_size, merge=merge)["merged"]["J_mean"]
+def sequence_j(masks: list[np.ndarray], truths: list[np.ndarray]) -> float:
+    """DAVIS J mean: first and last frames excluded, masks scaled (nearest) to the annotation."""
+    scores = []
+    for mask, truth in zip(masks[1:-1], truths[1:-1]):
+        if mask.shape != truth.shape:
+            mask = cv2.resize(mask.astype(np.uint8), truth.shape[::-1], interpolation=cv2.INTER_NEAREST).astype(bool)
+        scores.append(jaccard(mask, truth))
+    return float(np.mean(scores))
+
+
+def flicker(masks: list[np.ndarray], dataset: FlowPairDataset) -> float:
+    """1 − mean temporal IoU on the dataset's grid (its +1 flow)."""
+    h, w = dataset.flow.flows.shape[2:4]
+    small = torch.from_numpy(np.stack([cv2.resize(m.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+                                       for m in masks]).astype(bool))
+    return 1.0 - float(temporal_iou(small, dataset.flow).mean())
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint")
     parser.add_argument("--data", default=str(DATA))
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    parser.add_argument("--steps", type=int, default=AdaptationSettings.steps)
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--detail", choices=list(VARIANTS), help="variant shown per video (default: the last)")
     parser.add_argument("--max-sequences", type=int)
-    parser.add_argument("--h264", action="store_true", help="adapt on an H.264 round trip of the frames")
-    parser.add_argument("--flow-method", default=DEFAULT_FLOW_METHOD, choices=sorted(FLOW_METHODS),
-                        help=f"flow the adaptation uses (default {DEFAULT_FLOW_METHOD}, the CPU video-job default)")
-    parser.add_argument("--raft-weights", help="local RAFT weights, for --flow-method raft")
+    parser.add_argument("--upscale", type=int, default=2, help="upload size: 2 = 854x480 (default), 1 = 427x240")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads, as a worker has (default 2)")
+    parser.add_argument("--raft-weights", help="local RAFT-small weights, for the -raft variants")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device("cpu")
     model, spec = load_model(args.checkpoint)
     input_size, merge = tuple(spec["input_size"]), merge_strategy(spec)
-    estimator = build_flow_estimator(args.flow_method, **({"weights": args.raft_weights} if args.raft_weights else {}))
+    detail = args.detail or args.variants[-1]
     videos = list_sequences(args.data, "240p", ["val-dev"])[: args.max_sequences]
-    rows, start = [], time.perf_counter()
+    rows: list[dict] = []
+    datasets: dict[tuple, FlowPairDataset] = {}
     for video in videos:
-        frames = [video.read(i) for i in range(len(video))]
-        if args.h264:
-            frames = h264_round_trip(frames)
-        dataset = FlowPairDataset.from_frames(frames, estimator, AdaptationSettings().gaps, input_size)
-        row = {"sequence": video.name, "before": sequence_j(model, video, args.data, input_size, merge)}
-        for name in args.settings:
+        frames = h264_round_trip([video.read(i) for i in range(len(video))], scale=args.upscale)
+        truths = [read_annotation(args.data, video, i) for i in range(len(video))]
+        row: dict = {"sequence": video.name, "frames": len(frames)}
+        start = time.perf_counter()
+        masks0 = segment_frames(model, frames, input_size, device, merge)
+        row["segment_s"] = time.perf_counter() - start
+        row["J0"] = sequence_j(masks0, truths)
+        datasets.clear()
+        for name in args.variants:
+            settings = AdaptationSettings(steps=args.steps, **VARIANTS[name])
+            if settings.flow_method == "raft":
+                settings = dataclasses.replace(settings, flow_options={"weights": args.raft_weights})
+            key = (settings.flow_method, settings.flow_size, settings.trust_check)
+            start = time.perf_counter()
+            if key not in datasets:
+                estimator = build_flow_estimator(settings.flow_method, **settings.flow_options)
+                datasets[key] = FlowPairDataset.from_frames(frames, estimator,
+                                                            settings.gaps, input_size, flow_size=settings.flow_size,
+                                                            trust_check=settings.trust_check)
+            dataset = datasets[key]
+            flow_s = time.perf_counter() - start
             adapted = copy.deepcopy(model)
-            adapt(adapted, dataset, AdaptationSettings(steps=args.steps, **SETTINGS[name]), torch.device("cpu"))
-            row[name] = sequence_j(adapted, video, args.data, input_size, merge)
+            start = time.perf_counter()
+            report = adapt(adapted, dataset, settings, device)
+            adapt_s = time.perf_counter() - start
+            masks = segment_frames(adapted, frames, input_size, device, merge)
+            row[name] = {"J": sequence_j(masks, truths), "decision": report.decision, "flow_s": flow_s,
+                         "adapt_s": adapt_s, "before": report.heldout_loss_before, "after": report.heldout_loss_after}
+            if name == detail:
+                fused = segment_frames(adapted, frames, input_size, device, merge, flow=dataset.flow)
+                fused0 = segment_frames(model, frames, input_size, device, merge, flow=dataset.flow)
+                row["J0_temporal"], row["J_temporal"] = sequence_j(fused0, truths), sequence_j(fused, truths)
+                row["flicker0"], row["flicker"] = flicker(masks0, dataset), flicker(masks, dataset)
+                row["flicker0_temporal"], row["flicker_temporal"] = flicker(fused0, dataset), flicker(fused, dataset)
         rows.append(row)
-        print("  ".join(f"{k} {100 * v:.1f}" if isinstance(v, float) else v for k, v in row.items()), flush=True)
-    columns = ["before", *args.settings]
-    source = "H.264 round trip (854×480)" if args.h264 else "original frames"
-    print(f"\n{args.steps} adaptation steps per sequence on {source}, {args.flow_method} flow, merge {merge}, {time.perf_counter() - start:.0f} s")
-    print(f"{'sequence':<20}" + "".join(f"{c:>13}" for c in columns))
-    for row in rows:
-        print(f"{row['sequence']:<20}" + "".join(f"{100 * row[c]:13.1f}" for c in columns))
-    print(f"{'MEAN':<20}" + "".join(f"{100 * np.mean([r[c] for r in rows]):13.1f}" for c in columns))
+        print(f"{video.name}: J0 {100 * row['J0']:.1f}  " + "  ".join(
+            f"{n} {100 * row[n]['J']:.1f} ({row[n]['decision']}, {row[n]['adapt_s']:.1f} s)" for n in args.variants),
+            flush=True)
+
+    source = f"H.264 crf 23, {'854x480' if args.upscale == 2 else f'{args.upscale}x of 427x240'}"
+    print(f"\n{args.steps} adaptation steps per video on {source}, merge {merge}, {args.threads} threads, "
+          f"{len(rows)} videos (mean {np.mean([r['frames'] for r in rows]):.0f} frames)")
+    j0 = np.array([r["J0"] for r in rows])
+    print(f"{'variant':<14}{'J':>7}{'gain':>7}{'worst':>7}{'kept':>6}{'revert':>7}{'flow s':>8}{'adapt s':>9}{'J/s':>7}")
+    print(f"{'0 steps':<14}{100 * j0.mean():7.1f}")
+    for name in args.variants:
+        j = np.array([r[name]["J"] for r in rows])
+        kept = sum(r[name]["decision"] == "kept" for r in rows)
+        flow_s = np.mean([r[name]["flow_s"] for r in rows if r[name]["flow_s"] > 0.05] or [0.0])
+        adapt_s = np.mean([r[name]["adapt_s"] for r in rows])
+        gain = 100 * (j - j0).mean()
+        print(f"{name:<14}{100 * j.mean():7.1f}{gain:+7.1f}{100 * (j - j0).min():+7.1f}{kept:6d}{len(rows) - kept:7d}"
+              f"{flow_s:8.1f}{adapt_s:9.1f}{gain / (flow_s + adapt_s):7.2f}")
+    print(f"\nper video, variant {detail} (J x100; flicker = 1 - temporal IoU, x100; temporal = fused along the flow)")
+    print(f"{'sequence':<16}{'J0':>6}{'J':>6}{'kept':>9}{'loss0':>8}{'loss':>8}{'J0 tmp':>8}{'J tmp':>7}"
+          f"{'flk0':>6}{'flk':>6}{'flk tmp':>8}{'seg s':>7}")
+    for r in rows:
+        d = r[detail]
+        print(f"{r['sequence']:<16}{100 * r['J0']:6.1f}{100 * d['J']:6.1f}{d['decision']:>9}{d['before']:8.4f}"
+              f"{d['after']:8.4f}{100 * r['J0_temporal']:8.1f}{100 * r['J_temporal']:7.1f}{100 * r['flicker0']:6.1f}"
+              f"{100 * r['flicker']:6.1f}{100 * r['flicker_temporal']:8.1f}{r['segment_s']:7.1f}")
+    means = {k: 100 * np.mean([r[k] for r in rows]) for k in ("J0", "J0_temporal", "J_temporal", "flicker0",
+                                                              "flicker", "flicker_temporal")}
+    print(f"{'MEAN':<16}{means['J0']:6.1f}{100 * np.mean([r[detail]['J'] for r in rows]):6.1f}{'':>25}"
+          f"{means['J0_temporal']:8.1f}{means['J_temporal']:7.1f}{means['flicker0']:6.1f}{means['flicker']:6.1f}"
+          f"{means['flicker_temporal']:8.1f}")
     return 0
 
 

@@ -131,6 +131,7 @@ def motion_loss(
     *,
     weight_power: WeightPower | int = WeightPower.PAPER,
     basis: torch.Tensor | None = None,
+    confidence: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The GWM energy (Eq. 3–4) averaged over pixels and images.
 
@@ -140,6 +141,10 @@ def motion_loss(
         model: the motion model fitted per region.
         weight_power: 1 for the paper's p-weighted fit, 2 for the authors' code (p²).
         basis: optional precomputed :func:`coordinate_basis` for (H, W) to avoid rebuilding it.
+        confidence: optional (B, 1, H, W) or (B, H, W) weights c(u) ≥ 0 of how far each pixel's flow
+            is trusted (e.g. 0 where a forward–backward check fails: occlusions, compression noise).
+            Pixel u then counts c(u) times in the fit and in the loss, and the loss is normalised by
+            Σ_u c(u) instead of HW; ``None`` (every c = 1) is the paper's loss exactly.
 
     Returns:
         A scalar: ``mean_b (1/HW) Σ_u Σ_k p_k(u) ‖F_u − θ_k*ᵀ φ(u)‖²``. The fitted parameters depend
@@ -152,6 +157,11 @@ def motion_loss(
         basis = coordinate_basis(h, w, model, device=flow.device, dtype=flow.dtype)
     p = probabilities.reshape(b, k, h * w)
     f = flow.reshape(b, 2, h * w).transpose(1, 2)
-    theta = fit_motion(p.pow(int(weight_power)), f, basis)
-    residuals = motion_residuals(f, basis, theta)
-    return (p * residuals).sum(dim=1).mean()
+    fit_weights = p.pow(int(weight_power))
+    if confidence is None:
+        theta = fit_motion(fit_weights, f, basis)
+        return (p * motion_residuals(f, basis, theta)).sum(dim=1).mean()
+    c = confidence.reshape(b, 1, h * w).to(p.dtype)
+    theta = fit_motion(fit_weights * c, f, basis)
+    per_pixel = (p * motion_residuals(f, basis, theta)).sum(dim=1)  # (B, N)
+    return ((per_pixel * c[:, 0]).sum(dim=1) / c[:, 0].sum(dim=1).clamp_min(1.0)).mean()

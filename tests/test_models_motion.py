@@ -194,3 +194,33 @@ def test_envelope_theorem_gradient_equals_residuals():
 def test_motion_loss_rejects_mismatched_flow():
     with pytest.raises(ValueError):
         motion_loss(torch.rand(1, 2, 8, 8).softmax(1), torch.zeros(1, 2, 8, 9))
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_confidence_weighted_loss_matches_lstsq_on_the_trusted_pixels(model):
+    """With 0/1 confidence, the loss is the paper's loss over the trusted pixels only: solved by
+    lstsq on those pixels, and blind to whatever the flow is elsewhere."""
+    probabilities, flow = _random_problem(7)
+    b, k, h, w = probabilities.shape
+    g = torch.Generator().manual_seed(8)
+    confidence = (torch.rand(b, 1, h, w, generator=g) > 0.3).double()
+    loss = motion_loss(probabilities, flow, model, confidence=confidence)
+    basis = coordinate_basis(h, w, model, dtype=torch.float64)
+    p = probabilities.reshape(b, k, h * w)
+    f = flow.reshape(b, 2, h * w).transpose(1, 2)
+    expected = []
+    for i in range(b):
+        keep = confidence[i].reshape(-1).bool()
+        theta = _lstsq_theta(p[i:i + 1, :, keep], f[i:i + 1, keep], basis[keep])
+        residual = (f[i:i + 1, keep].unsqueeze(1) - torch.einsum("np,bkpc->bknc", basis[keep], theta)).pow(2).sum(-1)
+        expected.append((p[i:i + 1, :, keep] * residual).sum(dim=1).mean())
+    torch.testing.assert_close(loss, torch.stack(expected).mean(), rtol=1e-5, atol=1e-8)
+    corrupted = flow.clone()
+    corrupted += (1 - confidence) * 1e3 * torch.randn(flow.shape, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(motion_loss(probabilities, corrupted, model, confidence=confidence), loss)
+
+
+def test_unit_confidence_is_the_paper_loss():
+    probabilities, flow = _random_problem(9)
+    ones = torch.ones(probabilities.shape[0], 1, *probabilities.shape[2:], dtype=torch.float64)
+    torch.testing.assert_close(motion_loss(probabilities, flow, confidence=ones), motion_loss(probabilities, flow))

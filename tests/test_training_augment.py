@@ -33,7 +33,7 @@ def test_disabled_augmentation_changes_nothing_and_draws_nothing():
     images, flows = _scene()
     generator = torch.Generator().manual_seed(0)
     state = generator.get_state()
-    out_images, out_flows = augment(images, flows, Augmentation(), generator)
+    out_images, out_flows, _ = augment(images, flows, Augmentation(), generator)
     assert out_images is images and out_flows is flows
     assert torch.equal(generator.get_state(), state)
 
@@ -41,7 +41,7 @@ def test_disabled_augmentation_changes_nothing_and_draws_nothing():
 def test_appearance_changes_the_frame_but_not_the_flow():
     images, flows = _scene(batch=16)
     config = Augmentation(colour_jitter=0.4, grey_probability=0.5, blur_probability=0.5)
-    out_images, out_flows = augment(images, flows.clone(), config, torch.Generator().manual_seed(1))
+    out_images, out_flows, _ = augment(images, flows.clone(), config, torch.Generator().manual_seed(1))
     assert torch.equal(out_flows, flows)
     rgb = out_images * STD + MEAN
     assert rgb.min() >= -1e-5 and rgb.max() <= 1 + 1e-5
@@ -63,7 +63,7 @@ def _centre(mask: torch.Tensor) -> torch.Tensor:
 def test_zoom_crop_moves_image_and_flow_together(seed):
     images, flows = _scene(batch=8)
     config = Augmentation(max_zoom=1.6)
-    out_images, out_flows = augment(images, flows, config, torch.Generator().manual_seed(seed))
+    out_images, out_flows, _ = augment(images, flows, config, torch.Generator().manual_seed(seed))
     image_square, moving = _square(out_images), out_flows[:, 0] > 0.5
     compared = 0
     for i in range(len(images)):
@@ -86,4 +86,13 @@ def test_augmentation_is_reproducible_from_the_generator():
     config = Augmentation(colour_jitter=0.3, grey_probability=0.2, blur_probability=0.3, max_zoom=1.5)
     first = augment(images, flows, config, torch.Generator().manual_seed(7))
     second = augment(images, flows, config, torch.Generator().manual_seed(7))
-    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    assert all(torch.equal(a, b) for a, b in zip(first[:2], second[:2]))
+
+
+def test_flow_trust_masks_follow_the_flow_through_crops():
+    images, flows = _scene(batch=8)
+    trusted = (flows[:, :1] > 0.5).float()  # trust exactly the moving square's vectors
+    _, out_flows, out_trusted = augment(images, flows, Augmentation(max_zoom=1.6), torch.Generator().manual_seed(3),
+                                        trusted)
+    assert torch.equal(out_trusted, (out_flows[:, :1] > 0.5).float())
+    assert out_trusted.shape == trusted.shape

@@ -17,6 +17,7 @@ import torch
 from models.merging import foreground_probability
 from models.preprocessing import prepare_image
 from models.segmenters import build_segmenter
+from models.video_flow import VideoFlow
 from training.data import FlowPairDataset
 from training.train import LossFunction, TrainConfig, learning_rate, make_optimizer, train_step
 
@@ -105,7 +106,7 @@ def _iou(prediction: np.ndarray, truth: np.ndarray) -> float:
 def train_on_synthetic(seed: int, num_regions: int = 2, steps: int = STEPS):
     frames, masks, flows, valid = make_video(seed)
     images = torch.from_numpy(np.stack([prepare_image(f, (HEIGHT, WIDTH)) for f in frames]))
-    dataset = FlowPairDataset(images, torch.from_numpy(flows).half(), torch.from_numpy(valid))
+    dataset = FlowPairDataset(images, VideoFlow(torch.from_numpy(flows).half(), torch.from_numpy(valid), GAPS))
     config = TrainConfig(num_regions=num_regions, width=8, batch_size=8, lr=1e-2, warmup_steps=10,
                          warmup_start_lr=1e-4, steps=steps, decay_horizon=4 * steps,
                          channels_last=False, seed=seed)

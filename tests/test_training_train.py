@@ -123,9 +123,10 @@ def test_adapt_and_segment_returns_a_mask_per_frame(tmp_path, restore_threads):
     save_checkpoint(checkpoint, model, model_spec("unet", options, input_size=(32, 48)))
     before = checkpoint.read_bytes()
     stages = []
-    masks = adapt_and_segment(frames, checkpoint, steps=2, flow_method="dis-ultrafast",
-                              progress=lambda stage, done, total: stages.append((stage, done, total)))
-    assert len(masks) == 4
+    result = adapt_and_segment(frames, checkpoint, AdaptationSettings(steps=2, flow_method="dis-ultrafast"),
+                               progress=lambda stage, done, total: stages.append((stage, done, total)))
+    masks = result.masks
+    assert len(masks) == 4 and result.adaptation.decision == "kept"  # too short to hold frames out
     for mask, frame in zip(masks, frames):
         assert mask.shape == frame.shape[:2] and mask.dtype == bool
     assert checkpoint.read_bytes() == before  # the checkpoint is never modified
@@ -134,7 +135,7 @@ def test_adapt_and_segment_returns_a_mask_per_frame(tmp_path, restore_threads):
     pairs = sum(4 - abs(g) for g in PAPER_GAPS)  # every frame pair of every gap, counted one by one
     assert flow == [(i, pairs) for i in range(1, pairs + 1)]
     with pytest.raises(ValueError):
-        adapt_and_segment(frames[:1], checkpoint, steps=1)
+        adapt_and_segment(frames[:1], checkpoint, AdaptationSettings(steps=1))
 
 
 def test_cancel_during_flow_stops_at_the_next_frame_pair(tmp_path, restore_threads):
@@ -145,7 +146,7 @@ def test_cancel_during_flow_stops_at_the_next_frame_pair(tmp_path, restore_threa
                     model_spec("unet", options, input_size=(32, 48)))
     pairs_seen = []
     with pytest.raises(AdaptationCancelled):
-        adapt_and_segment(frames, tmp_path / "model.pt", steps=2, flow_method="dis-ultrafast",
+        adapt_and_segment(frames, tmp_path / "model.pt", AdaptationSettings(steps=2, flow_method="dis-ultrafast"),
                           progress=lambda stage, done, total: pairs_seen.append(done) if stage == "flow" else None,
                           should_cancel=lambda: len(pairs_seen) >= 3)
     assert pairs_seen == [1, 2, 3]  # the fourth pair was never computed
@@ -160,8 +161,8 @@ def test_adaptation_updates_batch_norm_statistics_unless_frozen(tmp_path, restor
     statistics = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k}
     weights = {k: v.clone() for k, v in model.state_dict().items() if k.endswith(".weight")}
     dataset = FlowPairDataset.from_frames(frames, DISFlow("ultrafast"), (-1, 1), (32, 48))
-    losses = adapt(model, dataset, AdaptationSettings(steps=2, freeze_norm=freeze_norm), torch.device("cpu"))
-    assert len(losses) == 2 and not model.training
+    report = adapt(model, dataset, AdaptationSettings(steps=2, freeze_norm=freeze_norm), torch.device("cpu"))
+    assert len(report.train_losses) == 2 and not model.training
     after = model.state_dict()
     moved = [k for k in statistics if not torch.equal(after[k], statistics[k])]
     assert (not moved) if freeze_norm else len(moved) == len(statistics)

@@ -6,32 +6,56 @@ paper reports +9.5 J on DAVIS with 20 steps. This module is the one implementati
 service's worker, the CLI and the tests all call :func:`adapt_and_segment`.
 
 Settings follow App. C.1 — "we follow our training setup (optimizer, rate, batch size)": AdamW at
-the training learning rate, the training batch size (capped by the number of frames), the same loss,
-gradient clipping and flips. The warm-up is skipped: over 20 steps it would keep the rate near 1e-6
-and the adaptation would do nothing.
+the training learning rate, the same loss, gradient clipping and flips, read from
+:class:`~training.train.TrainConfig` so that they cannot drift apart. The warm-up is skipped: over 20
+steps it would keep the rate near 1e-6 and the adaptation would do nothing.
+
+**The safeguard** (not in the paper). On average adaptation helps, but on some videos it makes the
+masks worse — the flow of a compressed upload is noisy, and a few steps on it can undo what the
+network knew. Nothing labels an uploaded video, so the judge is the loss itself on frames the
+adaptation never trained on: every ``holdout_every``-th frame is held out, its flow loss (the
+network in inference mode, every gap, no augmentation) is measured before adapting and every
+``check_every`` steps. The weights with the lowest held-out loss are kept only if that loss is at
+least ``keep_margin`` below the starting one; otherwise the original weights segment the video and
+the report says ``reverted``. A video whose flow is noise cannot be explained better by any mask, so
+it is reverted; one whose motion the network learns to explain is kept.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
+import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from models.refinement import foreground_mask, refinement_guide
 from models.segmenters import Segmenter
+from models.temporal import temporal_fuse
+from models.video_flow import VideoFlow
 
 from .checkpoint import load_model, merge_strategy
-from .data import FlowPairDataset
+from .data import Batch, FlowPairDataset, to_reference_units
 from .evaluate import predict
 from .flow import DEFAULT_FLOW_METHOD, build_flow_estimator
 from .flow_cache import PAPER_GAPS
 from .train import LossFunction, TrainConfig, make_optimizer, select_device, train_step
 
-__all__ = ["AdaptationCancelled", "AdaptationSettings", "adapt", "adapt_and_segment"]
+__all__ = [
+    "AdaptationCancelled",
+    "AdaptationReport",
+    "AdaptationSettings",
+    "VideoSegmentation",
+    "adapt",
+    "adapt_and_segment",
+    "heldout_frames",
+]
 
 log = logging.getLogger(__name__)
 
@@ -41,35 +65,108 @@ Progress = Callable[[str, int, int], None]
 
 
 class AdaptationCancelled(Exception):
-    """Raised between steps when the caller asked to stop."""
+    """Raised between units of work when the caller asked to stop."""
+
+
+@dataclass(frozen=True)
+class AdaptationSettings:
+    """Knobs of test-time adaptation. Optimiser, rate, loss and clipping are the training run's
+    (:class:`TrainConfig`, App. C.1); the rest are the video job's own."""
+
+    steps: int = 20
+    batch_size: int = 16  # the paper's training batch (capped by the number of frames)
+    lr: float | None = None  # None: the training rate
+    #: Input and loss resolution of the adaptation steps relative to the network's input size; the
+    #: held-out check and the segmentation always run at full size.
+    scale: float = 1.0
+    gaps: tuple[int, ...] = PAPER_GAPS
+    flow_method: str = DEFAULT_FLOW_METHOD
+    flow_options: dict[str, Any] = field(default_factory=dict)  # e.g. RAFT weights file, device
+    #: Frames are area-downscaled to at most this many pixels (h, w) before flow estimation.
+    flow_size: tuple[int, int] = (240, 427)
+    #: Zero weight for flow failing the forward–backward check (models/video_flow.py).
+    trust_check: bool = False
+    #: Keep batch-norm statistics fixed while adapting (the paper's training setup updates them).
+    freeze_norm: bool = False
+    #: The safeguard: every n-th frame is held out (0 disables the safeguard: always keep).
+    holdout_every: int = 5
+    check_every: int = 5
+    keep_margin: float = 0.02  # relative drop of the held-out loss needed to keep the adapted weights
+    seed: int = 0
+
+    def train_config(self) -> TrainConfig:
+        """The training setup the steps follow, with this job's steps, batch and rate."""
+        base = TrainConfig()
+        return dataclasses.replace(base, steps=self.steps, batch_size=self.batch_size, lr=self.lr or base.lr,
+                                   flow_trust_check=self.trust_check, channels_last=False, seed=self.seed)
+
+
+@dataclass(frozen=True)
+class AdaptationReport:
+    """What adaptation did, for the job result: ``kept`` or ``reverted``, and the evidence."""
+
+    decision: str  # "kept": adapted weights segment the video; "reverted": the original ones do
+    steps: int  # steps taken
+    best_step: int  # step whose weights were kept (0 when reverted)
+    heldout_frames: int
+    heldout_loss_before: float
+    heldout_loss_after: float  # lowest held-out loss seen while adapting
+    train_losses: list[float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "train_losses": [round(x, 6) for x in self.train_losses]}
 
 
 @dataclass
-class AdaptationSettings:
-    """Knobs of test-time adaptation; defaults are the paper's (App. C.1 with App. A's U-Net setup)."""
+class VideoSegmentation:
+    """One mask per frame, and what adaptation did (None when no step was asked for)."""
 
-    steps: int = 20
-    batch_size: int = 16
-    lr: float = 7e-4
-    weight_decay: float = 0.01
-    grad_clip: float = 5.0
-    loss_multiplier: float = 0.03
-    gaps: tuple[int, ...] = PAPER_GAPS
-    flow_method: str = DEFAULT_FLOW_METHOD
-    seed: int = 0
-    #: Keep batch-norm statistics fixed while adapting (the paper's training setup updates them);
-    #: one video's frames are a narrow batch, and re-estimating statistics from it can shift every layer.
-    freeze_norm: bool = False
-
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr,
-                           weight_decay=self.weight_decay, grad_clip=self.grad_clip,
-                           loss_multiplier=self.loss_multiplier, channels_last=False)
+    masks: list[np.ndarray]
+    adaptation: AdaptationReport | None
 
 
 def _check_cancel(should_cancel: Callable[[], bool] | None) -> None:
     if should_cancel is not None and should_cancel():
         raise AdaptationCancelled("adaptation cancelled")
+
+
+def heldout_frames(n: int, every: int) -> torch.Tensor:
+    """Indices of the held-out frames: every ``every``-th, starting mid-period so the first and last
+    frames (with fewer neighbours) stay in training; none when the video is too short to spare them."""
+    if every <= 1 or n < 2 * every:
+        return torch.empty(0, dtype=torch.long)
+    return torch.arange(every // 2, n, every)
+
+
+@torch.no_grad()
+def heldout_loss(model: Segmenter, dataset: FlowPairDataset, frames: torch.Tensor, loss_fn: LossFunction,
+                 flow_clip: float | None, chunk: int = 16) -> float:
+    """Mean flow loss of ``frames`` over every gap they have, the network in inference mode and
+    without flips or augmentation: the deterministic measure the safeguard compares."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(frames), chunk):
+        index = frames[start:start + chunk]
+        logits = model(dataset.images[index].to(loss_fn.device))
+        for column in range(len(dataset.flow.gaps)):
+            has_gap = dataset.flow.valid[index, column]
+            if not has_gap.any():
+                continue
+            _, flows = dataset.flow.pair(column, index[has_gap])
+            confidence = None if dataset.confidence is None else dataset.confidence[index[has_gap], column][:, None]
+            loss = loss_fn(logits[has_gap], to_reference_units(flows, flow_clip).to(loss_fn.device),
+                           None if confidence is None else confidence.float().to(loss_fn.device))
+            total += loss.item() * int(has_gap.sum())
+            count += int(has_gap.sum())
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def _set_norm_frozen(model: Segmenter) -> None:
+    for module in model.modules():
+        if isinstance(module, (torch.nn.BatchNorm2d, torch.nn.SyncBatchNorm)):
+            module.eval()
 
 
 def adapt(
@@ -79,86 +176,136 @@ def adapt(
     device: torch.device,
     progress: Progress | None = None,
     should_cancel: Callable[[], bool] | None = None,
-) -> list[float]:
-    """Take ``settings.steps`` training steps of ``model`` (in place) on ``dataset``; returns losses."""
+) -> AdaptationReport:
+    """Adapt ``model`` in place on ``dataset`` for ``settings.steps`` steps, behind the safeguard.
+
+    On return the model holds the kept weights (the best checked ones) or, when reverted, exactly
+    the weights it came with; it is in eval mode either way.
+    """
     config = settings.train_config()
-    optimizer = make_optimizer(model, config)
     loss_fn = LossFunction(config, device)
     generator = torch.Generator().manual_seed(settings.seed)
-    batch_size = min(settings.batch_size, len(dataset))
-    losses = []
+    held_out = heldout_frames(len(dataset), settings.holdout_every)
+    train_frames = torch.ones(len(dataset), dtype=torch.bool)
+    train_frames[held_out] = False
+    training_set = dataset.subset(torch.nonzero(train_frames).flatten()) if len(held_out) else dataset
+    safeguard = len(held_out) > 0
+
+    def check() -> float:
+        return heldout_loss(model, dataset, held_out, loss_fn, dataset.flow_clip) if safeguard else math.nan
+
+    original = copy.deepcopy(model.state_dict())
+    before = check()
+    best_loss, best_step, best_state = before, 0, original
+    optimizer = make_optimizer(model, config)
+    batch_size = min(settings.batch_size, len(training_set))
+    losses: list[float] = []
     model.train()
     if settings.freeze_norm:
-        for module in model.modules():
-            if isinstance(module, (torch.nn.BatchNorm2d, torch.nn.SyncBatchNorm)):
-                module.eval()
-    for step in range(settings.steps):
+        _set_norm_frozen(model)
+    for step in range(1, settings.steps + 1):
         _check_cancel(should_cancel)
-        batch = dataset.sample(batch_size, generator)
-        loss, _ = train_step(model, optimizer, loss_fn, batch, settings.lr, config)
+        batch: Batch = training_set.sample(batch_size, generator)
+        if settings.scale != 1.0:
+            batch = batch.rescaled(settings.scale)
+        loss, _ = train_step(model, optimizer, loss_fn, batch, config.lr, config)
         losses.append(loss)
+        if safeguard and (step % settings.check_every == 0 or step == settings.steps):
+            current = check()
+            if current < best_loss:
+                best_loss, best_step, best_state = current, step, copy.deepcopy(model.state_dict())
         if progress is not None:
-            progress("adapting", step + 1, settings.steps)
+            progress("adapting", step, settings.steps)
+    keep = not safeguard or best_loss <= before * (1 - settings.keep_margin)
+    if safeguard:
+        model.load_state_dict(best_state if keep else original)
     model.eval()
-    return losses
+    report = AdaptationReport(
+        decision="kept" if keep else "reverted",
+        steps=settings.steps,
+        best_step=(best_step if safeguard else settings.steps) if keep else 0,
+        heldout_frames=len(held_out),
+        heldout_loss_before=before,
+        heldout_loss_after=best_loss,
+        train_losses=losses,
+    )
+    log.info("adaptation %s: held-out loss %.4f -> %.4f (best at step %d of %d, %d held-out frames)",
+             report.decision, before, best_loss, best_step, settings.steps, len(held_out))
+    return report
+
+
+def segment_frames(
+    model: Segmenter,
+    frames: Sequence[np.ndarray],
+    input_size: tuple[int, int],
+    device: torch.device,
+    merge: str,
+    refine: bool = False,
+    flow: VideoFlow | None = None,
+    batch_size: int = 16,
+    progress: Progress | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> list[np.ndarray]:
+    """One boolean mask per frame at its own resolution; with ``flow`` (on the input grid), soft
+    masks are fused with their neighbours' first (models/temporal.py)."""
+    soft_masks = []
+    for start in range(0, len(frames), batch_size):
+        _check_cancel(should_cancel)
+        soft_masks.append(predict(model, frames[start:start + batch_size], input_size, device, merge)[1])
+        if progress is not None:
+            progress("segmenting", min(start + batch_size, len(frames)), len(frames))
+    soft = torch.cat(soft_masks)
+    if flow is not None:
+        soft = temporal_fuse(soft, flow)
+    return [foreground_mask(soft[i], frame.shape[:2], guide=refinement_guide(frame) if refine else None)
+            for i, frame in enumerate(frames)]
 
 
 def adapt_and_segment(
     frames: Sequence[np.ndarray],
     checkpoint_path: str | Path,
-    steps: int = 20,
+    settings: AdaptationSettings | None = None,
     device: str = "cpu",
-    flow_method: str = DEFAULT_FLOW_METHOD,
-    progress: Progress | None = None,
-    should_cancel: Callable[[], bool] | None = None,
-    batch_size: int = 16,
     merge: str | None = None,
     refine: bool = False,
-    flow_options: dict | None = None,
-) -> list[np.ndarray]:
+    temporal: bool = False,
+    progress: Progress | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> VideoSegmentation:
     """Adapt a fresh copy of the checkpoint's network to ``frames`` and segment each of them.
 
     Args:
         frames: RGB uint8 frames (H, W, 3) of one video, in order; at least two.
         checkpoint_path: model checkpoint (``.pt``) to start from; it is never modified.
-        steps: adaptation steps (0 segments with the checkpoint as it is).
+        settings: adaptation settings (``steps=0`` segments with the checkpoint as it is).
         device: ``cpu``, ``cuda`` or ``auto``.
-        flow_method: estimator name, see :mod:`training.flow`.
-        progress: called as (stage, done, total).
-        should_cancel: polled between units of work; returning True raises AdaptationCancelled.
-        batch_size: frames per inference batch when segmenting.
         merge: foreground merge strategy; None uses the one recorded in the checkpoint.
         refine: snap each mask to its frame's edges (models/refinement.py).
-        flow_options: options of the flow method (RAFT: ``weights``, ``device``, ``scale``, ``iterations``).
-
-    Returns:
-        One boolean mask (H, W) per frame at the frame's own resolution.
+        temporal: fuse each frame's soft mask with its neighbours' along the flow (models/temporal.py);
+            computes flow even when no adaptation step is asked for.
+        progress: called as (stage, done, total).
+        should_cancel: polled between units of work; returning True raises AdaptationCancelled.
     """
     if len(frames) < 2:
         raise ValueError("adaptation needs a video of at least two frames")
+    settings = settings or AdaptationSettings()
     torch_device = select_device(device)
     model, spec = load_model(checkpoint_path, torch_device)
     input_size = tuple(spec["input_size"])
     merge = merge or merge_strategy(spec)
-    settings = AdaptationSettings(steps=steps, flow_method=flow_method)
-    if steps > 0:
-        estimator = build_flow_estimator(flow_method, **(flow_options or {}))
+    dataset = None
+    if settings.steps > 0 or temporal:
+        estimator = build_flow_estimator(settings.flow_method, **settings.flow_options)
 
         def on_flow_pair(done: int, total: int) -> None:  # cancellation lands between two frame pairs
             if progress is not None:
                 progress("flow", done, total)
             _check_cancel(should_cancel)
 
-        dataset = FlowPairDataset.from_frames(frames, estimator, settings.gaps, input_size, progress=on_flow_pair)
-        losses = adapt(model, dataset, settings, torch_device, progress, should_cancel)
-        log.info("adapted on %d frames for %d steps: loss %.4f -> %.4f", len(frames), steps, losses[0], losses[-1])
-    masks: list[np.ndarray] = []
-    for start in range(0, len(frames), batch_size):
-        _check_cancel(should_cancel)
-        chunk = frames[start:start + batch_size]
-        _, soft = predict(model, chunk, input_size, torch_device, merge)
-        masks += [foreground_mask(soft[i], frame.shape[:2], guide=refinement_guide(frame) if refine else None)
-                  for i, frame in enumerate(chunk)]
-        if progress is not None:
-            progress("segmenting", len(masks), len(frames))
-    return masks
+        gaps = settings.gaps if settings.steps > 0 else (-1, 1)
+        dataset = FlowPairDataset.from_frames(frames, estimator, gaps, input_size, progress=on_flow_pair,
+                                              flow_size=settings.flow_size, trust_check=settings.trust_check)
+    report = adapt(model, dataset, settings, torch_device, progress, should_cancel) if settings.steps > 0 else None
+    masks = segment_frames(model, frames, input_size, torch_device, merge, refine,
+                           flow=dataset.flow if temporal else None, progress=progress, should_cancel=should_cancel)
+    return VideoSegmentation(masks=masks, adaptation=report)

@@ -92,10 +92,11 @@ def _gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)[0]
 
 
-def _zoom_crop(images: torch.Tensor, flows: torch.Tensor, max_zoom: float,
-               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _zoom_crop(images: torch.Tensor, flows: torch.Tensor, confidence: torch.Tensor | None, max_zoom: float,
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Random windows of images (B, 3, H, W) and the same windows of flows (B, 2, h, w) in pixels of
-    their grid, each scaled back up to its full size; flow vectors are multiplied by the zoom.
+    their grid (and of their trust masks), each scaled back up to its full size; flow vectors are
+    multiplied by the zoom.
 
     The window is one affine sampling grid in normalised coordinates, shared by image and flow, so
     the two stay aligned whatever their resolutions."""
@@ -111,20 +112,22 @@ def _zoom_crop(images: torch.Tensor, flows: torch.Tensor, max_zoom: float,
         grid = F.affine_grid(theta, list(tensor.shape), align_corners=False)
         return F.grid_sample(tensor, grid, mode=mode, padding_mode="border", align_corners=False)
 
-    return sample(images, "bilinear"), sample(flows, "nearest") * zooms.to(flows).view(n, 1, 1, 1)
+    confidence = None if confidence is None else sample(confidence, "nearest")
+    return sample(images, "bilinear"), sample(flows, "nearest") * zooms.to(flows).view(n, 1, 1, 1), confidence
 
 
-def augment(images: torch.Tensor, flows: torch.Tensor, config: Augmentation,
-            generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Augment a batch: normalised network inputs (B, 3, H, W) and flow (B, 2, h, w) in pixels of the
-    flow grid (before conversion to reference units). Returns new tensors; the inputs are unchanged."""
+def augment(images: torch.Tensor, flows: torch.Tensor, config: Augmentation, generator: torch.Generator,
+            confidence: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Augment a batch: normalised network inputs (B, 3, H, W), flow (B, 2, h, w) in pixels of the
+    flow grid (before conversion to reference units) and optional flow trust masks (B, 1, h, w),
+    which follow the flow's crop. Returns new tensors; the inputs are unchanged."""
     if not config.enabled:
-        return images, flows
+        return images, flows, confidence
     if config.max_zoom > 1.0:
-        images, flows = _zoom_crop(images, flows, config.max_zoom, generator)
+        images, flows, confidence = _zoom_crop(images, flows, confidence, config.max_zoom, generator)
     if config.colour_jitter or config.grey_probability or config.blur_probability:
         mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
         rgb = _appearance(images * std + mean, config, generator)
         images = (rgb - mean) / std
-    return images, flows
+    return images, flows, confidence

@@ -184,6 +184,8 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-zoom", dest="max_zoom", type=float,
                        help="random zoom crops up to this factor, flow cropped and scaled with the frame "
                             "(default 1.0: no crops)")
+    group.add_argument("--flow-trust-check", dest="flow_trust_check", action="store_const", const=True,
+                       help="zero weight for flow failing the forward-backward check (default off, as the paper)")
     group.add_argument("--steps", type=int, help=f"training steps (default {defaults.steps})")
     group.add_argument("--batch-size", dest="batch_size", type=int, help=f"default {defaults.batch_size}")
     group.add_argument("--lr", type=float, help=f"peak learning rate (default {defaults.lr})")

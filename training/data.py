@@ -13,6 +13,7 @@ mean the same thing whatever grid the flow was stored on.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from models.preprocessing import DEFAULT_INPUT_SIZE, prepare_image
+from models.video_flow import VideoFlow
 
 from .augment import Augmentation, augment
 from .flow import FlowEstimator
@@ -56,10 +58,12 @@ def to_reference_units(flow: torch.Tensor, clip: float | None) -> torch.Tensor:
 
 @dataclass
 class Batch:
-    """Network input (B, 3, H, W) and the matching flow (B, 2, h, w) in reference units."""
+    """Network input (B, 3, H, W), the matching flow (B, 2, h, w) in reference units, and optionally
+    how far each flow vector is trusted (B, 1, h, w) in [0, 1] (models/motion.py ``confidence``)."""
 
     images: torch.Tensor
     flows: torch.Tensor
+    confidence: torch.Tensor | None = None
 
     def rescaled(self, scale: float) -> Batch:
         """The same batch at ``scale`` × its resolution (images antialiased, flow nearest).
@@ -69,7 +73,9 @@ class Batch:
         size = [round(s * scale) for s in self.images.shape[-2:]]
         images = F.interpolate(self.images, size=size, mode="bilinear", antialias=True, align_corners=False)
         flow_size = [round(s * scale) for s in self.flows.shape[-2:]]
-        return Batch(images=images, flows=F.interpolate(self.flows, size=flow_size, mode="nearest"))
+        confidence = None if self.confidence is None else F.interpolate(self.confidence, size=flow_size, mode="nearest")
+        return Batch(images=images, flows=F.interpolate(self.flows, size=flow_size, mode="nearest"),
+                     confidence=confidence)
 
 
 class FlowPairDataset:
@@ -78,28 +84,30 @@ class FlowPairDataset:
 
     Args:
         images: (N, 3, H, W) prepared network inputs.
-        flows: (N, G, h, w, 2) flow of each frame for each gap (zeros where the gap does not exist).
-        valid_gaps: (N, G) which gaps exist for each frame.
+        flow: each frame's flow to its neighbours at every gap, on the flow grid (h, w).
         loss_size: (h, w) grid of the loss; ``None`` keeps the flow's grid.
         flip: random horizontal flips (the flow's u component changes sign).
         flow_clip: clip in reference pixels, ``None`` to disable.
         augmentation: appearance changes and zoom crops (training/augment.py); ``None``: none.
+        trust_check: give zero weight to flow vectors that fail the forward–backward check
+            (models/video_flow.py); off by default, as in the paper, which trusts every vector.
     """
 
     def __init__(
         self,
         images: torch.Tensor,
-        flows: torch.Tensor,
-        valid_gaps: torch.Tensor,
+        flow: VideoFlow,
         loss_size: tuple[int, int] | None = None,
         flip: bool = True,
         flow_clip: float | None = 20.0,
         augmentation: Augmentation | None = None,
+        trust_check: bool = False,
     ) -> None:
-        if not valid_gaps.any(dim=1).all():
+        if not flow.valid.any(dim=1).all():
             raise ValueError("every frame needs at least one flow field")
-        self.images, self.flows, self.valid_gaps = images, flows, valid_gaps
-        self.loss_size = tuple(loss_size) if loss_size else tuple(flows.shape[2:4])
+        self.images, self.flow = images, flow
+        self.confidence = flow.confidence() if trust_check else None
+        self.loss_size = tuple(loss_size) if loss_size else tuple(flow.flows.shape[2:4])
         self.flip = flip
         self.flow_clip = flow_clip
         self.augmentation = augmentation or Augmentation()
@@ -122,8 +130,9 @@ class FlowPairDataset:
             frame_flows, frame_valid = _align_gaps(stored, cache.spec.gaps, n)
             flows.append(frame_flows)
             valid.append(frame_valid)
-        return cls(torch.from_numpy(np.stack(images)), torch.from_numpy(np.concatenate(flows)),
-                   torch.from_numpy(np.concatenate(valid)), **options)
+        flow = VideoFlow(torch.from_numpy(np.concatenate(flows)), torch.from_numpy(np.concatenate(valid)),
+                         tuple(cache.spec.gaps))
+        return cls(torch.from_numpy(np.stack(images)), flow, **options)
 
     @classmethod
     def from_frames(
@@ -164,11 +173,19 @@ class FlowPairDataset:
         stored = [compute_sequence_flow(frames, gap, estimator, input_size, on_pair).astype(np.float16)
                   for gap in gaps]
         flows, valid = _align_gaps(stored, gaps, n)
-        return cls(torch.from_numpy(images), torch.from_numpy(flows), torch.from_numpy(valid), **options)
+        return cls(torch.from_numpy(images), VideoFlow(torch.from_numpy(flows), torch.from_numpy(valid), tuple(gaps)),
+                   **options)
 
-    @property
-    def num_gaps(self) -> int:
-        return self.valid_gaps.shape[1]
+    def subset(self, frames: torch.Tensor) -> FlowPairDataset:
+        """The same dataset restricted to ``frames`` (indices) as training samples.
+
+        The flow of a kept frame still points to its neighbours in the full video, and its trust
+        mask was computed against them, so nothing about the kept samples changes."""
+        subset = copy.copy(self)
+        subset.images = self.images[frames]
+        subset.flow = VideoFlow(self.flow.flows[frames], self.flow.valid[frames], self.flow.gaps)
+        subset.confidence = None if self.confidence is None else self.confidence[frames]
+        return subset
 
     def __len__(self) -> int:
         return len(self.images)
@@ -177,20 +194,25 @@ class FlowPairDataset:
         """Draw a random batch; all randomness comes from ``generator`` so runs resume exactly."""
         index = torch.randint(len(self), (batch_size,), generator=generator)
         # One valid gap per frame: random scores, invalid gaps pushed below every valid one.
-        scores = torch.rand(batch_size, self.num_gaps, generator=generator)
-        scores = scores.masked_fill(~self.valid_gaps[index], -1.0)
+        scores = torch.rand(batch_size, len(self.flow.gaps), generator=generator)
+        scores = scores.masked_fill(~self.flow.valid[index], -1.0)
         gap = scores.argmax(dim=1)
         flip = torch.rand(batch_size, generator=generator) < 0.5 if self.flip else torch.zeros(batch_size, dtype=torch.bool)
         images = self.images[index]
-        flows = self.flows[index, gap].permute(0, 3, 1, 2).float()  # (B, 2, h, w)
+        flows = self.flow.flows[index, gap].permute(0, 3, 1, 2).float()  # (B, 2, h, w)
+        confidence = None if self.confidence is None else self.confidence[index, gap].unsqueeze(1).float()
         if self.loss_size != tuple(flows.shape[-2:]):
             src_h, src_w = flows.shape[-2:]
             flows = F.interpolate(flows, size=self.loss_size, mode="nearest")
             flows = flows * flows.new_tensor([self.loss_size[1] / src_w, self.loss_size[0] / src_h]).view(1, 2, 1, 1)
+            if confidence is not None:
+                confidence = F.interpolate(confidence, size=self.loss_size, mode="nearest")
         if flip.any():
             images[flip] = images[flip].flip(-1)
             flipped = flows[flip].flip(-1)
             flipped[:, 0] = -flipped[:, 0]
             flows[flip] = flipped
-        images, flows = augment(images, flows, self.augmentation, generator)
-        return Batch(images=images, flows=to_reference_units(flows, self.flow_clip))
+            if confidence is not None:
+                confidence[flip] = confidence[flip].flip(-1)
+        images, flows, confidence = augment(images, flows, self.augmentation, generator, confidence)
+        return Batch(images=images, flows=to_reference_units(flows, self.flow_clip), confidence=confidence)

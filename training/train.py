@@ -67,6 +67,9 @@ class TrainConfig:
     grad_clip: float = 5.0
     loss_multiplier: float = 0.03
     flow_clip: float | None = 20.0
+    # Zero weight for flow vectors failing the forward–backward check (models/video_flow.py); the paper
+    # trusts every vector. Needs opposite gaps in the cache (the paper's gaps have them).
+    flow_trust_check: bool = False
     flip: bool = True
     # Augmentation (training/augment.py; the paper has none): colour jitter strength, greyscale and blur
     # probabilities, largest zoom of random crops (1.0 = no crops).
@@ -150,7 +153,8 @@ class LossFunction:
         self.device = device
         self._basis: dict[tuple[int, int], torch.Tensor] = {}
 
-    def __call__(self, logits: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
+    def __call__(self, logits: torch.Tensor, flows: torch.Tensor,
+                 confidence: torch.Tensor | None = None) -> torch.Tensor:
         size = tuple(flows.shape[-2:])
         if size not in self._basis:
             self._basis[size] = coordinate_basis(*size, self.config.motion_model, device=self.device)
@@ -158,7 +162,7 @@ class LossFunction:
             logits = torch.nn.functional.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         probabilities = logits.float().softmax(dim=1)
         loss = motion_loss(probabilities, flows, self.config.motion_model,
-                           weight_power=self.config.weight_power, basis=self._basis[size])
+                           weight_power=self.config.weight_power, basis=self._basis[size], confidence=confidence)
         return loss * self.config.loss_multiplier
 
 
@@ -177,7 +181,8 @@ def train_step(
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     images = batch.images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
     flows = batch.flows.to(device, non_blocking=True)
-    loss = loss_fn(model(images), flows)
+    confidence = None if batch.confidence is None else batch.confidence.to(device, non_blocking=True)
+    loss = loss_fn(model(images), flows, confidence)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -224,7 +229,7 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
     videos = list_sources(config.data, config.resolution)
     dataset = FlowPairDataset.from_cache(videos, FlowCache(config.flow_cache), config.input_size, progress=progress,
                                          loss_size=config.loss_size, flip=config.flip, flow_clip=config.flow_clip,
-                                         augmentation=config.augmentation())
+                                         augmentation=config.augmentation(), trust_check=config.flow_trust_check)
     log.info("training on %d frames from %d sequences, device %s, %d threads",
              len(dataset), len(videos), device, torch.get_num_threads())
     loss_fn = LossFunction(config, device)

@@ -1,0 +1,74 @@
+"""The adaptation safeguard (training/adapt.py): weights that explain held-out frames' motion better
+are kept; adaptation on flow that nothing can explain is reverted to the original weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.preprocessing import prepare_image
+from models.segmenters import build_segmenter
+from models.video_flow import VideoFlow
+from test_training_synthetic import GAPS, HEIGHT, WIDTH, make_video
+from training.adapt import AdaptationSettings, adapt, heldout_frames, segment_frames
+from training.data import FlowPairDataset
+
+SETTINGS = AdaptationSettings(steps=20, batch_size=8, lr=1e-2, holdout_every=4, check_every=5)
+
+
+@pytest.fixture
+def single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _dataset(flows: np.ndarray, valid: np.ndarray, frames: np.ndarray) -> FlowPairDataset:
+    images = torch.from_numpy(np.stack([prepare_image(f, (HEIGHT, WIDTH)) for f in frames]))
+    return FlowPairDataset(images, VideoFlow(torch.from_numpy(flows).half(), torch.from_numpy(valid), GAPS))
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_segmenter("unet", num_regions=2, width=8).eval()
+
+
+def test_heldout_frames_spare_the_ends_and_short_videos():
+    assert heldout_frames(20, 5).tolist() == [2, 7, 12, 17]
+    assert heldout_frames(9, 5).numel() == 0  # fewer than two periods: nothing to spare
+    assert heldout_frames(50, 0).numel() == 0
+
+
+def test_adaptation_on_real_motion_is_kept(single_thread):
+    frames, _, flows, valid = make_video(0)
+    model = _model()
+    report = adapt(model, _dataset(flows, valid, frames), SETTINGS, torch.device("cpu"))
+    assert report.decision == "kept" and report.best_step > 0
+    assert report.heldout_frames == 3
+    assert report.heldout_loss_after < 0.98 * report.heldout_loss_before
+    assert not model.training
+
+
+def test_adaptation_on_noise_flow_is_reverted_and_segments_as_before(single_thread):
+    frames, _, flows, valid = make_video(0)
+    noise = np.random.default_rng(1).normal(0, 2.0, flows.shape).astype(np.float32) * valid[..., None, None, None]
+    model = _model()
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    before = segment_frames(model, list(frames), (HEIGHT, WIDTH), torch.device("cpu"), "border")
+    report = adapt(model, _dataset(noise, valid, frames), SETTINGS, torch.device("cpu"))
+    assert report.decision == "reverted" and report.best_step == 0
+    assert len(report.train_losses) == SETTINGS.steps  # it did adapt, then threw the result away
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in original.items())
+    after = segment_frames(model, list(frames), (HEIGHT, WIDTH), torch.device("cpu"), "border")
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def test_without_holdout_the_adapted_weights_are_kept(single_thread):
+    frames, _, flows, valid = make_video(0)
+    noise = np.random.default_rng(1).normal(0, 2.0, flows.shape).astype(np.float32) * valid[..., None, None, None]
+    model = _model()
+    report = adapt(model, _dataset(noise, valid, frames), AdaptationSettings(steps=2, holdout_every=0),
+                   torch.device("cpu"))
+    assert report.decision == "kept" and report.heldout_frames == 0 and report.best_step == 2
