@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from training.adapt import AdaptationSettings, adapt  # noqa: E402
-from training.checkpoint import load_model, merge_strategy  # noqa: E402
+from training.checkpoint import load_model  # noqa: E402
 from training.data import FlowPairDataset  # noqa: E402
 from training.evaluate import evaluate_sequence  # noqa: E402
 from training.flow import DEFAULT_FLOW_METHOD, FLOW_METHODS, build_flow_estimator  # noqa: E402
@@ -79,7 +79,7 @@ def main() -> int:
     parser.add_argument("--raft-weights", help="local RAFT weights, for --flow-method raft")
     args = parser.parse_args()
     model, spec = load_model(args.checkpoint)
-    input_size, merge = tuple(spec["input_size"]), merge_strategy(spec)
+    input_size, merge = spec.input_size, spec.merge
     estimator = build_flow_estimator(args.flow_method, **({"weights": args.raft_weights} if args.raft_weights else {}))
     videos = list_sequences(args.data, "240p", ["val-dev"])[: args.max_sequences]
     rows, start = [], time.perf_counter()

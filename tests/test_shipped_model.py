@@ -13,7 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.merging import MergeStrategy
+from models.spec import ModelSpec
 from service.inference import OnnxSegmenter
+from training.checkpoint import load_model
+from training.export import read_metadata
 from training.frames import read_rgb
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights"
@@ -28,6 +32,17 @@ IOU_FLOOR = 0.3
 @pytest.fixture(scope="module")
 def segmenter() -> OnnxSegmenter:
     return OnnxSegmenter(WEIGHTS / "gwm-default.onnx", device="cpu")
+
+
+def test_shipped_files_load_with_their_spec() -> None:
+    """The shipped checkpoint and ONNX file were written before ModelSpec was a class; both must still
+    load, unchanged, and describe the same model."""
+    expected = ModelSpec("unet", {"num_regions": 4, "width": 16}, input_size=(128, 224), version="0.3.0",
+                         merge=MergeStrategy.BORDER)
+    model, checkpoint_spec = load_model(WEIGHTS / "gwm-default.pt")
+    onnx_spec = ModelSpec.from_onnx_metadata(read_metadata(WEIGHTS / "gwm-default.onnx"))
+    assert checkpoint_spec == onnx_spec == expected
+    assert (checkpoint_spec.num_regions, model.num_regions) == (4, 4)
 
 
 def test_card_matches_the_shipped_model(segmenter: OnnxSegmenter) -> None:

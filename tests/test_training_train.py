@@ -13,7 +13,8 @@ import training.train as train_module
 from models.segmenters import build_segmenter
 from test_training_evaluate import write_fake_davis
 from training.adapt import AdaptationCancelled, AdaptationSettings, adapt, adapt_and_segment
-from training.checkpoint import load_checkpoint, model_spec, save_checkpoint
+from models.spec import ModelSpec
+from training.checkpoint import load_checkpoint, save_checkpoint
 from training.data import FlowPairDataset
 from training.flow import DISFlow
 from training.flow_cache import PAPER_GAPS, FlowCache, FlowCacheSpec
@@ -120,7 +121,7 @@ def test_adapt_and_segment_returns_a_mask_per_frame(tmp_path, restore_threads):
     options = {"num_regions": 3, "width": 4, "depth": 2}
     model = build_segmenter("unet", **options)
     checkpoint = tmp_path / "model.pt"
-    save_checkpoint(checkpoint, model, model_spec("unet", options, input_size=(32, 48)))
+    save_checkpoint(checkpoint, model, ModelSpec("unet", options, input_size=(32, 48)))
     before = checkpoint.read_bytes()
     stages = []
     masks = adapt_and_segment(frames, checkpoint, steps=2, flow_method="dis-ultrafast",
@@ -142,7 +143,7 @@ def test_cancel_during_flow_stops_at_the_next_frame_pair(tmp_path, restore_threa
     frames = [read_rgb(p) for p in list_sequences(davis)[0].frames]
     options = {"num_regions": 3, "width": 4, "depth": 2}
     save_checkpoint(tmp_path / "model.pt", build_segmenter("unet", **options),
-                    model_spec("unet", options, input_size=(32, 48)))
+                    ModelSpec("unet", options, input_size=(32, 48)))
     pairs_seen = []
     with pytest.raises(AdaptationCancelled):
         adapt_and_segment(frames, tmp_path / "model.pt", steps=2, flow_method="dis-ultrafast",

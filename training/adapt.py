@@ -24,7 +24,7 @@ import torch
 from models.refinement import foreground_mask, refinement_guide
 from models.segmenters import Segmenter
 
-from .checkpoint import load_model, merge_strategy
+from .checkpoint import load_model
 from .data import FlowPairDataset
 from .evaluate import predict
 from .flow import DEFAULT_FLOW_METHOD, build_flow_estimator
@@ -138,8 +138,8 @@ def adapt_and_segment(
         raise ValueError("adaptation needs a video of at least two frames")
     torch_device = select_device(device)
     model, spec = load_model(checkpoint_path, torch_device)
-    input_size = tuple(spec["input_size"])
-    merge = merge or merge_strategy(spec)
+    input_size = spec.input_size
+    merge = merge or spec.merge
     settings = AdaptationSettings(steps=steps, flow_method=flow_method)
     if steps > 0:
         estimator = build_flow_estimator(flow_method, **(flow_options or {}))

@@ -11,10 +11,10 @@ import argparse
 import json
 import logging
 import os
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
-from models.merging import MERGE_STRATEGIES
+from models.merging import MergeStrategy
 
 from .flow import DEFAULT_FLOW_METHOD, DEFAULT_RAFT_ITERATIONS, DEFAULT_RAFT_SCALE, FLOW_METHODS
 from .frames import DEFAULT_EVAL_DATA, DEFAULT_TRAIN_DATA
@@ -82,7 +82,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint, merge_strategy
+    from .checkpoint import load_checkpoint
     from .evaluate import evaluate_davis, evaluate_images, format_table
     from .export import load_network
     from .train import select_device
@@ -91,9 +91,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     device = select_device("cpu" if is_onnx else args.device)
     model, spec = load_network(args.checkpoint, device)
     step = None if is_onnx else load_checkpoint(args.checkpoint).get("step")
-    input_size = tuple(spec["input_size"])
-    merge = args.merge or merge_strategy(spec)
-    report: dict = {"checkpoint": str(args.checkpoint), "model_version": spec.get("version"), "merge": merge,
+    input_size = spec.input_size
+    merge = args.merge or spec.merge
+    report: dict = {"checkpoint": str(args.checkpoint), "model_version": spec.version, "merge": merge,
                     "refine": args.refine, "step": step}
     if not args.skip_davis:
         davis = evaluate_davis(model, args.data, input_size, split=args.split, resolution=args.resolution,
@@ -118,10 +118,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx, onnx_parity
 
     model, spec = load_model(args.checkpoint)
-    if args.version:
-        spec = {**spec, "version": args.version}
-    if args.merge:
-        spec = {**spec, "merge": args.merge}
+    spec = replace(spec, version=args.version or spec.version, merge=args.merge or spec.merge)
     path = export_onnx(model, spec, args.output)
     difference = onnx_parity(model, path)
     print(f"onnx: {path}  parity max |onnx - torch| = {difference:.2e}")
@@ -196,7 +193,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--init-from", dest="init_from",
                        help="start from these model weights, e.g. models/weights/gwm-default.pt (fresh optimiser; "
                             "default: from scratch)")
-    group.add_argument("--merge", choices=["auto", *MERGE_STRATEGIES],
+    group.add_argument("--merge", choices=["auto", *(m.value for m in MergeStrategy)],
                        help="merge recorded in the model (default auto: border for unet, spectral for backbone)")
     group.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     group.add_argument("--device", help="auto (default), cpu or cuda")
@@ -250,7 +247,7 @@ def configure_eval(evaluate: argparse.ArgumentParser) -> None:
                                "gwm-reference: authors' code")
     evaluate.add_argument("--images", help="ECSSD-style folder with images/ and masks/ for image metrics (default: none)")
     evaluate.add_argument("--limit", type=int, help="evaluate only the first N images (default: all)")
-    evaluate.add_argument("--merge", choices=MERGE_STRATEGIES,
+    evaluate.add_argument("--merge", choices=[m.value for m in MergeStrategy],
                           help="label-free merge to evaluate (default: the one recorded in the model)")
     evaluate.add_argument("--refine", action="store_true",
                           help="snap masks to image edges with a guided filter before scoring (default off)")
@@ -267,7 +264,7 @@ def configure_export(export: argparse.ArgumentParser) -> None:
     export.add_argument("checkpoint", help="model checkpoint (.pt) to export")
     export.add_argument("output", help="ONNX file to write")
     export.add_argument("--version", help="model version to record in the metadata (default: the checkpoint's)")
-    export.add_argument("--merge", choices=MERGE_STRATEGIES,
+    export.add_argument("--merge", choices=[m.value for m in MergeStrategy],
                         help="merge strategy to record in the exported model (default: the checkpoint's own)")
     export.add_argument("--slim-checkpoint",
                         help="also write a weights-only float16 checkpoint here, for shipping (default: none)")

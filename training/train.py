@@ -24,9 +24,10 @@ from models.merging import PAPER_MERGE
 from models.motion import MotionModel, coordinate_basis, motion_loss
 from models.preprocessing import DEFAULT_INPUT_SIZE
 from models.segmenters import Segmenter, build_segmenter
+from models.spec import ModelSpec
 
 from .augment import Augmentation
-from .checkpoint import load_checkpoint, model_spec, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .data import Batch, FlowPairDataset
 from .flow import DEFAULT_FLOW_METHOD
 from .flow_cache import FlowCache, default_cache_dir
@@ -228,8 +229,8 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
     log.info("training on %d frames from %d sequences, device %s, %d threads",
              len(dataset), len(videos), device, torch.get_num_threads())
     loss_fn = LossFunction(config, device)
-    spec = model_spec(config.architecture, config.segmenter_options(), config.input_size, config.version,
-                      merge=config.merge_strategy())
+    spec = ModelSpec(config.architecture, config.segmenter_options(), config.input_size, version=config.version,
+                     merge=config.merge_strategy())
     evaluate_fn = _periodic_evaluator(config) if config.eval_every else None
 
     def checkpoint() -> None:
