@@ -35,9 +35,9 @@ from training.checkpoint import load_model  # noqa: E402
 from training.data import FlowPairDataset  # noqa: E402
 from training.evaluate import evaluate_sequence  # noqa: E402
 from training.flow import DEFAULT_FLOW_METHOD, FLOW_METHODS, build_flow_estimator  # noqa: E402
-from training.frames import list_sequences  # noqa: E402
+from training.frames import DEFAULT_EVAL_DATA, list_sequences  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data" / "davis2016"
+DATA = (REPO / DEFAULT_EVAL_DATA).resolve()
 SETTINGS = {
     "paper": {},
     "frozen-norm": {"freeze_norm": True},

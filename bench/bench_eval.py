@@ -20,11 +20,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from training.checkpoint import load_model  # noqa: E402
-from models.merging import MergeStrategy  # noqa: E402
+from models.merge_strategy import MergeStrategy  # noqa: E402
 from training.evaluate import PROTOCOLS, evaluate_davis, format_table  # noqa: E402
+from training.frames import DEFAULT_EVAL_DATA  # noqa: E402
 from training.train import select_device  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data" / "davis2016"
+DATA = (REPO / DEFAULT_EVAL_DATA).resolve()
 
 
 def main() -> int:

@@ -34,8 +34,9 @@ sys.path.insert(0, str(REPO))
 
 from service.inference import OnnxSegmenter  # noqa: E402
 from service.settings import Settings  # noqa: E402
+from training.frames import DEFAULT_EVAL_DATA, DEFAULT_RESOLUTION  # noqa: E402
 
-DAVIS = REPO.parent / "shared" / "data" / "davis2016" / "JPEGImages" / "240p" / "bear"
+DAVIS = (REPO / DEFAULT_EVAL_DATA / "JPEGImages" / DEFAULT_RESOLUTION / "bear").resolve()
 
 
 def davis_frames(count: int, size: tuple[int, int]) -> list[np.ndarray]:

@@ -31,11 +31,12 @@ evaluation only (the paper's Table 2 comparison) and is never used to serve.
 
 from __future__ import annotations
 
-from enum import StrEnum
 from itertools import product
 
 import torch
 import torch.nn.functional as F
+
+from .merge_strategy import PAPER_MERGE, MergeStrategy
 
 __all__ = [
     "AFFINITY_EPSILON",
@@ -43,8 +44,6 @@ __all__ = [
     "region_affinity",
     "spectral_bipartition",
     "background_group",
-    "MergeStrategy",
-    "PAPER_MERGE",
     "border_contrast_groups",
     "foreground_probability",
     "is_degenerate",
@@ -60,21 +59,6 @@ MIN_FOREGROUND_AREA = 0.02
 MIN_FOREGROUND_COVERAGE = 0.01
 MAX_FOREGROUND_COVERAGE = 0.95
 RATIO_TIE_TOLERANCE = 0.1
-
-
-class MergeStrategy(StrEnum):
-    """The foreground merge strategies of the module docstring, by the name configs and models record."""
-
-    SPECTRAL = "spectral"
-    BORDER = "border"
-
-    @classmethod
-    def _missing_(cls, value: object) -> None:
-        raise ValueError(f"unknown merge strategy {value!r}; choose from {', '.join(cls)}")
-
-
-#: The paper's merge; also what models that record no merge (gwm < 0.1.1) were measured with.
-PAPER_MERGE = MergeStrategy.SPECTRAL
 
 
 def region_features(probabilities: torch.Tensor, features: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .merging import PAPER_MERGE, MergeStrategy
+from .merge_strategy import PAPER_MERGE, MergeStrategy
 from .preprocessing import DEFAULT_INPUT_SIZE, IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["ModelSpec"]

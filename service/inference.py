@@ -17,7 +17,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from models.merging import MergeStrategy, foreground_probability
+from models.merge_strategy import MergeStrategy
+from models.merging import foreground_probability
 from models.preprocessing import prepare_image
 from models.refinement import foreground_mask, refinement_guide
 from models.spec import ModelSpec

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.merging import MergeStrategy
+from models.merge_strategy import MergeStrategy
 from models.spec import ModelSpec
 from service.inference import OnnxSegmenter
 from training.checkpoint import load_model

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from models.merging import PAPER_MERGE
+from models.merge_strategy import PAPER_MERGE, MergeStrategy
 from models.motion import MotionModel, coordinate_basis, motion_loss
 from models.preprocessing import DEFAULT_INPUT_SIZE
 from models.segmenters import Segmenter, build_segmenter
@@ -31,11 +31,14 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .data import Batch, FlowPairDataset
 from .flow import DEFAULT_FLOW_METHOD
 from .flow_cache import FlowCache, default_cache_dir
-from .frames import DEFAULT_EVAL_DATA, DEFAULT_TRAIN_DATA, list_sources
+from .frames import DEFAULT_EVAL_DATA, DEFAULT_EVAL_SPLIT, DEFAULT_RESOLUTION, DEFAULT_TRAIN_DATA, list_sources
 
-__all__ = ["TrainConfig", "learning_rate", "make_optimizer", "LossFunction", "train_step", "train", "select_device"]
+__all__ = ["AUTO_MERGE", "TrainConfig", "learning_rate", "make_optimizer", "LossFunction", "train_step", "train", "select_device"]
 
 log = logging.getLogger(__name__)
+
+#: ``TrainConfig.merge`` that lets the architecture decide (see :meth:`TrainConfig.recorded_merge`).
+AUTO_MERGE = "auto"
 
 
 @dataclass
@@ -47,13 +50,13 @@ class TrainConfig:
     # paper's internal-learning setting (§3.3).
     data: list[str] = field(default_factory=lambda: list(DEFAULT_TRAIN_DATA))
     eval_data: str = DEFAULT_EVAL_DATA  # annotated root of the val-dev split (learning curve, gwm eval)
-    resolution: str = "240p"
+    resolution: str = DEFAULT_RESOLUTION
     flow_cache: str = default_cache_dir(DEFAULT_FLOW_METHOD, DEFAULT_INPUT_SIZE)  # paper: RAFT flow
     output_dir: str = "runs/default"
     architecture: str = "unet"
     width: int = 24  # paper: 64 (standard U-Net); narrower for CPU training
     num_regions: int = 4
-    input_size: tuple[int, int] = (128, 224)
+    input_size: tuple[int, int] = DEFAULT_INPUT_SIZE
     loss_size: tuple[int, int] | None = None  # None = flow cache grid; paper: 480×854
     motion_model: str = MotionModel.QUADRATIC.value
     weight_power: int = 1  # 1 = paper (p), 2 = authors' code (p²)
@@ -86,7 +89,7 @@ class TrainConfig:
     coarse_scale: float = 0.5
     eval_every: int = 0  # 0 = never; otherwise J on val-dev every N steps
     init_from: str | None = None  # start a new run from these model weights (e.g. the shipped .pt)
-    merge: str = "auto"  # recorded in the model: auto = spectral (paper) for backbones, border for the U-Net
+    merge: str = AUTO_MERGE  # a MergeStrategy name, or auto: spectral (paper) for backbones, border for the U-Net
     version: str = "dev"
 
     @classmethod
@@ -101,13 +104,13 @@ class TrainConfig:
                 data[key] = tuple(data[key])
         return cls(**data)
 
-    def merge_strategy(self) -> str:
-        """The merge recorded in the model. ``auto`` keeps the paper's spectral merge for pretrained
-        backbones and uses the border merge for the U-Net, whose own features measured poor for
-        Eq. 6 (see models/merging.py)."""
-        if self.merge == "auto":
-            return "border" if self.architecture == "unet" else PAPER_MERGE
-        return self.merge
+    def recorded_merge(self) -> MergeStrategy:
+        """The merge recorded in the model (``ModelSpec.merge``). ``auto`` keeps the paper's spectral
+        merge for pretrained backbones and uses the border merge for the U-Net, whose own features
+        measured poor for Eq. 6 (see models/merging.py)."""
+        if self.merge == AUTO_MERGE:
+            return MergeStrategy.BORDER if self.architecture == "unet" else PAPER_MERGE
+        return MergeStrategy(self.merge)
 
     def augmentation(self) -> Augmentation:
         return Augmentation(colour_jitter=self.colour_jitter, grey_probability=self.grey_probability,
@@ -230,7 +233,7 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
              len(dataset), len(videos), device, torch.get_num_threads())
     loss_fn = LossFunction(config, device)
     spec = ModelSpec(config.architecture, config.segmenter_options(), config.input_size, version=config.version,
-                     merge=config.merge_strategy())
+                     merge=config.recorded_merge())
     evaluate_fn = _periodic_evaluator(config) if config.eval_every else None
 
     def checkpoint() -> None:
@@ -282,9 +285,9 @@ def _periodic_evaluator(config: TrainConfig):
     from .evaluate import evaluate_davis
 
     def run(model: Segmenter, device: torch.device) -> dict[str, float]:
-        report = evaluate_davis(model, config.eval_data, config.input_size, split="val-dev",
+        report = evaluate_davis(model, config.eval_data, config.input_size, split=DEFAULT_EVAL_SPLIT,
                                 resolution=config.resolution, device=device, progress=False,
-                                merge=config.merge_strategy())
+                                merge=config.recorded_merge())
         return {"J_merged": report["overall"]["merged"]["J_mean"], "J_oracle": report["overall"]["oracle"]["J_mean"]}
 
     return run

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..preprocessing import DEFAULT_INPUT_SIZE
 from .base import Segmenter
 
 __all__ = ["BackboneSegmenter"]
@@ -54,7 +55,7 @@ class BackboneSegmenter(Segmenter):
         backbone: str = "resnet18",
         weights: str | Path | None = None,
         embed_dim: int = 64,
-        image_size: tuple[int, int] = (128, 224),
+        image_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
     ) -> None:
         super().__init__()
         self.num_regions = num_regions
