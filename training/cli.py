@@ -186,6 +186,11 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--output-dir", dest="output_dir", help=f"run directory (default {defaults.output_dir})")
     group.add_argument("--architecture", choices=sorted(ARCHITECTURES), help=f"segmenter (default {defaults.architecture})")
     group.add_argument("--width", type=int, help=f"U-Net first-stage channels (default {defaults.width}; paper 64)")
+    group.add_argument("--backbone", help="timm model of --architecture backbone, e.g. resnet50 or "
+                                          f"vit_small_patch8_224 (default {defaults.backbone})")
+    group.add_argument("--backbone-weights", dest="backbone_weights",
+                       help="local file (.pth, .bin, .safetensors) with pretrained weights of that timm model; "
+                            "read when a run starts, never downloaded (default none: random weights)")
     group.add_argument("--num-regions", dest="num_regions", type=int, help=f"K (default {defaults.num_regions})")
     group.add_argument("--input-size", dest="input_size", type=_size,
                        help=f"network input HxW (default {_format_size(defaults.input_size)})")

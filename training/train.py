@@ -23,7 +23,7 @@ from tqdm import tqdm
 from models.merge_strategy import PAPER_MERGE, MergeStrategy
 from models.motion import MotionModel, coordinate_basis, motion_loss
 from models.preprocessing import DEFAULT_INPUT_SIZE
-from models.segmenters import Segmenter, build_segmenter
+from models.segmenters import DEFAULT_BACKBONE, Segmenter, build_segmenter
 from models.spec import ModelSpec
 
 from .augment import Augmentation
@@ -54,7 +54,11 @@ class TrainConfig:
     flow_cache: str = default_cache_dir(DEFAULT_FLOW_METHOD, DEFAULT_INPUT_SIZE)  # paper: RAFT flow
     output_dir: str = "runs/default"
     architecture: str = "unet"
-    width: int = 24  # paper: 64 (standard U-Net); narrower for CPU training
+    width: int = 24  # paper: 64 (standard U-Net); narrower for CPU training (unet only)
+    backbone: str = DEFAULT_BACKBONE  # timm model name (backbone only); paper: DINO ViT-B/8
+    # Local file with pretrained weights of that timm model (backbone only; None = random weights).
+    # Read only when a run starts from scratch: a resumed or --init-from run has its own weights.
+    backbone_weights: str | None = None
     num_regions: int = 4
     input_size: tuple[int, int] = DEFAULT_INPUT_SIZE
     loss_size: tuple[int, int] | None = None  # None = flow cache grid; paper: 480×854
@@ -117,9 +121,26 @@ class TrainConfig:
                             blur_probability=self.blur_probability, max_zoom=self.max_zoom)
 
     def segmenter_options(self) -> dict[str, Any]:
+        """The architecture's constructor options, as the model records them (``ModelSpec.options``):
+        what rebuilds the network. The pretrained weights file is not among them, since the
+        checkpoint holds the weights; see :meth:`initial_segmenter_options`."""
         options: dict[str, Any] = {"num_regions": self.num_regions}
         if self.architecture == "unet":
             options["width"] = self.width
+        elif self.architecture == "backbone":
+            options["backbone"] = self.backbone
+            options["image_size"] = list(self.input_size)  # a list: the spec is stored as JSON too
+        return options
+
+    def initial_segmenter_options(self) -> dict[str, Any]:
+        """The constructor options of a network trained from scratch: the recorded ones plus the
+        pretrained backbone weights, if any."""
+        options = self.segmenter_options()
+        if self.backbone_weights is not None:
+            if self.architecture != "backbone":
+                raise ValueError("backbone weights go with the backbone architecture, not "
+                                 f"{self.architecture!r}")
+            options["weights"] = self.backbone_weights
         return options
 
 
@@ -189,8 +210,11 @@ def train_step(
     return loss.item(), norm.item()
 
 
-def _build_model(config: TrainConfig, device: torch.device) -> Segmenter:
-    model = build_segmenter(config.architecture, **config.segmenter_options()).to(device)
+def _build_model(config: TrainConfig, device: torch.device, from_scratch: bool) -> Segmenter:
+    """The network of a run; ``from_scratch`` loads the pretrained backbone weights, if any (a run
+    that resumes or starts from other weights overwrites them at once, so it skips the file)."""
+    options = config.initial_segmenter_options() if from_scratch else config.segmenter_options()
+    model = build_segmenter(config.architecture, **options).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -209,11 +233,12 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
     out.mkdir(parents=True, exist_ok=True)
     last = out / "last.pt"
     torch.manual_seed(config.seed)
-    model = _build_model(config, device)
+    resuming = resume and last.is_file()
+    model = _build_model(config, device, from_scratch=not (resuming or config.init_from))
     optimizer = make_optimizer(model, config)
     generator = torch.Generator().manual_seed(config.seed)
     step = 0
-    if resume and last.is_file():
+    if resuming:
         state = load_checkpoint(last)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

@@ -23,7 +23,10 @@ from torch import nn
 from ..preprocessing import DEFAULT_INPUT_SIZE
 from .base import Segmenter
 
-__all__ = ["BackboneSegmenter"]
+__all__ = ["DEFAULT_BACKBONE", "BackboneSegmenter"]
+
+#: The timm model used when none is named: small enough to train on a CPU.
+DEFAULT_BACKBONE = "resnet18"
 
 
 class _Upsample2x(nn.Sequential):
@@ -52,7 +55,7 @@ class BackboneSegmenter(Segmenter):
     def __init__(
         self,
         num_regions: int = 4,
-        backbone: str = "resnet18",
+        backbone: str = DEFAULT_BACKBONE,
         weights: str | Path | None = None,
         embed_dim: int = 64,
         image_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
