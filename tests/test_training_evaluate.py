@@ -185,7 +185,7 @@ def test_checkpoint_round_trip(tmp_path):
     assert loaded_spec == spec and not loaded.training
     image = torch.randn(2, 3, 32, 48)
     with torch.inference_mode():
-        for a, b in zip(model.forward_features(image), loaded.forward_features(image)):
+        for a, b in zip(model.forward_with_features(image), loaded.forward_with_features(image)):
             assert torch.equal(a, b)
     assert load_checkpoint(tmp_path / "run" / "model.pt")["step"] == 7
     # the float16 shipping copy rebuilds the same network, to float16 precision

@@ -65,7 +65,7 @@ def test_dynamic_batch(exported, batch):
     assert logits.shape == (batch, 3, 48, 80)
     assert features.shape == (batch, model.feature_dim, 12, 20)
     with torch.inference_mode():
-        expected_logits, expected_features = model.forward_features(torch.from_numpy(image))
+        expected_logits, expected_features = model.forward_with_features(torch.from_numpy(image))
     np.testing.assert_allclose(logits, expected_logits.numpy(), atol=1e-4)
     np.testing.assert_allclose(features, expected_features.numpy(), atol=1e-4)
 

@@ -100,7 +100,7 @@ def predict(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Region probabilities (N, K, H, W) and soft merged foreground (N, H, W) at the input size."""
     batch = torch.from_numpy(np.stack([prepare_image(image, input_size) for image in images])).to(device)
-    logits, features = model.forward_features(batch)
+    logits, features = model.forward_with_features(batch)
     return logits.float().softmax(dim=1).cpu(), foreground_probability(logits, features, merge).cpu()
 
 

@@ -14,7 +14,7 @@ import onnx
 import torch
 from torch import nn
 
-from models.segmenters import Segmenter
+from models.segmenters import Segmenter, SegmenterOutput
 from models.spec import ModelSpec
 
 from .checkpoint import load_model
@@ -23,14 +23,15 @@ __all__ = ["export_onnx", "read_metadata", "onnx_parity", "OnnxNetwork", "load_n
 
 
 class _WithFeatures(nn.Module):
-    """ONNX export traces ``forward``; this exposes both outputs of ``forward_features``."""
+    """ONNX export traces ``forward``; this exposes both outputs of ``forward_with_features``, as the
+    plain tuple the graph's two outputs are."""
 
     def __init__(self, model: Segmenter) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.forward_features(image)
+        return tuple(self.model.forward_with_features(image))
 
 
 def export_onnx(model: Segmenter, spec: ModelSpec, path: str | Path, opset: int = 18) -> Path:
@@ -75,14 +76,14 @@ def onnx_parity(model: Segmenter, path: str | Path, batch_size: int = 2, seed: i
     shape = (batch_size, 3, *ModelSpec.from_onnx_metadata(read_metadata(path)).input_size)
     image = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
     with torch.inference_mode():
-        expected = [t.numpy() for t in model.float().eval().to("cpu").forward_features(image)]
+        expected = [t.numpy() for t in model.float().eval().to("cpu").forward_with_features(image)]
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     actual = session.run(["logits", "features"], {"image": image.numpy()})
     return max(float(np.abs(a - e).max()) for a, e in zip(actual, expected))
 
 
 class OnnxNetwork:
-    """An exported model run by onnxruntime behind the ``forward_features`` interface of a
+    """An exported model run by onnxruntime behind the ``forward_with_features`` interface of a
     :class:`Segmenter`, so that ``gwm eval`` scores exactly the file the service serves.
 
     Inputs and outputs are CPU tensors; ``eval()`` exists for interface parity (ONNX graphs are
@@ -102,9 +103,9 @@ class OnnxNetwork:
     def eval(self) -> OnnxNetwork:
         return self
 
-    def forward_features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_with_features(self, image: torch.Tensor) -> SegmenterOutput:
         logits, features = self._session.run(["logits", "features"], {"image": image.cpu().numpy()})
-        return torch.from_numpy(logits), torch.from_numpy(features)
+        return SegmenterOutput(torch.from_numpy(logits), torch.from_numpy(features))
 
 
 def load_network(path: str | Path, device: str | torch.device = "cpu") -> tuple[Segmenter | OnnxNetwork, ModelSpec]:

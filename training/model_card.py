@@ -29,7 +29,7 @@ def inference_cost(model: Segmenter, spec: ModelSpec, onnx_path: str | Path, rep
 
     image = torch.zeros(1, 3, *spec.input_size)
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model.float().eval().to("cpu").forward_features(image)
+        model.float().eval().to("cpu").forward_with_features(image)
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     feed = {"image": image.numpy()}
     for _ in range(3):

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..preprocessing import DEFAULT_INPUT_SIZE
-from .base import Segmenter
+from .base import Segmenter, SegmenterOutput
 
 __all__ = ["DEFAULT_BACKBONE", "BackboneSegmenter"]
 
@@ -80,7 +80,7 @@ class BackboneSegmenter(Segmenter):
         self.upsample = nn.Sequential(_Upsample2x(embed_dim), _Upsample2x(embed_dim))
         self.feature_dim = stage_channels[-1]
 
-    def forward_features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_with_features(self, image: torch.Tensor) -> SegmenterOutput:
         stages = self.backbone(image)
         # FPN top-down pass: start at the coarsest stage, add each finer lateral projection.
         pixel = self.lateral[-1](stages[-1])
@@ -96,4 +96,4 @@ class BackboneSegmenter(Segmenter):
         queries = self.query_mlp(queries + attended)
         logits = torch.einsum("bkd,bdhw->bkhw", queries, pixel)
         logits = F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
-        return logits, stages[-1]
+        return SegmenterOutput(logits, stages[-1])
