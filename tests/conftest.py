@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service_media import DAVIS_FRAMES, davis_frames, encode_video
+from helpers.paths import DAVIS_FRAMES
+from helpers.service_media import davis_frames, encode_video
 
 
 @pytest.fixture(scope="session")

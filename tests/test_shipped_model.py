@@ -8,11 +8,11 @@ which `gwm eval` measures.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from helpers.paths import DAVIS, WEIGHTS
 from models.merge_strategy import MergeStrategy
 from models.spec import ModelSpec
 from service.inference import OnnxSegmenter
@@ -20,8 +20,6 @@ from training.checkpoint import load_model
 from training.export import read_metadata
 from training.frames import read_rgb
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights"
-DAVIS = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016"
 #: (sequence, frame) pairs spread over val-dev: large and small objects, fast and slow motion.
 FRAMES = [("blackswan", 20), ("car-roundabout", 30), ("cows", 40), ("motocross-jump", 20),
           ("dance-twirl", 30), ("scooter-black", 20)]
@@ -53,7 +51,7 @@ def test_card_matches_the_shipped_model(segmenter: OnnxSegmenter) -> None:
     assert card["evaluation"]["davis_val_dev"]["merged"]["J_mean"] > IOU_FLOOR
 
 
-@pytest.mark.skipif(not DAVIS.is_dir(), reason="../shared/data/davis2016 is not beside the repository")
+@pytest.mark.skipif(not DAVIS.is_dir(), reason=f"{DAVIS} is not beside the repository")
 def test_shipped_onnx_segments_val_dev_frames(segmenter: OnnxSegmenter) -> None:
     images = [read_rgb(DAVIS / "JPEGImages" / "240p" / seq / f"{i:05d}.jpg") for seq, i in FRAMES]
     truths = [read_rgb(DAVIS / "Annotations" / "480p" / seq / f"{i:05d}.png")[..., 0] > 127 for seq, i in FRAMES]
