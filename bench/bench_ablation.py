@@ -81,7 +81,7 @@ def main() -> None:
         checkpoint = train(config, progress=False)
         minutes = (time.perf_counter() - start) / 60
         model, _ = load_model(checkpoint)
-        merge = config.merge_strategy()
+        merge = config.recorded_merge()
         davis = evaluate_davis(model, config.eval_data, size, progress=False, merge=merge)["overall"]
         ecssd = evaluate_images(model, SHARED / "ecssd" / "images", SHARED / "ecssd" / "masks", size,
                                 limit=args.ecssd_limit, progress=False, merge=merge)

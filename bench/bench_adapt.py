@@ -39,13 +39,13 @@ sys.path.insert(0, str(REPO))
 
 from models.temporal import temporal_iou  # noqa: E402
 from training.adapt import AdaptationSettings, adapt, segment_frames  # noqa: E402
-from training.checkpoint import load_model, merge_strategy  # noqa: E402
+from training.checkpoint import load_model  # noqa: E402
 from training.data import FlowPairDataset  # noqa: E402
 from training.evaluate import jaccard, read_annotation  # noqa: E402
 from training.flow import build_flow_estimator  # noqa: E402
-from training.frames import list_sequences  # noqa: E402
+from training.frames import DEFAULT_EVAL_DATA, list_sequences  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data" / "davis2016"
+DATA = (REPO / DEFAULT_EVAL_DATA).resolve()
 FAST = {"batch_size": 8, "scale": 0.5}
 VARIANTS: dict[str, dict] = {
     "paper": {"batch_size": 16, "scale": 1.0, "holdout_every": 0},
@@ -108,7 +108,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     model, spec = load_model(args.checkpoint)
-    input_size, merge = tuple(spec["input_size"]), merge_strategy(spec)
+    input_size, merge = spec.input_size, spec.merge
     detail = args.detail or args.variants[-1]
     videos = list_sequences(args.data, "240p", ["val-dev"])[: args.max_sequences]
     rows: list[dict] = []

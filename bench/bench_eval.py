@@ -20,11 +20,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from training.checkpoint import load_model  # noqa: E402
-from models.merging import MERGE_STRATEGIES  # noqa: E402
+from models.merge_strategy import MergeStrategy  # noqa: E402
 from training.evaluate import PROTOCOLS, evaluate_davis, format_table  # noqa: E402
+from training.frames import DEFAULT_EVAL_DATA  # noqa: E402
 from training.train import select_device  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data" / "davis2016"
+DATA = (REPO / DEFAULT_EVAL_DATA).resolve()
 
 
 def main() -> int:
@@ -35,7 +36,7 @@ def main() -> int:
     parser.add_argument("--protocol", default="davis", choices=PROTOCOLS, help="frame protocol (default davis)")
     parser.add_argument("--max-sequences", type=int, help="only the first N sequences of the split")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
-    parser.add_argument("--merge", nargs="+", choices=MERGE_STRATEGIES, default=list(MERGE_STRATEGIES),
+    parser.add_argument("--merge", nargs="+", choices=[m.value for m in MergeStrategy], default=list(MergeStrategy),
                         help="merge strategies to compare (default: all)")
     args = parser.parse_args()
     data = Path(args.data)
@@ -59,15 +60,15 @@ def main() -> int:
         summary = []
         for merge in args.merge:
             start = time.perf_counter()
-            report = evaluate_davis(model, data, tuple(spec["input_size"]), split=split, protocol=args.protocol,
+            report = evaluate_davis(model, data, spec.input_size, split=split, protocol=args.protocol,
                                     device=device, progress=False, merge=merge)
             elapsed = time.perf_counter() - start
-            print(f"\ncheckpoint {args.checkpoint} (version {spec.get('version')}), split {args.split}, "
+            print(f"\ncheckpoint {args.checkpoint} (version {spec.version}), split {args.split}, "
                   f"protocol {args.protocol}, merge {merge}, {len(report['sequences'])} sequences in {elapsed:.0f} s")
             print(format_table(report))
             overall = report["overall"]
             summary.append((merge, 100 * overall["merged"]["J_mean"], 100 * overall["oracle"]["J_mean"]))
-    print(f"\n{'merge':<10} {'J merged':>9} {'J oracle':>9} {'gap':>6}   (model's own merge: {spec.get('merge', 'spectral')})")
+    print(f"\n{'merge':<10} {'J merged':>9} {'J oracle':>9} {'gap':>6}   (model's own merge: {spec.merge})")
     for merge, merged, oracle in summary:
         print(f"{merge:<10} {merged:9.1f} {oracle:9.1f} {oracle - merged:6.1f}")
     return 0

@@ -21,9 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from training.flow import build_flow_estimator  # noqa: E402
-from training.frames import read_rgb  # noqa: E402
+from training.frames import DEFAULT_EVAL_DATA, DEFAULT_RESOLUTION, read_rgb  # noqa: E402
 
-FRAMES = REPO.parent / "shared" / "data" / "davis2016" / "JPEGImages" / "240p"
+FRAMES = (REPO / DEFAULT_EVAL_DATA / "JPEGImages" / DEFAULT_RESOLUTION).resolve()
 METHODS = ["dis-ultrafast", "dis-fast", "dis", "dis-fine", "farneback"]
 
 

@@ -34,17 +34,17 @@ import torch.nn.functional as F
 
 from models.merging import oracle_merge
 from models.motion import coordinate_basis, fit_motion, motion_loss, motion_residuals
-from models.preprocessing import resize_flow
+from models.preprocessing import DEFAULT_INPUT_SIZE, resize_flow
 from training.checkpoint import load_model
 from training.data import to_reference_units
 from training.evaluate import jaccard, predict, read_annotation
 from training.flow import WEIGHTLESS_FLOW_METHODS, FlowEstimator, build_flow_estimator
 from training.flow_cache import PAPER_GAPS
-from training.frames import list_sequences
+from training.frames import DEFAULT_EVAL_DATA, DEFAULT_EVAL_SPLIT, DEFAULT_RESOLUTION, list_sequences
 from training.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-GRID = (128, 224)
+GRID = DEFAULT_INPUT_SIZE
 QUANTILES = torch.linspace(0.5, 0.99, 25)
 
 
@@ -103,7 +103,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="+", default=["dis", "dis-fine", "farneback"],
                         choices=WEIGHTLESS_FLOW_METHODS)
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "davis2016"))
+    parser.add_argument("--data", default=str((ROOT / DEFAULT_EVAL_DATA).resolve()))
     parser.add_argument("--frames-per-sequence", type=int, default=4)
     parser.add_argument("--checkpoint", help="also compare the truth's loss with this model's regions")
     parser.add_argument("--raft-weights", help="local RAFT weights file, for --raft-variants")
@@ -114,7 +114,7 @@ def main() -> None:
         parser.error("--raft-variants needs --raft-weights")
     basis = coordinate_basis(*GRID, defaults.motion_model)
     model = load_model(args.checkpoint)[0] if args.checkpoint else None
-    videos = list_sequences(args.data, "240p", ["val-dev"])
+    videos = list_sequences(args.data, DEFAULT_RESOLUTION, [DEFAULT_EVAL_SPLIT])
     samples = sampled_frames(videos, args.frames_per_sequence, Path(args.data), model)
 
     def loss(foreground: torch.Tensor, flows: torch.Tensor) -> float:

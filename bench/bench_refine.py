@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from models.refinement import refine_soft_mask
-from training.checkpoint import merge_strategy
 from training.evaluate import evaluate_davis, evaluate_images
 from training.export import load_network
 from training.frames import DEFAULT_EVAL_DATA, list_sequences
@@ -48,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, spec = load_network(args.model)
-    size, merge = tuple(spec["input_size"]), merge_strategy(spec)
+    size, merge = spec.input_size, spec.merge
     print("| refinement | val-dev J | ECSSD J | ECSSD max F-β |\n|---|---|---|---|")
     for refine in (False, True):
         davis = evaluate_davis(model, DEFAULT_EVAL_DATA, size, progress=False, merge=merge, refine=refine)

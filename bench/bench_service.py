@@ -34,8 +34,9 @@ sys.path.insert(0, str(REPO))
 
 from service.inference import OnnxSegmenter  # noqa: E402
 from service.settings import Settings  # noqa: E402
+from training.frames import DEFAULT_EVAL_DATA, DEFAULT_RESOLUTION  # noqa: E402
 
-DAVIS = REPO.parent / "shared" / "data" / "davis2016" / "JPEGImages" / "240p" / "bear"
+DAVIS = (REPO / DEFAULT_EVAL_DATA / "JPEGImages" / DEFAULT_RESOLUTION / "bear").resolve()
 
 
 def davis_frames(count: int, size: tuple[int, int]) -> list[np.ndarray]:
@@ -49,12 +50,13 @@ def davis_frames(count: int, size: tuple[int, int]) -> list[np.ndarray]:
 def random_model(directory: Path) -> tuple[Path, Path]:
     """The default architecture with random weights: same cost as the trained model."""
     from models.segmenters import build_segmenter
-    from training.checkpoint import model_spec, save_checkpoint
+    from models.spec import ModelSpec
+    from training.checkpoint import save_checkpoint
     from training.export import export_onnx
 
     options = {"num_regions": 4}
     model = build_segmenter("unet", **options)
-    spec = model_spec("unet", options, version="bench-random")
+    spec = ModelSpec("unet", options, version="bench-random")
     save_checkpoint(directory / "bench.pt", model, spec)
     return export_onnx(model, spec, directory / "bench.onnx"), directory / "bench.pt"
 

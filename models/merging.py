@@ -36,14 +36,14 @@ from itertools import product
 import torch
 import torch.nn.functional as F
 
+from .merge_strategy import PAPER_MERGE, MergeStrategy
+
 __all__ = [
     "AFFINITY_EPSILON",
     "region_features",
     "region_affinity",
     "spectral_bipartition",
     "background_group",
-    "MERGE_STRATEGIES",
-    "PAPER_MERGE",
     "border_contrast_groups",
     "foreground_probability",
     "is_degenerate",
@@ -59,9 +59,6 @@ MIN_FOREGROUND_AREA = 0.02
 MIN_FOREGROUND_COVERAGE = 0.01
 MAX_FOREGROUND_COVERAGE = 0.95
 RATIO_TIE_TOLERANCE = 0.1
-MERGE_STRATEGIES = ("spectral", "border")
-#: The paper's merge; also what models that record no merge (gwm < 0.1.1) were measured with.
-PAPER_MERGE = "spectral"
 
 
 def region_features(probabilities: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
@@ -196,17 +193,18 @@ def _spectral_groups(probabilities: torch.Tensor, features: torch.Tensor) -> tor
     return torch.where(background.unsqueeze(-1) == 1, ~groups, groups)
 
 
-def foreground_probability(logits: torch.Tensor, features: torch.Tensor, strategy: str = PAPER_MERGE) -> torch.Tensor:
+def foreground_probability(
+    logits: torch.Tensor, features: torch.Tensor, strategy: MergeStrategy | str = PAPER_MERGE
+) -> torch.Tensor:
     """Soft foreground mask (B, H, W) in [0, 1] from region logits (B, K, H, W) and features (B, C, h, w).
 
     ``strategy`` is ``spectral`` (the paper) or ``border`` (see the module docstring); the border
     strategy ignores the features. A degenerate result (whole image or nothing) is replaced by the
     fallback of the module docstring.
     """
-    if strategy not in MERGE_STRATEGIES:
-        raise ValueError(f"unknown merge strategy {strategy!r}; choose from {MERGE_STRATEGIES}")
+    strategy = MergeStrategy(strategy)
     probabilities = logits.float().softmax(dim=1)
-    if strategy == "border":
+    if strategy is MergeStrategy.BORDER:
         foreground = border_contrast_groups(probabilities)
     else:
         foreground = _spectral_groups(probabilities, features)

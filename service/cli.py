@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 from pathlib import Path
+from typing import get_args
 
 __all__ = ["configure_segment", "configure_serve", "configure_worker"]
 
@@ -43,8 +44,9 @@ def configure_worker(worker: argparse.ArgumentParser) -> None:
 
 def configure_segment(segment: argparse.ArgumentParser) -> None:
     """``gwm segment``: images and videos on this machine, through the service's own code."""
+    from models.merge_strategy import MergeStrategy
     from service.local import OutputFormat
-    from service.settings import Settings
+    from service.settings import Device, Settings
     from training.flow import FLOW_METHODS
 
     settings = Settings()  # defaults as this environment's GWM_* variables make them
@@ -94,9 +96,9 @@ def configure_segment(segment: argparse.ArgumentParser) -> None:
     model.add_argument("--checkpoint", dest="checkpoint_path", type=Path,
                        help=f"PyTorch checkpoint adapted to videos (default {settings.checkpoint_path}, "
                             "GWM_CHECKPOINT_PATH)")
-    model.add_argument("--device", choices=["auto", "cpu", "cuda"],
+    model.add_argument("--device", choices=get_args(Device),
                        help=f"auto: CUDA when available (default {settings.device}, GWM_DEVICE)")
-    model.add_argument("--merge", choices=["border", "spectral"],
+    model.add_argument("--merge", choices=[strategy.value for strategy in MergeStrategy],
                        help=f"foreground merge (default {settings.merge or 'the one recorded in the model'}, GWM_MERGE)")
     model.add_argument("--flow-method", choices=sorted(FLOW_METHODS),
                        help=f"optical flow for video adaptation (default {settings.flow_method}, GWM_FLOW_METHOD; "

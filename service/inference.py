@@ -8,7 +8,6 @@ evaluation compute; only the network itself runs in onnxruntime.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -18,9 +17,11 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from models.merging import PAPER_MERGE, foreground_probability
-from models.refinement import foreground_mask, refinement_guide
+from models.merge_strategy import MergeStrategy
+from models.merging import foreground_probability
 from models.preprocessing import prepare_image
+from models.refinement import foreground_mask, refinement_guide
+from models.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class ModelInfo:
     architecture: str
     input_size: tuple[int, int]
     num_regions: int
-    merge: str
+    merge: MergeStrategy
     providers: list[str]
 
 
@@ -63,24 +64,21 @@ def choose_providers(device: str, available: list[str]) -> list[str]:
 class OnnxSegmenter:
     """The gwm network in onnxruntime plus the shared pre- and post-processing."""
 
-    def __init__(self, model_path: Path, device: str = "auto", merge: str | None = None) -> None:
+    def __init__(self, model_path: Path, device: str = "auto", merge: MergeStrategy | str | None = None) -> None:
         providers = choose_providers(device, ort.get_available_providers())
         options = ort.SessionOptions()
         # Idle ORT threads otherwise busy-wait after each run and starve the PyTorch merging step
         # that follows on the same cores (measured: +70 % latency on 2 CPUs).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
-        meta = self._session.get_modelmeta().custom_metadata_map
-        self._mean = json.loads(meta["gwm.mean"])
-        self._std = json.loads(meta["gwm.std"])
+        self.spec = ModelSpec.from_onnx_metadata(self._session.get_modelmeta().custom_metadata_map)
         self.info = ModelInfo(
             path=str(model_path),
-            version=meta.get("gwm.model_version", "unknown"),
-            architecture=meta.get("gwm.architecture", "unknown"),
-            input_size=(int(meta["gwm.input_height"]), int(meta["gwm.input_width"])),
-            num_regions=int(meta["gwm.num_regions"]),
-            # older exports record no merge and were measured with the paper's
-            merge=merge or meta.get("gwm.merge", PAPER_MERGE),
+            version=self.spec.version,
+            architecture=self.spec.architecture,
+            input_size=self.spec.input_size,
+            num_regions=self.spec.num_regions,
+            merge=MergeStrategy(merge) if merge else self.spec.merge,
             providers=self._session.get_providers(),
         )
         logger.info("loaded %s (%s, %s merge) with providers %s", model_path, self.info.version, self.info.merge,
@@ -88,7 +86,7 @@ class OnnxSegmenter:
 
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
         """Network input (3, h, w) for one RGB uint8 image, with the model's own size and normalisation."""
-        return prepare_image(rgb, self.info.input_size, self._mean, self._std)
+        return prepare_image(rgb, self.spec.input_size, self.spec.mean, self.spec.std)
 
     def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw network outputs ``(logits, features)`` for a prepared batch (B, 3, h, w)."""

@@ -16,10 +16,14 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.merge_strategy import MergeStrategy
 from training.flow import DEFAULT_FLOW_METHOD, FLOW_METHODS
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 _WEIGHTS = _REPO_ROOT / "models" / "weights"
+
+#: Where models run: ``auto`` takes CUDA when it is available.
+Device = Literal["auto", "cpu", "cuda"]
 
 
 def _default_data_dir() -> Path:
@@ -34,7 +38,7 @@ class Settings(BaseSettings):
 
     model_path: Path = Field(_WEIGHTS / "gwm-default.onnx", description="ONNX model used by /segment.")
     checkpoint_path: Path = Field(_WEIGHTS / "gwm-default.pt", description="PyTorch checkpoint adapted by video jobs.")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = "auto"
     flow_method: str = Field(DEFAULT_FLOW_METHOD, description="Optical flow method passed to training.adapt.")
     raft_weights: Path | None = Field(
         None, description="Local RAFT weights file (official or torchvision format); needed for flow_method=raft, "
@@ -45,7 +49,7 @@ class Settings(BaseSettings):
         "raised zero-shot J on DAVIS val-dev (46.0 -> 47.2) and ECSSD (41.3 -> 41.8) for model 0.3.0, at ~15 ms per "
         "854x480 image (bench/bench_refine.py)."
     )
-    merge: Literal["spectral", "border"] | None = Field(
+    merge: MergeStrategy | None = Field(
         None, description="Foreground merge strategy (models/merging.py); None: the one recorded in the model."
     )
     torch_threads: int | None = Field(

@@ -8,20 +8,22 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service_media import DAVIS_FRAMES, davis_frames, encode_video
+from helpers.paths import DAVIS_FRAMES
+from helpers.service_media import davis_frames, encode_video
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(ONNX path, checkpoint path) of a small random-weight U-Net, built with the training code."""
     from models.segmenters import build_segmenter
-    from training.checkpoint import model_spec, save_checkpoint
+    from models.spec import ModelSpec
+    from training.checkpoint import save_checkpoint
     from training.export import export_onnx
 
     root = tmp_path_factory.mktemp("model")
     options = {"num_regions": 4, "width": 8, "depth": 2}
     model = build_segmenter("unet", **options)
-    spec = model_spec("unet", options, input_size=(64, 96), version="test-tiny")
+    spec = ModelSpec("unet", options, input_size=(64, 96), version="test-tiny")
     save_checkpoint(root / "tiny.pt", model, spec)
     export_onnx(model, spec, root / "tiny.onnx")
     return root / "tiny.onnx", root / "tiny.pt"

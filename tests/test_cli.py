@@ -9,13 +9,12 @@ import subprocess
 import sys
 import time
 from importlib.metadata import version
-from pathlib import Path
 
 import pytest
 
 from gwm_cli.main import COMMANDS, command_parser, main, root_parser
+from helpers.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "onnxruntime", "cv2", "fastapi", "timm", "av", "rq", "uvicorn")
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from gwm_cli.main import main
 from service.local import Kind, kind_of
-from service_media import encode_image, encode_video, exif_rotated_jpeg, gradient_rgb, image_variants
+from helpers.service_media import encode_image, encode_video, exif_rotated_jpeg, gradient_rgb, image_variants
 
 
 @pytest.fixture

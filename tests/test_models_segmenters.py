@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.segmenters import ARCHITECTURES, BackboneSegmenter, UNet, build_segmenter
+from models.segmenters import ARCHITECTURES, BackboneSegmenter, SegmenterOutput, UNet, build_segmenter
 
 
 @pytest.mark.parametrize("depth", [2, 4])
@@ -14,7 +14,9 @@ def test_unet_logits_and_features(depth):
     model = build_segmenter("unet", num_regions=3, width=4, depth=depth)
     assert isinstance(model, UNet) and model.num_regions == 3
     image = torch.randn(2, 3, 64, 96)
-    logits, features = model.forward_features(image)
+    output = model.forward_with_features(image)
+    assert isinstance(output, SegmenterOutput)
+    logits, features = output
     assert logits.shape == (2, 3, 64, 96)
     assert features.shape == (2, model.feature_dim, 16, 24)
     assert torch.isfinite(logits).all() and torch.isfinite(features).all()
@@ -25,7 +27,7 @@ def test_unet_logits_and_features(depth):
 
 def test_unet_handles_sizes_not_divisible_by_16():
     model = build_segmenter("unet", num_regions=2, width=4).eval()
-    logits, features = model.forward_features(torch.randn(1, 3, 50, 70))
+    logits, features = model.forward_with_features(torch.randn(1, 3, 50, 70))
     assert logits.shape == (1, 2, 50, 70)
     assert features.shape[:2] == (1, model.feature_dim)
 
@@ -40,7 +42,7 @@ def test_backbone_resnet18_random_weights():
     model = build_segmenter("backbone", num_regions=4, backbone="resnet18", embed_dim=16)
     assert isinstance(model, BackboneSegmenter)
     image = torch.randn(2, 3, 64, 96)
-    logits, features = model.forward_features(image)
+    logits, features = model.forward_with_features(image)
     assert logits.shape == (2, 4, 64, 96)
     assert features.shape == (2, model.feature_dim, 2, 3)  # resnet18: 512 channels at stride 32
     assert model.feature_dim == 512

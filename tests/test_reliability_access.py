@@ -12,7 +12,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from conftest import API_KEY as KEY  # the key of the keyed_* fixtures
-from service_process import running_server
+from helpers.service_process import running_server
 from test_reliability_inputs import small_clip
 from test_service_video import submit, wait_for_end
 

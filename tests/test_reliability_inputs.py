@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service_media import encode_image, encode_video, gradient_rgb
+from helpers.service_media import encode_image, encode_video, gradient_rgb
 from test_service_images import _error
 from test_service_video import submit, wait_for_end
 

@@ -15,8 +15,7 @@ import sys
 
 import pytest
 
-from service_media import DAVIS_FRAMES
-from service_process import REPO
+from helpers.paths import DAVIS_FRAMES, REPO
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from service_process import REPO
+from helpers.paths import REPO
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,7 @@
 """The web page in headless Chromium against a real server, offline: what a person sees and downloads.
 
 The server runs the shipped model, so the screenshots (kept in docs/ via GWM_TEST_SCREENSHOTS, see
-tests/browser.py) show real results. Every test asserts on what was drawn: canvas pixels, the
+tests/helpers/browser.py) show real results. Every test asserts on what was drawn: canvas pixels, the
 screenshot itself, and the files behind the download buttons.
 """
 
@@ -21,13 +21,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from browser import browser_page, screenshot_path, serve
-from service_media import DAVIS_FRAMES, davis_frames, encode_image, encode_video, exif_rotated_jpeg, gradient_rgb
+from helpers.browser import browser_page, screenshot_path, serve
+from helpers.paths import DAVIS_FRAMES, WEIGHTS
+from helpers.service_media import davis_frames, encode_image, encode_video, exif_rotated_jpeg, gradient_rgb
 
 pytestmark = pytest.mark.browser
 
-REPO = Path(__file__).resolve().parents[1]
-WEIGHTS = REPO / "models" / "weights"
 TINT = np.array([255, 40, 90])
 
 

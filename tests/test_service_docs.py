@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from browser import browser_page, screenshot_path, serve
+from helpers.browser import browser_page, screenshot_path, serve
 from conftest import API_KEY as KEY  # the key of the keyed_* fixtures
 
 #: ReDoc's sidebar credit always points its <img> at this CDN logo and hides it when it fails to load;

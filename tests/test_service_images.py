@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from service import rle
-from service_media import encode_image, exif_rotated_jpeg, gradient_rgb, image_variants
+from helpers.service_media import encode_image, exif_rotated_jpeg, gradient_rgb, image_variants
 
 VARIANTS = image_variants(96, 64)
 

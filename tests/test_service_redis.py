@@ -124,7 +124,7 @@ def test_cancel_queued_job(redis_settings, davis_video) -> None:
 
 
 def test_input_error_fails_without_retry(redis_settings, tmp_path) -> None:
-    from service_media import encode_video, gradient_rgb
+    from helpers.service_media import encode_video, gradient_rgb
 
     one_frame = encode_video([gradient_rgb(64, 48)], tmp_path / "one.mp4")
     with new_client(redis_settings) as client:
@@ -159,7 +159,7 @@ def _error(response) -> tuple[int, str, str | None]:
 
 def test_queue_length_is_bounded(redis_settings, davis_video) -> None:
     """No worker runs: two jobs wait, the third is a 429 with Retry-After, and /metrics shows both numbers."""
-    from service_process import metric
+    from helpers.service_process import metric
 
     settings = redis_settings.model_copy(update={"max_queued_jobs": 2, "retry_after_seconds": 7})
     video = davis_video.read_bytes()
@@ -174,7 +174,7 @@ def test_queue_length_is_bounded(redis_settings, davis_video) -> None:
 
 def test_upload_space_is_bounded(redis_settings, davis_video) -> None:
     """Uploads waiting for workers may take GWM_MAX_UPLOAD_DIR_BYTES; beyond, 503 with Retry-After until one goes."""
-    from service_process import metric
+    from helpers.service_process import metric
 
     video = davis_video.read_bytes()
     settings = redis_settings.model_copy(update={"max_upload_dir_bytes": len(video) * 3 // 2, "retry_after_seconds": 5})

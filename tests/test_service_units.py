@@ -14,7 +14,7 @@ from PIL import Image
 from service import rle
 from service.imaging import to_rgb
 from service.inference import choose_providers
-from service_media import image_variants
+from helpers.service_media import image_variants
 
 
 @pytest.mark.parametrize("seed", range(20))

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from service import rle
-from service_media import encode_image, encode_mjpeg_avi, encode_video, gradient_rgb
-from service_process import metric
+from helpers.service_media import encode_image, encode_mjpeg_avi, encode_video, gradient_rgb
+from helpers.service_process import metric
 
 
 def wait_for_end(client, url: str, timeout: float = 60.0) -> dict:

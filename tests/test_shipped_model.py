@@ -8,16 +8,18 @@ which `gwm eval` measures.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from helpers.paths import DAVIS, WEIGHTS
+from models.merge_strategy import MergeStrategy
+from models.spec import ModelSpec
 from service.inference import OnnxSegmenter
+from training.checkpoint import load_model
+from training.export import read_metadata
 from training.frames import read_rgb
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights"
-DAVIS = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis2016"
 #: (sequence, frame) pairs spread over val-dev: large and small objects, fast and slow motion.
 FRAMES = [("blackswan", 20), ("car-roundabout", 30), ("cows", 40), ("motocross-jump", 20),
           ("dance-twirl", 30), ("scooter-black", 20)]
@@ -30,6 +32,17 @@ def segmenter() -> OnnxSegmenter:
     return OnnxSegmenter(WEIGHTS / "gwm-default.onnx", device="cpu")
 
 
+def test_shipped_files_load_with_their_spec() -> None:
+    """The shipped checkpoint and ONNX file were written before ModelSpec was a class; both must still
+    load, unchanged, and describe the same model."""
+    expected = ModelSpec("unet", {"num_regions": 4, "width": 16}, input_size=(128, 224), version="0.3.0",
+                         merge=MergeStrategy.BORDER)
+    model, checkpoint_spec = load_model(WEIGHTS / "gwm-default.pt")
+    onnx_spec = ModelSpec.from_onnx_metadata(read_metadata(WEIGHTS / "gwm-default.onnx"))
+    assert checkpoint_spec == onnx_spec == expected
+    assert (checkpoint_spec.num_regions, model.num_regions) == (4, 4)
+
+
 def test_card_matches_the_shipped_model(segmenter: OnnxSegmenter) -> None:
     card = json.loads((WEIGHTS / "gwm-default.card.json").read_text())
     assert card["version"] == segmenter.info.version
@@ -38,7 +51,7 @@ def test_card_matches_the_shipped_model(segmenter: OnnxSegmenter) -> None:
     assert card["evaluation"]["davis_val_dev"]["merged"]["J_mean"] > IOU_FLOOR
 
 
-@pytest.mark.skipif(not DAVIS.is_dir(), reason="../shared/data/davis2016 is not beside the repository")
+@pytest.mark.skipif(not DAVIS.is_dir(), reason=f"{DAVIS} is not beside the repository")
 def test_shipped_onnx_segments_val_dev_frames(segmenter: OnnxSegmenter) -> None:
     images = [read_rgb(DAVIS / "JPEGImages" / "240p" / seq / f"{i:05d}.jpg") for seq, i in FRAMES]
     truths = [read_rgb(DAVIS / "Annotations" / "480p" / seq / f"{i:05d}.png")[..., 0] > 127 for seq, i in FRAMES]

@@ -13,7 +13,8 @@ from PIL import Image
 
 import training.evaluate as evaluate_module
 from models.segmenters import build_segmenter
-from training.checkpoint import load_checkpoint, load_model, model_spec, save_checkpoint, slim_checkpoint
+from models.spec import ModelSpec
+from training.checkpoint import load_checkpoint, load_model, save_checkpoint, slim_checkpoint
 from training.evaluate import davis_sequence_scores, evaluate_davis, f_beta_curve, format_table, jaccard
 
 
@@ -177,14 +178,14 @@ def _trained_looking_unet():
 
 def test_checkpoint_round_trip(tmp_path):
     model, options = _trained_looking_unet()
-    spec = model_spec("unet", options, input_size=(32, 48), version="v-test")
+    spec = ModelSpec("unet", options, input_size=(32, 48), version="v-test")
     save_checkpoint(tmp_path / "run" / "model.pt", model, spec, step=7)
     assert not list((tmp_path / "run").glob("*.partial"))
     loaded, loaded_spec = load_model(tmp_path / "run" / "model.pt")
     assert loaded_spec == spec and not loaded.training
     image = torch.randn(2, 3, 32, 48)
     with torch.inference_mode():
-        for a, b in zip(model.forward_features(image), loaded.forward_features(image)):
+        for a, b in zip(model.forward_with_features(image), loaded.forward_with_features(image)):
             assert torch.equal(a, b)
     assert load_checkpoint(tmp_path / "run" / "model.pt")["step"] == 7
     # the float16 shipping copy rebuilds the same network, to float16 precision
@@ -212,7 +213,7 @@ class _Payload:
 def test_load_refuses_pickled_objects(tmp_path):
     model, options = _trained_looking_unet()
     path = tmp_path / "evil.pt"
-    torch.save({"model": model.state_dict(), "spec": model_spec("unet", options), "extra": _Payload()}, path)
+    torch.save({"model": model.state_dict(), "spec": ModelSpec("unet", options).to_dict(), "extra": _Payload()}, path)
     with pytest.raises(pickle.UnpicklingError):
         load_model(path)
     with pytest.raises(pickle.UnpicklingError):

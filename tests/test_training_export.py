@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models.segmenters import build_segmenter
-from training.checkpoint import merge_strategy, model_spec
+from models.spec import ModelSpec
 from training.export import export_onnx, onnx_parity, read_metadata
 
 onnxruntime = pytest.importorskip("onnxruntime")
@@ -26,7 +26,7 @@ def exported(tmp_path_factory):
         for _ in range(3):
             model(torch.randn(4, 3, 48, 80) * 2 + 0.5)
     model.eval()
-    spec = model_spec("unet", options, input_size=(48, 80), version="test-1.2", merge="border")
+    spec = ModelSpec("unet", options, input_size=(48, 80), version="test-1.2", merge="border")
     path = export_onnx(model, spec, tmp_path_factory.mktemp("onnx") / "sub" / "model.onnx")
     return model, spec, path
 
@@ -49,9 +49,10 @@ def test_metadata(exported):
     assert meta["gwm.model_version"] == "test-1.2"
     assert meta["gwm.architecture"] == "unet"
     assert meta["gwm.merge"] == "border"
-    assert json.loads(meta["gwm.mean"]) == pytest.approx(spec["mean"])
-    assert json.loads(meta["gwm.std"]) == pytest.approx(spec["std"])
-    assert json.loads(meta["gwm.spec"]) == spec
+    assert json.loads(meta["gwm.mean"]) == pytest.approx(spec.mean)
+    assert json.loads(meta["gwm.std"]) == pytest.approx(spec.std)
+    assert json.loads(meta["gwm.spec"]) == spec.to_dict()
+    assert ModelSpec.from_onnx_metadata(meta) == spec
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -64,7 +65,7 @@ def test_dynamic_batch(exported, batch):
     assert logits.shape == (batch, 3, 48, 80)
     assert features.shape == (batch, model.feature_dim, 12, 20)
     with torch.inference_mode():
-        expected_logits, expected_features = model.forward_features(torch.from_numpy(image))
+        expected_logits, expected_features = model.forward_with_features(torch.from_numpy(image))
     np.testing.assert_allclose(logits, expected_logits.numpy(), atol=1e-4)
     np.testing.assert_allclose(features, expected_features.numpy(), atol=1e-4)
 
@@ -74,7 +75,7 @@ def test_backbone_exports_with_parity_at_any_batch(tmp_path):
     torch.manual_seed(0)
     options = {"num_regions": 4, "backbone": "resnet18", "embed_dim": 16}
     model = build_segmenter("backbone", **options).eval()
-    path = export_onnx(model, model_spec("backbone", options, input_size=(64, 96)), tmp_path / "bb.onnx")
+    path = export_onnx(model, ModelSpec("backbone", options, input_size=(64, 96)), tmp_path / "bb.onnx")
     for batch in (1, 3):
         assert onnx_parity(model, path, batch_size=batch, seed=batch) < 1e-4
 
@@ -88,24 +89,24 @@ def test_export_leaves_the_model_in_eval_mode(tmp_path):
     image = torch.randn(1, 3, 32, 48)
     with torch.inference_mode():
         before = model(image)
-    path = export_onnx(model, model_spec("unet", options, input_size=(32, 48)), tmp_path / "m.onnx")
+    path = export_onnx(model, ModelSpec("unet", options, input_size=(32, 48)), tmp_path / "m.onnx")
     assert not model.training
     with torch.inference_mode():
         torch.testing.assert_close(model(image), before)
     # a channels-last model (as training leaves it) exports with the same parity
     model = build_segmenter("unet", **options).to(memory_format=torch.channels_last).train()
-    path = export_onnx(model, model_spec("unet", options, input_size=(32, 48)), tmp_path / "cl.onnx")
+    path = export_onnx(model, ModelSpec("unet", options, input_size=(32, 48)), tmp_path / "cl.onnx")
     assert not model.training
     assert onnx_parity(model, path) < 1e-4
 
 
 def test_merge_strategy_is_validated_and_defaults_for_old_checkpoints():
     with pytest.raises(ValueError, match="unknown merge strategy 'vote'"):
-        model_spec("unet", {"num_regions": 4}, merge="vote")
-    legacy = model_spec("unet", {"num_regions": 4})
+        ModelSpec("unet", {"num_regions": 4}, merge="vote")
+    legacy = ModelSpec("unet", {"num_regions": 4}).to_dict()
     del legacy["merge"]  # checkpoints written before gwm 0.2
-    assert merge_strategy(legacy) == "spectral"
-    assert merge_strategy(model_spec("unet", {"num_regions": 4}, merge="border")) == "border"
+    assert ModelSpec.from_dict(legacy).merge == "spectral"
+    assert ModelSpec("unet", {"num_regions": 4}, merge="border").merge == "border"
 
 
 def test_cli_export_records_version_and_merge_in_onnx_and_slim_checkpoint(tmp_path):
@@ -114,14 +115,14 @@ def test_cli_export_records_version_and_merge_in_onnx_and_slim_checkpoint(tmp_pa
 
     options = {"num_regions": 4, "width": 4, "depth": 2}
     model = build_segmenter("unet", **options).eval()
-    save_checkpoint(tmp_path / "run.pt", model, model_spec("unet", options, input_size=(32, 48), version="dev"))
+    save_checkpoint(tmp_path / "run.pt", model, ModelSpec("unet", options, input_size=(32, 48), version="dev"))
     code = main(["export", str(tmp_path / "run.pt"), str(tmp_path / "m.onnx"), "--version", "9.9",
                  "--merge", "border", "--slim-checkpoint", str(tmp_path / "slim.pt")])
     assert code == 0
     meta = read_metadata(tmp_path / "m.onnx")
     assert (meta["gwm.model_version"], meta["gwm.merge"]) == ("9.9", "border")
     _, slim_spec = load_model(tmp_path / "slim.pt")
-    assert slim_spec == json.loads(meta["gwm.spec"])
+    assert slim_spec == ModelSpec.from_dict(json.loads(meta["gwm.spec"]))
 
 
 def test_card_of_a_fine_tuned_run_keeps_the_starting_weights_history(tmp_path):
@@ -130,7 +131,7 @@ def test_card_of_a_fine_tuned_run_keeps_the_starting_weights_history(tmp_path):
 
     options = {"num_regions": 4, "width": 4, "depth": 2}
     model = build_segmenter("unet", **options).eval()
-    spec = model_spec("unet", options, input_size=(32, 48), version="2.0", merge="border")
+    spec = ModelSpec("unet", options, input_size=(32, 48), version="2.0", merge="border")
     save_checkpoint(tmp_path / "m.pt", model, spec)
     export_onnx(model, spec, tmp_path / "m.onnx")
     run = tmp_path / "run"

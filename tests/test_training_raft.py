@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from helpers.paths import DAVIS, SHARED
 from models.motion import coordinate_basis, fit_motion, motion_residuals
-from models.preprocessing import resize_flow
+from models.preprocessing import DEFAULT_INPUT_SIZE, resize_flow
 from test_training_flow import _translated_pair
 from training.evaluate import read_annotation
 from training.flow import build_flow_estimator
 from training.frames import list_sequences
 from training.raft import RAFTFlow, load_raft, translate_official_raft
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 WEIGHTS = SHARED / "weights" / "raft-small.pth"
-DAVIS = SHARED / "data" / "davis2016"
 
 pytestmark = pytest.mark.skipif(not WEIGHTS.is_file(), reason=f"RAFT weights not found at {WEIGHTS}")
 
@@ -81,7 +79,7 @@ def test_raft_explains_the_background_of_a_davis_pair_no_worse_than_dis(raft):
     smoother, more accurate field must leave no more than DIS's (paper: better flow, better GWM)."""
     video = next(v for v in list_sequences(DAVIS, "240p", ["val-dev"]) if v.name == "car-shadow")
     index = 20
-    grid = (128, 224)
+    grid = DEFAULT_INPUT_SIZE
     truth = torch.nn.functional.interpolate(
         torch.from_numpy(read_annotation(DAVIS, video, index))[None, None].float(), size=grid, mode="area")[0, 0] > 0.5
     background = (~truth).float().reshape(1, 1, -1)

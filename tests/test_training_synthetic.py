@@ -123,7 +123,7 @@ def train_on_synthetic(seed: int, num_regions: int = 2, steps: int = STEPS):
         losses.append(loss)
     model.eval()
     with torch.inference_mode():
-        logits, features = model.forward_features(images)
+        logits, features = model.forward_with_features(images)
         soft = foreground_probability(logits, features)
     predictions = (soft > 0.5).numpy()
     ious = [_iou(p, m) for p, m in zip(predictions, masks)]

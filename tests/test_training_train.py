@@ -13,7 +13,8 @@ import training.train as train_module
 from models.segmenters import build_segmenter
 from test_training_evaluate import write_fake_davis
 from training.adapt import AdaptationCancelled, AdaptationSettings, adapt, adapt_and_segment
-from training.checkpoint import load_checkpoint, model_spec, save_checkpoint
+from models.spec import ModelSpec
+from training.checkpoint import load_checkpoint, save_checkpoint
 from training.data import FlowPairDataset
 from training.flow import DISFlow
 from training.flow_cache import PAPER_GAPS, FlowCache, FlowCacheSpec
@@ -120,7 +121,7 @@ def test_adapt_and_segment_returns_a_mask_per_frame(tmp_path, restore_threads):
     options = {"num_regions": 3, "width": 4, "depth": 2}
     model = build_segmenter("unet", **options)
     checkpoint = tmp_path / "model.pt"
-    save_checkpoint(checkpoint, model, model_spec("unet", options, input_size=(32, 48)))
+    save_checkpoint(checkpoint, model, ModelSpec("unet", options, input_size=(32, 48)))
     before = checkpoint.read_bytes()
     stages = []
     result = adapt_and_segment(frames, checkpoint, AdaptationSettings(steps=2, flow_method="dis-ultrafast"),
@@ -143,7 +144,7 @@ def test_cancel_during_flow_stops_at_the_next_frame_pair(tmp_path, restore_threa
     frames = [read_rgb(p) for p in list_sequences(davis)[0].frames]
     options = {"num_regions": 3, "width": 4, "depth": 2}
     save_checkpoint(tmp_path / "model.pt", build_segmenter("unet", **options),
-                    model_spec("unet", options, input_size=(32, 48)))
+                    ModelSpec("unet", options, input_size=(32, 48)))
     pairs_seen = []
     with pytest.raises(AdaptationCancelled):
         adapt_and_segment(frames, tmp_path / "model.pt", AdaptationSettings(steps=2, flow_method="dis-ultrafast"),
@@ -167,3 +168,36 @@ def test_adaptation_updates_batch_norm_statistics_unless_frozen(tmp_path, restor
     moved = [k for k in statistics if not torch.equal(after[k], statistics[k])]
     assert (not moved) if freeze_norm else len(moved) == len(statistics)
     assert any(not torch.equal(after[k], weights[k]) for k in weights)  # learning happens either way
+
+
+def test_train_starts_a_backbone_from_a_local_pretrained_file(tiny_training_data, tmp_path, restore_threads):
+    """``gwm train --architecture backbone --backbone NAME --backbone-weights FILE`` builds NAME with the
+    file's weights (nothing downloaded), and the model it writes rebuilds without that file."""
+    import timm
+
+    from gwm_cli.main import main
+    from training.checkpoint import load_model
+
+    pretrained = timm.create_model("test_resnet")  # a tiny timm network, built locally
+    weights = tmp_path / "test_resnet.pth"
+    torch.save(pretrained.state_dict(), weights)
+    davis, cache = tiny_training_data
+    out = tmp_path / "run"
+    assert main(["train", "--data", f"{davis}:train", "--eval-data", str(davis), "--flow-cache", str(cache),
+                 "--output-dir", str(out), "--architecture", "backbone", "--backbone", "test_resnet",
+                 "--backbone-weights", str(weights), "--num-regions", "3", "--input-size", "32x48",
+                 "--steps", "1", "--batch-size", "2", "--threads", "1", "--device", "cpu"]) == 0
+    state = load_checkpoint(out / "last.pt")
+    assert state["spec"]["options"] == {"num_regions": 3, "backbone": "test_resnet", "image_size": [32, 48]}
+    convolutions = {k: v for k, v in pretrained.state_dict().items() if v.ndim == 4}
+    assert convolutions
+    for name, tensor in convolutions.items():  # one step at the warm-up's 1e-6 barely moves them
+        torch.testing.assert_close(state["model"][f"backbone.{name}"], tensor, atol=1e-4, rtol=0)
+    weights.unlink()
+    model, spec = load_model(out / "last.pt")
+    assert spec.options["backbone"] == "test_resnet" and model.num_regions == 3
+
+
+def test_backbone_weights_need_the_backbone_architecture():
+    with pytest.raises(ValueError, match="backbone weights"):
+        TrainConfig(architecture="unet", backbone_weights="resnet.pth").initial_segmenter_options()

@@ -40,7 +40,7 @@ from models.segmenters import Segmenter
 from models.temporal import temporal_fuse
 from models.video_flow import VideoFlow
 
-from .checkpoint import load_model, merge_strategy
+from .checkpoint import load_model
 from .data import Batch, FlowPairDataset, to_reference_units
 from .evaluate import predict
 from .flow import DEFAULT_FLOW_METHOD, build_flow_estimator
@@ -291,8 +291,8 @@ def adapt_and_segment(
     settings = settings or AdaptationSettings()
     torch_device = select_device(device)
     model, spec = load_model(checkpoint_path, torch_device)
-    input_size = tuple(spec["input_size"])
-    merge = merge or merge_strategy(spec)
+    input_size = spec.input_size
+    merge = merge or spec.merge
     dataset = None
     if settings.steps > 0 or temporal:
         estimator = build_flow_estimator(settings.flow_method, **settings.flow_options)

@@ -11,17 +11,33 @@ import argparse
 import json
 import logging
 import os
-from dataclasses import fields
+from dataclasses import fields, replace
+from enum import Enum
 from pathlib import Path
 
-from models.merging import MERGE_STRATEGIES
+from models.merge_strategy import MergeStrategy
+from models.preprocessing import DEFAULT_INPUT_SIZE
 
 from .flow import DEFAULT_FLOW_METHOD, DEFAULT_RAFT_ITERATIONS, DEFAULT_RAFT_SCALE, FLOW_METHODS
-from .frames import DEFAULT_EVAL_DATA, DEFAULT_TRAIN_DATA
+from .flow_cache import PAPER_GAPS
+from .frames import DEFAULT_EVAL_DATA, DEFAULT_EVAL_SPLIT, DEFAULT_RESOLUTION, DEFAULT_TRAIN_DATA
 
 __all__ = ["configure_flow", "configure_train", "configure_eval", "configure_export", "configure_card"]
 
 log = logging.getLogger("gwm")
+
+
+def _format_size(size: tuple[int, ...]) -> str:
+    return "x".join(str(v) for v in size)
+
+
+def _format_gaps(gaps: tuple[int, ...]) -> str:
+    return ",".join(str(v) for v in gaps)
+
+
+def _names(choices: type[Enum]) -> list:
+    """The values of an enum, as command-line choices."""
+    return [member.value for member in choices]
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -29,7 +45,8 @@ def _size(text: str) -> tuple[int, int]:
     try:
         height, width = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW such as 128x224, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected HxW such as {_format_size(DEFAULT_INPUT_SIZE)}, got {text!r}") from None
     return height, width
 
 
@@ -37,7 +54,8 @@ def _gaps(text: str) -> tuple[int, ...]:
     try:
         gaps = tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as -2,-1,1,2, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as {_format_gaps(PAPER_GAPS)}, got {text!r}") from None
     if 0 in gaps:
         raise argparse.ArgumentTypeError("a gap of 0 has no flow")
     return gaps
@@ -82,7 +100,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint, merge_strategy
+    from .checkpoint import load_checkpoint
     from .evaluate import evaluate_davis, evaluate_images, format_table
     from .export import load_network
     from .train import select_device
@@ -91,9 +109,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     device = select_device("cpu" if is_onnx else args.device)
     model, spec = load_network(args.checkpoint, device)
     step = None if is_onnx else load_checkpoint(args.checkpoint).get("step")
-    input_size = tuple(spec["input_size"])
-    merge = args.merge or merge_strategy(spec)
-    report: dict = {"checkpoint": str(args.checkpoint), "model_version": spec.get("version"), "merge": merge,
+    input_size = spec.input_size
+    merge = args.merge or spec.merge
+    report: dict = {"checkpoint": str(args.checkpoint), "model_version": spec.version, "merge": merge,
                     "refine": args.refine, "step": step}
     if not args.skip_davis:
         davis = evaluate_davis(model, args.data, input_size, split=args.split, resolution=args.resolution,
@@ -118,10 +136,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx, onnx_parity
 
     model, spec = load_model(args.checkpoint)
-    if args.version:
-        spec = {**spec, "version": args.version}
-    if args.merge:
-        spec = {**spec, "merge": args.merge}
+    spec = replace(spec, version=args.version or spec.version, merge=args.merge or spec.merge)
     path = export_onnx(model, spec, args.output)
     difference = onnx_parity(model, path)
     print(f"onnx: {path}  parity max |onnx - torch| = {difference:.2e}")
@@ -154,7 +169,10 @@ def _cmd_card(args: argparse.Namespace) -> int:
 
 
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
-    from .train import TrainConfig
+    from models.motion import MotionModel, WeightPower
+    from models.segmenters import ARCHITECTURES
+
+    from .train import AUTO_MERGE, TrainConfig
 
     defaults = TrainConfig()
     group = parser.add_argument_group("training options (defaults follow the paper's U-Net where the CPU allows)")
@@ -166,24 +184,32 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                        help=f"annotated DAVIS root whose val-dev split --eval-every measures (default {defaults.eval_data})")
     group.add_argument("--flow-cache", dest="flow_cache", help=f"flow cache from `gwm flow` (default {defaults.flow_cache})")
     group.add_argument("--output-dir", dest="output_dir", help=f"run directory (default {defaults.output_dir})")
-    group.add_argument("--architecture", choices=["unet", "backbone"], help="segmenter (default unet)")
+    group.add_argument("--architecture", choices=sorted(ARCHITECTURES), help=f"segmenter (default {defaults.architecture})")
     group.add_argument("--width", type=int, help=f"U-Net first-stage channels (default {defaults.width}; paper 64)")
-    group.add_argument("--num-regions", dest="num_regions", type=int, help="K (default 4)")
-    group.add_argument("--input-size", dest="input_size", type=_size, help="network input HxW (default 128x224)")
+    group.add_argument("--backbone", help="timm model of --architecture backbone, e.g. resnet50 or "
+                                          f"vit_small_patch8_224 (default {defaults.backbone})")
+    group.add_argument("--backbone-weights", dest="backbone_weights",
+                       help="local file (.pth, .bin, .safetensors) with pretrained weights of that timm model; "
+                            "read when a run starts, never downloaded (default none: random weights)")
+    group.add_argument("--num-regions", dest="num_regions", type=int, help=f"K (default {defaults.num_regions})")
+    group.add_argument("--input-size", dest="input_size", type=_size,
+                       help=f"network input HxW (default {_format_size(defaults.input_size)})")
     group.add_argument("--loss-size", dest="loss_size", type=_size, help="loss grid HxW (default: flow cache grid; paper 480x854)")
-    group.add_argument("--motion-model", dest="motion_model", choices=["constant", "affine", "quadratic"],
-                       help="flow model per region (default quadratic)")
-    group.add_argument("--weight-power", dest="weight_power", type=int, choices=[1, 2],
-                       help="fit weights p (paper, default) or p^2 (authors' code)")
+    group.add_argument("--motion-model", dest="motion_model", choices=_names(MotionModel),
+                       help=f"flow model per region (default {defaults.motion_model})")
+    group.add_argument("--weight-power", dest="weight_power", type=int, choices=_names(WeightPower),
+                       help=f"fit weights p ({WeightPower.PAPER.value}: paper) or p^2 "
+                            f"({WeightPower.REFERENCE_CODE.value}: authors' code) (default {defaults.weight_power})")
     group.add_argument("--colour-jitter", dest="colour_jitter", type=float,
-                       help="brightness/contrast/saturation jitter strength, e.g. 0.4 (default 0: none, as the paper)")
+                       help="brightness/contrast/saturation jitter strength, e.g. 0.4 "
+                            f"(default {defaults.colour_jitter:g}: none, as the paper)")
     group.add_argument("--grey-probability", dest="grey_probability", type=float,
-                       help="chance a frame is made grey (default 0)")
+                       help=f"chance a frame is made grey (default {defaults.grey_probability:g})")
     group.add_argument("--blur-probability", dest="blur_probability", type=float,
-                       help="chance of a Gaussian blur (default 0)")
+                       help=f"chance of a Gaussian blur (default {defaults.blur_probability:g})")
     group.add_argument("--max-zoom", dest="max_zoom", type=float,
                        help="random zoom crops up to this factor, flow cropped and scaled with the frame "
-                            "(default 1.0: no crops)")
+                            f"(default {defaults.max_zoom}: no crops)")
     group.add_argument("--flow-trust-check", dest="flow_trust_check", action="store_const", const=True,
                        help="zero weight for flow failing the forward-backward check (default off, as the paper)")
     group.add_argument("--steps", type=int, help=f"training steps (default {defaults.steps})")
@@ -192,16 +218,18 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--warmup-steps", dest="warmup_steps", type=int, help=f"default {defaults.warmup_steps}")
     group.add_argument("--grad-clip", dest="grad_clip", type=float, help=f"default {defaults.grad_clip}")
     group.add_argument("--coarse-steps", dest="coarse_steps", type=int,
-                       help="first N steps at half resolution (a cheap resolution schedule; default 0)")
+                       help=f"first N steps at {defaults.coarse_scale:g} x the input size (a cheap resolution "
+                            f"schedule; default {defaults.coarse_steps})")
     group.add_argument("--snapshot-every", dest="snapshot_every", type=int, help=f"keep step_<N>.pt every N steps (default {defaults.snapshot_every}: never)")
     group.add_argument("--eval-every", dest="eval_every", type=int, help=f"J on val-dev every N steps (0 = never; default {defaults.eval_every})")
     group.add_argument("--init-from", dest="init_from",
                        help="start from these model weights, e.g. models/weights/gwm-default.pt (fresh optimiser; "
                             "default: from scratch)")
-    group.add_argument("--merge", choices=["auto", *MERGE_STRATEGIES],
-                       help="merge recorded in the model (default auto: border for unet, spectral for backbone)")
+    group.add_argument("--merge", choices=[AUTO_MERGE, *_names(MergeStrategy)],
+                       help=f"merge recorded in the model (default {defaults.merge}: border for unet, spectral for "
+                            "backbone)")
     group.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
-    group.add_argument("--device", help="auto (default), cpu or cuda")
+    group.add_argument("--device", help=f"auto, cpu or cuda (default {defaults.device})")
     group.add_argument("--seed", type=int, help=f"random seed (default {defaults.seed})")
     group.add_argument("--version", help=f"model version stored in checkpoints (default {defaults.version})")
     group.add_argument("--restart", action="store_true", help="ignore an existing last.pt instead of resuming")
@@ -214,7 +242,8 @@ def configure_flow(flow: argparse.ArgumentParser) -> None:
     flow.add_argument("--data", nargs="+", default=list(DEFAULT_TRAIN_DATA), metavar="ROOT[:SPLITS]",
                       help="frame roots, each ROOT (every sequence) or ROOT:SPLIT[,SPLIT] (ImageSets lists); "
                            f"default {' '.join(DEFAULT_TRAIN_DATA)}")
-    flow.add_argument("--resolution", default="240p", help="JPEGImages sub-folder (default 240p)")
+    flow.add_argument("--resolution", default=DEFAULT_RESOLUTION,
+                      help=f"JPEGImages sub-folder (default {DEFAULT_RESOLUTION})")
     flow.add_argument("--method", default=DEFAULT_FLOW_METHOD, choices=sorted(FLOW_METHODS),
                       help=f"estimator (default {DEFAULT_FLOW_METHOD}; raft needs --raft-weights)")
     flow.add_argument("--raft-weights", help="local RAFT weights file, official release or torchvision format "
@@ -226,8 +255,10 @@ def configure_flow(flow: argparse.ArgumentParser) -> None:
     flow.add_argument("--device", default="cpu", help="device for RAFT: cpu (default) or cuda")
     flow.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                       help="processes on the CPU, one thread each (default: one per core)")
-    flow.add_argument("--size", type=_size, default=(128, 224), help="stored grid HxW (default 128x224)")
-    flow.add_argument("--gaps", type=_gaps, default=(-2, -1, 1, 2), help="frame gaps (default -2,-1,1,2 as in the paper)")
+    flow.add_argument("--size", type=_size, default=DEFAULT_INPUT_SIZE,
+                      help=f"stored grid HxW (default {_format_size(DEFAULT_INPUT_SIZE)}, the network input)")
+    flow.add_argument("--gaps", type=_gaps, default=PAPER_GAPS,
+                      help=f"frame gaps (default {_format_gaps(PAPER_GAPS)} as in the paper)")
     flow.add_argument("--output", help="cache directory (default cache/flow-<method>-<H>x<W>, where gwm train looks)")
     flow.set_defaults(handler=_cmd_flow)
 
@@ -241,18 +272,22 @@ def configure_train(train: argparse.ArgumentParser) -> None:
 
 def configure_eval(evaluate: argparse.ArgumentParser) -> None:
     """``gwm eval``: DAVIS J (merged/oracle) and image metrics of a checkpoint."""
+    from .evaluate import PROTOCOLS
+
     evaluate.description = "DAVIS J (merged and oracle) and, with --images, image metrics of a checkpoint."
     evaluate.add_argument("checkpoint", help="model checkpoint (.pt) or exported model (.onnx, run by onnxruntime)")
     evaluate.add_argument("--data", default=DEFAULT_EVAL_DATA,
                           help=f"annotated DAVIS root (default {DEFAULT_EVAL_DATA})")
-    evaluate.add_argument("--split", default="val-dev", help="ImageSets split to evaluate (default val-dev)")
-    evaluate.add_argument("--resolution", default="240p", help="JPEGImages sub-folder (default 240p)")
-    evaluate.add_argument("--protocol", default="davis", choices=["davis", "gwm-reference"],
+    evaluate.add_argument("--split", default=DEFAULT_EVAL_SPLIT,
+                          help=f"ImageSets split to evaluate (default {DEFAULT_EVAL_SPLIT})")
+    evaluate.add_argument("--resolution", default=DEFAULT_RESOLUTION,
+                          help=f"JPEGImages sub-folder (default {DEFAULT_RESOLUTION})")
+    evaluate.add_argument("--protocol", default="davis", choices=PROTOCOLS,
                           help="davis (default): official (first/last frame excluded, empty/empty=1); "
                                "gwm-reference: authors' code")
     evaluate.add_argument("--images", help="ECSSD-style folder with images/ and masks/ for image metrics (default: none)")
     evaluate.add_argument("--limit", type=int, help="evaluate only the first N images (default: all)")
-    evaluate.add_argument("--merge", choices=MERGE_STRATEGIES,
+    evaluate.add_argument("--merge", choices=_names(MergeStrategy),
                           help="label-free merge to evaluate (default: the one recorded in the model)")
     evaluate.add_argument("--refine", action="store_true",
                           help="snap masks to image edges with a guided filter before scoring (default off)")
@@ -269,7 +304,7 @@ def configure_export(export: argparse.ArgumentParser) -> None:
     export.add_argument("checkpoint", help="model checkpoint (.pt) to export")
     export.add_argument("output", help="ONNX file to write")
     export.add_argument("--version", help="model version to record in the metadata (default: the checkpoint's)")
-    export.add_argument("--merge", choices=MERGE_STRATEGIES,
+    export.add_argument("--merge", choices=_names(MergeStrategy),
                         help="merge strategy to record in the exported model (default: the checkpoint's own)")
     export.add_argument("--slim-checkpoint",
                         help="also write a weights-only float16 checkpoint here, for shipping (default: none)")

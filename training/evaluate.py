@@ -23,12 +23,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.merging import PAPER_MERGE, foreground_probability, oracle_merge
+from models.merge_strategy import PAPER_MERGE
+from models.merging import foreground_probability, oracle_merge
 from models.preprocessing import prepare_image
 from models.refinement import foreground_mask, refine_soft_mask
 from models.segmenters import Segmenter
 
-from .frames import VideoFolder, list_sequences, read_rgb
+from .frames import DEFAULT_EVAL_SPLIT, DEFAULT_RESOLUTION, VideoFolder, list_sequences, read_rgb
 
 __all__ = [
     "PROTOCOLS",
@@ -99,7 +100,7 @@ def predict(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Region probabilities (N, K, H, W) and soft merged foreground (N, H, W) at the input size."""
     batch = torch.from_numpy(np.stack([prepare_image(image, input_size) for image in images])).to(device)
-    logits, features = model.forward_features(batch)
+    logits, features = model.forward_with_features(batch)
     return logits.float().softmax(dim=1).cpu(), foreground_probability(logits, features, merge).cpu()
 
 
@@ -153,8 +154,8 @@ def evaluate_davis(
     model: Segmenter,
     data_root: str | Path,
     input_size: Sequence[int],
-    split: str = "val-dev",
-    resolution: str = "240p",
+    split: str = DEFAULT_EVAL_SPLIT,
+    resolution: str = DEFAULT_RESOLUTION,
     protocol: str = "davis",
     device: torch.device | str = "cpu",
     batch_size: int = 16,

@@ -18,15 +18,22 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["DEFAULT_TRAIN_DATA", "DEFAULT_EVAL_DATA", "VideoFolder", "DataSource", "list_sequences", "list_sources", "read_rgb", "IMAGE_SUFFIXES"]
+__all__ = ["DEFAULT_RESOLUTION", "DEFAULT_TRAIN_DATA", "DEFAULT_EVAL_DATA", "DEFAULT_EVAL_SPLIT", "VideoFolder", "DataSource", "list_sequences", "list_sources", "read_rgb", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
+#: The ``JPEGImages`` sub-folder frames are read from (the DAVIS frame size the paper trains on).
+DEFAULT_RESOLUTION = "240p"
+#: Where the datasets live by default, relative to the repository root (the working directory of
+#: ``gwm``, tests and benches alike).
+_SHARED_DATA = "../shared/data"
+#: The annotated videos evaluation reads (``ImageSets/val-dev.txt`` and ``Annotations/480p``).
+DEFAULT_EVAL_DATA = f"{_SHARED_DATA}/davis2016"
+#: The split of :data:`DEFAULT_EVAL_DATA` that evaluation and the learning curve measure.
+DEFAULT_EVAL_SPLIT = "val-dev"
 #: What ``gwm flow`` and ``gwm train`` use by default: the DAVIS-2016 train split and the DAVIS-2017
 #: test-dev videos, never DAVIS-2016 val, so that val-dev stays unseen (the paper's Table 4 protocol).
-DEFAULT_TRAIN_DATA: tuple[str, ...] = ("../shared/data/davis2016:train", "../shared/data/davis2017-testdev:test-dev")
-#: The annotated videos evaluation reads (``ImageSets/val-dev.txt`` and ``Annotations/480p``).
-DEFAULT_EVAL_DATA = "../shared/data/davis2016"
+DEFAULT_TRAIN_DATA: tuple[str, ...] = (f"{DEFAULT_EVAL_DATA}:train", f"{_SHARED_DATA}/davis2017-testdev:test-dev")
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
@@ -73,7 +80,7 @@ def _frame_root(root: Path, resolution: str) -> Path:
 
 def list_sequences(
     root: str | Path,
-    resolution: str = "240p",
+    resolution: str = DEFAULT_RESOLUTION,
     splits: list[str] | None = None,
 ) -> list[VideoFolder]:
     """Every sequence of the named splits (or all of them), frames sorted by file name."""
@@ -109,7 +116,7 @@ class DataSource:
         return f"{self.root}:{','.join(self.splits)}" if self.splits else self.root
 
 
-def list_sources(sources: list[str] | list[DataSource], resolution: str = "240p") -> list[VideoFolder]:
+def list_sources(sources: list[str] | list[DataSource], resolution: str = DEFAULT_RESOLUTION) -> list[VideoFolder]:
     """The sequences of several roots together; a sequence name may appear only once, because the
     flow cache and the logs key sequences by name."""
     videos: list[VideoFolder] = []

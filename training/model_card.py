@@ -18,8 +18,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from models.segmenters import Segmenter
-
-from .checkpoint import ModelSpec, merge_strategy
+from models.spec import ModelSpec
 
 __all__ = ["inference_cost", "training_summary", "with_initial_training", "build_model_card"]
 
@@ -28,10 +27,9 @@ def inference_cost(model: Segmenter, spec: ModelSpec, onnx_path: str | Path, rep
     """GFLOPs of one forward pass (PyTorch FLOP counter) and onnxruntime CPU latency at batch 1."""
     import onnxruntime
 
-    height, width = spec["input_size"]
-    image = torch.zeros(1, 3, height, width)
+    image = torch.zeros(1, 3, *spec.input_size)
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model.float().eval().to("cpu").forward_features(image)
+        model.float().eval().to("cpu").forward_with_features(image)
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     feed = {"image": image.numpy()}
     for _ in range(3):
@@ -101,11 +99,11 @@ def build_model_card(
     davis = evaluation.get("davis", {})
     return {
         "name": name,
-        "version": spec["version"],
+        "version": spec.version,
         "method": "Guess What Moves (Choudhury, Karazija et al., BMVC 2022): segmentation learned from optical "
                   "flow with a closed-form motion-model loss; no labels used in training",
-        "architecture": {"name": spec["architecture"], **spec["options"], "input_size": spec["input_size"],
-                         "merge": merge_strategy(spec)},
+        "architecture": {"name": spec.architecture, **spec.options, "input_size": list(spec.input_size),
+                         "merge": spec.merge.value},
         "training": training,
         "evaluation": {
             "davis_val_dev": {"protocol": davis.get("protocol"), **davis.get("overall", {})},

@@ -20,21 +20,25 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from models.merging import PAPER_MERGE
+from models.merge_strategy import PAPER_MERGE, MergeStrategy
 from models.motion import MotionModel, coordinate_basis, motion_loss
 from models.preprocessing import DEFAULT_INPUT_SIZE
-from models.segmenters import Segmenter, build_segmenter
+from models.segmenters import DEFAULT_BACKBONE, Segmenter, build_segmenter
+from models.spec import ModelSpec
 
 from .augment import Augmentation
-from .checkpoint import load_checkpoint, model_spec, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .data import Batch, FlowPairDataset
 from .flow import DEFAULT_FLOW_METHOD
 from .flow_cache import FlowCache, default_cache_dir
-from .frames import DEFAULT_EVAL_DATA, DEFAULT_TRAIN_DATA, list_sources
+from .frames import DEFAULT_EVAL_DATA, DEFAULT_EVAL_SPLIT, DEFAULT_RESOLUTION, DEFAULT_TRAIN_DATA, list_sources
 
-__all__ = ["TrainConfig", "learning_rate", "make_optimizer", "LossFunction", "train_step", "train", "select_device"]
+__all__ = ["AUTO_MERGE", "TrainConfig", "learning_rate", "make_optimizer", "LossFunction", "train_step", "train", "select_device"]
 
 log = logging.getLogger(__name__)
+
+#: ``TrainConfig.merge`` that lets the architecture decide (see :meth:`TrainConfig.recorded_merge`).
+AUTO_MERGE = "auto"
 
 
 @dataclass
@@ -46,13 +50,17 @@ class TrainConfig:
     # paper's internal-learning setting (§3.3).
     data: list[str] = field(default_factory=lambda: list(DEFAULT_TRAIN_DATA))
     eval_data: str = DEFAULT_EVAL_DATA  # annotated root of the val-dev split (learning curve, gwm eval)
-    resolution: str = "240p"
+    resolution: str = DEFAULT_RESOLUTION
     flow_cache: str = default_cache_dir(DEFAULT_FLOW_METHOD, DEFAULT_INPUT_SIZE)  # paper: RAFT flow
     output_dir: str = "runs/default"
     architecture: str = "unet"
-    width: int = 24  # paper: 64 (standard U-Net); narrower for CPU training
+    width: int = 24  # paper: 64 (standard U-Net); narrower for CPU training (unet only)
+    backbone: str = DEFAULT_BACKBONE  # timm model name (backbone only); paper: DINO ViT-B/8
+    # Local file with pretrained weights of that timm model (backbone only; None = random weights).
+    # Read only when a run starts from scratch: a resumed or --init-from run has its own weights.
+    backbone_weights: str | None = None
     num_regions: int = 4
-    input_size: tuple[int, int] = (128, 224)
+    input_size: tuple[int, int] = DEFAULT_INPUT_SIZE
     loss_size: tuple[int, int] | None = None  # None = flow cache grid; paper: 480×854
     motion_model: str = MotionModel.QUADRATIC.value
     weight_power: int = 1  # 1 = paper (p), 2 = authors' code (p²)
@@ -88,7 +96,7 @@ class TrainConfig:
     coarse_scale: float = 0.5
     eval_every: int = 0  # 0 = never; otherwise J on val-dev every N steps
     init_from: str | None = None  # start a new run from these model weights (e.g. the shipped .pt)
-    merge: str = "auto"  # recorded in the model: auto = spectral (paper) for backbones, border for the U-Net
+    merge: str = AUTO_MERGE  # a MergeStrategy name, or auto: spectral (paper) for backbones, border for the U-Net
     version: str = "dev"
 
     @classmethod
@@ -103,22 +111,39 @@ class TrainConfig:
                 data[key] = tuple(data[key])
         return cls(**data)
 
-    def merge_strategy(self) -> str:
-        """The merge recorded in the model. ``auto`` keeps the paper's spectral merge for pretrained
-        backbones and uses the border merge for the U-Net, whose own features measured poor for
-        Eq. 6 (see models/merging.py)."""
-        if self.merge == "auto":
-            return "border" if self.architecture == "unet" else PAPER_MERGE
-        return self.merge
+    def recorded_merge(self) -> MergeStrategy:
+        """The merge recorded in the model (``ModelSpec.merge``). ``auto`` keeps the paper's spectral
+        merge for pretrained backbones and uses the border merge for the U-Net, whose own features
+        measured poor for Eq. 6 (see models/merging.py)."""
+        if self.merge == AUTO_MERGE:
+            return MergeStrategy.BORDER if self.architecture == "unet" else PAPER_MERGE
+        return MergeStrategy(self.merge)
 
     def augmentation(self) -> Augmentation:
         return Augmentation(colour_jitter=self.colour_jitter, grey_probability=self.grey_probability,
                             blur_probability=self.blur_probability, max_zoom=self.max_zoom)
 
     def segmenter_options(self) -> dict[str, Any]:
+        """The architecture's constructor options, as the model records them (``ModelSpec.options``):
+        what rebuilds the network. The pretrained weights file is not among them, since the
+        checkpoint holds the weights; see :meth:`initial_segmenter_options`."""
         options: dict[str, Any] = {"num_regions": self.num_regions}
         if self.architecture == "unet":
             options["width"] = self.width
+        elif self.architecture == "backbone":
+            options["backbone"] = self.backbone
+            options["image_size"] = list(self.input_size)  # a list: the spec is stored as JSON too
+        return options
+
+    def initial_segmenter_options(self) -> dict[str, Any]:
+        """The constructor options of a network trained from scratch: the recorded ones plus the
+        pretrained backbone weights, if any."""
+        options = self.segmenter_options()
+        if self.backbone_weights is not None:
+            if self.architecture != "backbone":
+                raise ValueError("backbone weights go with the backbone architecture, not "
+                                 f"{self.architecture!r}")
+            options["weights"] = self.backbone_weights
         return options
 
 
@@ -190,8 +215,11 @@ def train_step(
     return loss.item(), norm.item()
 
 
-def _build_model(config: TrainConfig, device: torch.device) -> Segmenter:
-    model = build_segmenter(config.architecture, **config.segmenter_options()).to(device)
+def _build_model(config: TrainConfig, device: torch.device, from_scratch: bool) -> Segmenter:
+    """The network of a run; ``from_scratch`` loads the pretrained backbone weights, if any (a run
+    that resumes or starts from other weights overwrites them at once, so it skips the file)."""
+    options = config.initial_segmenter_options() if from_scratch else config.segmenter_options()
+    model = build_segmenter(config.architecture, **options).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -210,11 +238,12 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
     out.mkdir(parents=True, exist_ok=True)
     last = out / "last.pt"
     torch.manual_seed(config.seed)
-    model = _build_model(config, device)
+    resuming = resume and last.is_file()
+    model = _build_model(config, device, from_scratch=not (resuming or config.init_from))
     optimizer = make_optimizer(model, config)
     generator = torch.Generator().manual_seed(config.seed)
     step = 0
-    if resume and last.is_file():
+    if resuming:
         state = load_checkpoint(last)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -233,8 +262,8 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
     log.info("training on %d frames from %d sequences, device %s, %d threads",
              len(dataset), len(videos), device, torch.get_num_threads())
     loss_fn = LossFunction(config, device)
-    spec = model_spec(config.architecture, config.segmenter_options(), config.input_size, config.version,
-                      merge=config.merge_strategy())
+    spec = ModelSpec(config.architecture, config.segmenter_options(), config.input_size, version=config.version,
+                     merge=config.recorded_merge())
     evaluate_fn = _periodic_evaluator(config) if config.eval_every else None
 
     def checkpoint() -> None:
@@ -286,9 +315,9 @@ def _periodic_evaluator(config: TrainConfig):
     from .evaluate import evaluate_davis
 
     def run(model: Segmenter, device: torch.device) -> dict[str, float]:
-        report = evaluate_davis(model, config.eval_data, config.input_size, split="val-dev",
+        report = evaluate_davis(model, config.eval_data, config.input_size, split=DEFAULT_EVAL_SPLIT,
                                 resolution=config.resolution, device=device, progress=False,
-                                merge=config.merge_strategy())
+                                merge=config.recorded_merge())
         return {"J_merged": report["overall"]["merged"]["J_mean"], "J_oracle": report["overall"]["oracle"]["J_mean"]}
 
     return run

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .backbone import BackboneSegmenter
-from .base import Segmenter
+from .backbone import DEFAULT_BACKBONE, BackboneSegmenter
+from .base import Segmenter, SegmenterOutput
 from .unet import UNet
 
-__all__ = ["Segmenter", "UNet", "BackboneSegmenter", "ARCHITECTURES", "build_segmenter"]
+__all__ = ["Segmenter", "SegmenterOutput", "UNet", "BackboneSegmenter", "DEFAULT_BACKBONE", "ARCHITECTURES", "build_segmenter"]
 
 #: Architectures by the name used in configs, checkpoints and ONNX metadata.
 ARCHITECTURES: dict[str, type[Segmenter]] = {"unet": UNet, "backbone": BackboneSegmenter}

@@ -20,9 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Segmenter
+from ..preprocessing import DEFAULT_INPUT_SIZE
+from .base import Segmenter, SegmenterOutput
 
-__all__ = ["BackboneSegmenter"]
+__all__ = ["DEFAULT_BACKBONE", "BackboneSegmenter"]
+
+#: The timm model used when none is named: small enough to train on a CPU.
+DEFAULT_BACKBONE = "resnet18"
 
 
 class _Upsample2x(nn.Sequential):
@@ -51,10 +55,10 @@ class BackboneSegmenter(Segmenter):
     def __init__(
         self,
         num_regions: int = 4,
-        backbone: str = "resnet18",
+        backbone: str = DEFAULT_BACKBONE,
         weights: str | Path | None = None,
         embed_dim: int = 64,
-        image_size: tuple[int, int] = (128, 224),
+        image_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
     ) -> None:
         super().__init__()
         self.num_regions = num_regions
@@ -76,7 +80,7 @@ class BackboneSegmenter(Segmenter):
         self.upsample = nn.Sequential(_Upsample2x(embed_dim), _Upsample2x(embed_dim))
         self.feature_dim = stage_channels[-1]
 
-    def forward_features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_with_features(self, image: torch.Tensor) -> SegmenterOutput:
         stages = self.backbone(image)
         # FPN top-down pass: start at the coarsest stage, add each finer lateral projection.
         pixel = self.lateral[-1](stages[-1])
@@ -92,4 +96,4 @@ class BackboneSegmenter(Segmenter):
         queries = self.query_mlp(queries + attended)
         logits = torch.einsum("bkd,bdhw->bkhw", queries, pixel)
         logits = F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
-        return logits, stages[-1]
+        return SegmenterOutput(logits, stages[-1])

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Segmenter
+from .base import Segmenter, SegmenterOutput
 
 __all__ = ["UNet"]
 
@@ -67,7 +67,7 @@ class UNet(Segmenter):
         self.head = nn.Conv2d(channels[0], num_regions, kernel_size=1)
         self.feature_dim = channels[0] + channels[-1]
 
-    def forward_features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_with_features(self, image: torch.Tensor) -> SegmenterOutput:
         x = self.stem(image)
         skips = [x]
         for block in self.down:
@@ -79,4 +79,4 @@ class UNet(Segmenter):
         logits = self.head(x)
         local = F.avg_pool2d(x, self.feature_stride)
         context = F.interpolate(bottleneck, size=local.shape[-2:], mode="bilinear", align_corners=False)
-        return logits, torch.cat([local, context], dim=1)
+        return SegmenterOutput(logits, torch.cat([local, context], dim=1))

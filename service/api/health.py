@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from service import metrics
-from service.api.state import State
+from service.api.deps import StateDep
 from service.errors import redact_paths
 from service.uploads import directory_bytes
 
@@ -24,7 +24,7 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(state: State) -> JSONResponse:
+async def readyz(state: StateDep) -> JSONResponse:
     """Ready when the model is loaded and the queue is reachable; reports the execution providers.
 
     Unauthenticated, so it names the model file but never shows where the server keeps it.
@@ -44,7 +44,7 @@ async def readyz(state: State) -> JSONResponse:
 
 
 @router.get("/metrics")
-async def prometheus_metrics(state: State) -> Response:
+async def prometheus_metrics(state: StateDep) -> Response:
     """Prometheus text format."""
     depth = await run_in_threadpool(state.queue.depth)
     upload_bytes = await run_in_threadpool(directory_bytes, state.settings.upload_dir)

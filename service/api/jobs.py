@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from service import encoding, rle
-from service.api.state import State
+from service.api.deps import StateDep
 from service.errors import BadInput, Conflict, TooManyRequests
 from service.jobs import VideoJobRequest
 from service.queue.base import JobQueue, JobState, JobStatus, check_job_id, new_job_id
@@ -33,7 +33,7 @@ class ResultFormat(StrEnum):
 
 @router.post("/adapt-and-segment", status_code=202, response_model=JobStatus)
 async def adapt_and_segment(
-    state: State,
+    state: StateDep,
     file: Annotated[UploadFile, File(description="Video: mp4, webm, mov, mkv, avi or GIF.")],
     steps: Annotated[int | None, Query(ge=0, description="Adaptation steps (default GWM_DEFAULT_ADAPTATION_STEPS)")] = None,
     stride: Annotated[int, Query(ge=1, le=100, description="Use every stride-th frame")] = 1,
@@ -87,13 +87,13 @@ async def adapt_and_segment(
 
 
 @router.get("/jobs/{job_id}", response_model=JobStatus)
-def job_status(state: State, job_id: JobId) -> JobStatus:
+def job_status(state: StateDep, job_id: JobId) -> JobStatus:
     """State, stage, progress, timings and error of a job."""
     return state.queue.status(check_job_id(job_id))
 
 
 @router.delete("/jobs/{job_id}", response_model=JobStatus)
-def cancel_job(state: State, job_id: JobId) -> JobStatus:
+def cancel_job(state: StateDep, job_id: JobId) -> JobStatus:
     """Cancel a queued job, or ask a running one to stop at its next step."""
     return state.queue.cancel(check_job_id(job_id))
 
@@ -103,7 +103,7 @@ def cancel_job(state: State, job_id: JobId) -> JobStatus:
     responses={200: {"content": {"application/zip": {}, "application/json": {}, "video/mp4": {}}}},
 )
 async def job_result(
-    state: State,
+    state: StateDep,
     job_id: JobId,
     format: Annotated[ResultFormat | None, Query(description="zip of PNGs, json RLE, or mp4 mask video")] = None,
 ) -> Response:

@@ -20,7 +20,7 @@ from PIL import Image
 
 from models.refinement import refinement_guide
 from service import encoding
-from service.api.state import Segmenter, State
+from service.api.deps import SegmenterDep, StateDep
 from service.errors import ServiceError, TooLarge
 from service.imaging import decode_opened, open_image
 from service.inference import OnnxSegmenter
@@ -51,8 +51,8 @@ _MEDIA = {ImageFormat.png: ("image/png", "png"), ImageFormat.overlay: ("image/jp
     },
 )
 async def segment(
-    state: State,
-    segmenter: Segmenter,
+    state: StateDep,
+    segmenter: SegmenterDep,
     file: Annotated[list[UploadFile], File(description="Image(s): JPEG, PNG, WebP, BMP, TIFF, GIF (first frame).")],
     format: Annotated[ImageFormat, Query(description="png mask, json summary with RLE, or overlay JPEG")] = ImageFormat.png,
     regions: Annotated[bool, Query(description="json only: add per-region soft scores")] = False,

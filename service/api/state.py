@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
-
-from fastapi import Depends, Request
 
 from service.admission import PixelBudget
-from service.errors import Unavailable
 from service.inference import OnnxSegmenter
 from service.queue import JobQueue
 from service.results import ResultCache
@@ -25,19 +21,3 @@ class ServiceState:
     pixel_budget: PixelBudget
     results: ResultCache
     model_error: str | None = None
-
-
-def get_state(request: Request) -> ServiceState:
-    """FastAPI dependency: the service state of this app."""
-    return request.app.state.service
-
-
-def get_segmenter(state: Annotated[ServiceState, Depends(get_state)]) -> OnnxSegmenter:
-    """FastAPI dependency: the model, or 503 while it is not loaded."""
-    if state.segmenter is None:
-        raise Unavailable(f"model not loaded: {state.model_error}")
-    return state.segmenter
-
-
-State = Annotated[ServiceState, Depends(get_state)]
-Segmenter = Annotated[OnnxSegmenter, Depends(get_segmenter)]

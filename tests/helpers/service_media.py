@@ -9,7 +9,7 @@ import av
 import numpy as np
 from PIL import Image
 
-DAVIS_FRAMES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "davis2016" / "JPEGImages" / "240p"
+from helpers.paths import DAVIS_FRAMES
 
 
 def gradient_rgb(width: int = 96, height: int = 64) -> np.ndarray:

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers.paths import REPO
 
 
 def settings_env(settings: Any) -> dict[str, str]:

@@ -1,0 +1,26 @@
+"""The names of the foreground merge strategies (the strategies themselves: :mod:`models.merging`).
+
+A module of its own, free of PyTorch, so that configuration (service settings, ``gwm segment --help``)
+can name the strategies without importing the math.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = ["MergeStrategy", "PAPER_MERGE"]
+
+
+class MergeStrategy(StrEnum):
+    """How K soft regions become one foreground, by the name configs and models record."""
+
+    SPECTRAL = "spectral"
+    BORDER = "border"
+
+    @classmethod
+    def _missing_(cls, value: object) -> None:
+        raise ValueError(f"unknown merge strategy {value!r}; choose from {', '.join(cls)}")
+
+
+#: The paper's merge; also what models that record no merge (gwm < 0.1.1) were measured with.
+PAPER_MERGE = MergeStrategy.SPECTRAL
