@@ -59,8 +59,8 @@ VARIANTS: dict[str, dict] = {
 }
 
 
-def h264_round_trip(frames: list[np.ndarray], scale: int = 2, crf: int = 23, fps: int = 24) -> list[np.ndarray]:
-    """``frames`` upscaled ``scale``x (even size), encoded with libx264 at ``crf`` in memory, decoded again."""
+def encode_h264(frames: list[np.ndarray], scale: int = 2, crf: int = 23, fps: int = 24) -> bytes:
+    """``frames`` upscaled ``scale``x (even size) and encoded as an H.264 MP4 with libx264 at ``crf``."""
     height, width = (2 * (s * scale // 2) for s in frames[0].shape[:2])
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="mp4") as container:
@@ -70,9 +70,17 @@ def h264_round_trip(frames: list[np.ndarray], scale: int = 2, crf: int = 23, fps
             large = cv2.resize(frame, (width, height), interpolation=cv2.INTER_CUBIC) if scale != 1 else frame[:height, :width]
             container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(large), format="rgb24")))
         container.mux(stream.encode())
-    buffer.seek(0)
-    with av.open(buffer) as container:
+    return buffer.getvalue()
+
+
+def decode_video(data: bytes) -> list[np.ndarray]:
+    with av.open(io.BytesIO(data)) as container:
         return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+def h264_round_trip(frames: list[np.ndarray], scale: int = 2, crf: int = 23) -> list[np.ndarray]:
+    """``frames`` as a user's upload delivers them: :func:`encode_h264`, then decoded by PyAV."""
+    return decode_video(encode_h264(frames, scale, crf))
 
 
 def sequence_j(masks: list[np.ndarray], truths: list[np.ndarray]) -> float:

@@ -80,6 +80,9 @@ def configure_segment(segment: argparse.ArgumentParser) -> None:
     segment.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
                          help="snap masks to image edges with a guided filter "
                               f"(default {'on' if settings.refine else 'off'}, GWM_REFINE)")
+    segment.add_argument("--temporal", action=argparse.BooleanOptionalAction, default=None,
+                         help="videos: fuse each frame's mask with its neighbours' along the optical flow "
+                              f"(default {'on' if settings.temporal else 'off'}, GWM_TEMPORAL)")
     segment.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     segment.add_argument("--log-level", default="warning", choices=_LOG_LEVELS,
                          help="default warning: only problems (info adds the model loaded and the adaptation loss)")
@@ -114,7 +117,8 @@ def _segment(args: argparse.Namespace) -> int:
     from service.settings import Settings
 
     overrides = {name: getattr(args, name)
-                 for name in ("model_path", "checkpoint_path", "device", "merge", "flow_method", "raft_weights", "refine")}
+                 for name in ("model_path", "checkpoint_path", "device", "merge", "flow_method", "raft_weights", "refine",
+                              "temporal")}
     settings = Settings(**{name: value for name, value in overrides.items() if value is not None})
     format = OutputFormat(args.format)
     if args.steps < 0 or args.stride < 1 or args.max_frames < 1:

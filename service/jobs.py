@@ -43,6 +43,7 @@ class VideoJobRequest:
     limits: VideoLimits
     result_format: str = "zip"
     refine: bool = False  # snap masks to frame edges (models/refinement.py)
+    temporal: bool = False  # fuse each frame's mask with its neighbours' along the flow (models/temporal.py)
 
     def discard_upload(self) -> None:
         """Delete the uploaded video: the job will not run again."""
@@ -56,6 +57,7 @@ class VideoJobRequest:
             "max_frames": self.max_frames,
             "format": self.result_format,
             "refine": self.refine,
+            "temporal": self.temporal,
         }
 
 
@@ -112,7 +114,7 @@ def run_video_job(
     should_cancel: CancelFn,
 ) -> dict[str, Any]:
     """Run one video job to completion; raises JobCancelled, ServiceError or anything unexpected."""
-    from training.adapt import AdaptationCancelled, adapt_and_segment  # torch-heavy: import in the worker
+    from training.adapt import AdaptationCancelled, AdaptationSettings, adapt_and_segment  # torch-heavy: worker only
 
     timer = StageTimer(progress)
     path = Path(request.video_path)
@@ -131,20 +133,22 @@ def run_video_job(
         if len(video.frames) < 2:
             raise BadInput("adaptation needs at least two frames; lower the stride or upload a longer video")
         try:
-            masks = adapt_and_segment(
+            settings = AdaptationSettings(steps=request.steps, flow_method=config.flow_method,
+                                          flow_options=dict(config.flow_options))
+            segmentation = adapt_and_segment(
                 video.frames,
                 config.checkpoint_path,
-                steps=request.steps,
+                settings,
                 device=config.device,
-                flow_method=config.flow_method,
-                flow_options=config.flow_options,
                 merge=config.merge,
                 refine=request.refine,
+                temporal=request.temporal,
                 progress=timer.report,
                 should_cancel=should_cancel,
             )
         except AdaptationCancelled as exc:
             raise JobCancelled from exc
+        masks = segmentation.masks
         timer.report("encoding", 0, len(masks))
         encoded = [rle.encode(mask) for mask in masks]
         timer.report("encoding", len(masks), len(masks))
@@ -157,6 +161,8 @@ def run_video_job(
             "fps": video.fps,
             "frame_indices": video.indices,
             "masks": encoded,
+            # kept or reverted by the safeguard, with the held-out losses (training/adapt.py); None at 0 steps
+            "adaptation": segmentation.adaptation.to_dict() if segmentation.adaptation else None,
             "timings": timer.finish(),
         }
     except JobCancelled:

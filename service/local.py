@@ -207,7 +207,7 @@ def _segment_video(
             probe_video(path, limits)
             request = VideoJobRequest(video_path=str(path), steps=options.steps, stride=options.stride,
                                       max_frames=options.max_frames, limits=limits, result_format=format.value,
-                                      refine=settings.refine)
+                                      refine=settings.refine, temporal=settings.temporal)
             result = run_video_job(request, AdaptationConfig.from_settings(settings), bars.report, lambda: False)
     except ServiceError as error:
         _failed(job, error, outcome)

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
         "raised zero-shot J on DAVIS val-dev (46.0 -> 47.2) and ECSSD (41.3 -> 41.8) for model 0.3.0, at ~15 ms per "
         "854x480 image (bench/bench_refine.py)."
     )
+    temporal: bool = Field(
+        False, description="Default of the temporal option of video jobs: fuse each frame's soft mask with its "
+        "neighbours' carried along the optical flow (models/temporal.py)."
+    )
     merge: MergeStrategy | None = Field(
         None, description="Foreground merge strategy (models/merging.py); None: the one recorded in the model."
     )

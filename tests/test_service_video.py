@@ -46,6 +46,9 @@ def test_video_job_runs_to_masks_of_every_frame(client, davis_video, service_set
     result = client.get(f"{job['url']}/result?format=json").json()
     assert (result["frames"], result["width"], result["height"]) == (6, 426, 240)
     assert all(rle.decode(m).shape == (240, 426) for m in result["masks"])
+    # six frames are too few to hold any out, so the safeguard has nothing to judge by and keeps the steps
+    assert result["adaptation"]["decision"] == "kept" and result["adaptation"]["steps"] == 2
+    assert result["adaptation"]["heldout_frames"] == 0
 
     archive = zipfile.ZipFile(io.BytesIO(client.get(f"{job['url']}/result").content))
     assert archive.namelist() == [f"{i:05d}.png" for i in range(6)]
@@ -63,6 +66,15 @@ def test_stride_and_max_frames_select_frames(client, davis_video) -> None:
     assert wait_for_end(client, job["url"])["state"] == "succeeded"
     result = client.get(f"{job['url']}/result").json()  # format=json chosen at submission
     assert result["frame_indices"] == [0, 2]
+
+
+def test_temporal_fusion_without_adaptation_computes_flow_and_echoes_the_option(client, davis_video) -> None:
+    job = submit(client, davis_video.read_bytes(), query="steps=0&temporal=true&format=json").json()
+    status = wait_for_end(client, job["url"])
+    assert status["state"] == "succeeded", status
+    assert status["options"]["temporal"] is True and "flow" in status["timings"] and "adapting" not in status["timings"]
+    result = client.get(f"{job['url']}/result").json()
+    assert result["adaptation"] is None and len(result["masks"]) == 6
 
 
 def test_gif_is_accepted_as_video(client, tmp_path) -> None:

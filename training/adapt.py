@@ -108,9 +108,9 @@ class AdaptationReport:
     decision: str  # "kept": adapted weights segment the video; "reverted": the original ones do
     steps: int  # steps taken
     best_step: int  # step whose weights were kept (0 when reverted)
-    heldout_frames: int
-    heldout_loss_before: float
-    heldout_loss_after: float  # lowest held-out loss seen while adapting
+    heldout_frames: int  # 0: the video was too short to hold frames out, and the steps were kept unjudged
+    heldout_loss_before: float | None
+    heldout_loss_after: float | None  # lowest held-out loss seen while adapting
     train_losses: list[float]
 
     def to_dict(self) -> dict[str, Any]:
@@ -225,8 +225,8 @@ def adapt(
         steps=settings.steps,
         best_step=(best_step if safeguard else settings.steps) if keep else 0,
         heldout_frames=len(held_out),
-        heldout_loss_before=before,
-        heldout_loss_after=best_loss,
+        heldout_loss_before=before if safeguard else None,
+        heldout_loss_after=best_loss if safeguard else None,
         train_losses=losses,
     )
     log.info("adaptation %s: held-out loss %.4f -> %.4f (best at step %d of %d, %d held-out frames)",

@@ -42,6 +42,10 @@ async def adapt_and_segment(
     refine: Annotated[
         bool | None, Query(description="snap each mask to its frame's edges with a guided filter (default GWM_REFINE)")
     ] = None,
+    temporal: Annotated[
+        bool | None, Query(description="fuse each frame's mask with its neighbours' along the optical flow, for "
+                                       "steadier masks (default GWM_TEMPORAL)")
+    ] = None,
 ) -> JSONResponse:
     """Queue test-time adaptation on the uploaded video; poll the returned URL for progress."""
     settings = state.settings
@@ -80,6 +84,7 @@ async def adapt_and_segment(
         limits=limits,
         result_format=format.value,
         refine=settings.refine if refine is None else refine,
+        temporal=settings.temporal if temporal is None else temporal,
     )
     # Should the queue fail after the upload is saved, the maintenance sweep removes the orphan.
     status = await run_in_threadpool(state.queue.submit, job_id, request)
