@@ -11,11 +11,14 @@ backend deletes it when the job will not run again.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
 
 from service import metrics, rle
 from service.errors import BadInput
@@ -24,7 +27,46 @@ from service.video import VideoLimits, decode_frames
 
 logger = logging.getLogger(__name__)
 
-ProgressFn = Callable[[str, int, int], None]
+#: The stages of a video job in the order they run; flow and adapting only when it adapts (steps > 0).
+STAGES = ("decoding", "flow", "adapting", "segmenting", "encoding")
+#: Expected seconds of each stage per unit of its work: per frame of the video, except adapting (per
+#: step at batch :data:`_ADAPT_BATCH`). Only their ratios matter: they weigh each stage's share of the
+#: job's one percentage, so that it moves at a steady pace across stages instead of restarting at each.
+#: Measured with the shipped model on the 2-core development CPU, shared with other work at the time
+#: (load ~6): a 50-frame 854x480 H.264 job through the embedded server at 0 steps took decoding 0.41 s,
+#: segmenting 11.5 s, encoding 0.10 s; at 20 steps decoding 0.51 s, flow 21.0 s (dis-fine, 194 pairs),
+#: adapting 213 s, segmenting 15.0 s, encoding 0.08 s (the job's ``timings``, as printed by
+#: ``python bench/bench_service.py --steps 0`` and ``--steps 20``). The ETA follows a machine's overall
+#: speed, not shifts between stages: a quieter CPU speeds PyTorch's stages up the most (README,
+#: Benchmarks: adapting 1.4 s a step, flow 0.14 s a frame), and there the percent lags in flow and
+#: catches up while adapting.
+STAGE_SECONDS = {"decoding": 0.009, "flow": 0.42, "adapting": 10.6, "segmenting": 0.27, "encoding": 0.002}
+#: Frames per adaptation step when the video has that many (training.adapt.AdaptationSettings.batch_size);
+#: a step on fewer frames costs proportionally less.
+_ADAPT_BATCH = 16
+#: No ETA before this much of the job's time has passed and this share of it is done: an estimate from
+#: the first frames decoded is noise.
+ETA_MIN_ELAPSED_S = 2.0
+ETA_MIN_PERCENT = 2.0
+
+
+class Progress(BaseModel):
+    """Where a job is: e.g. stage ``adapting`` at step 7 of 20, 41.5 % of the whole job, about 30 s left.
+
+    ``current``/``total`` count the stage's own units (frames decoded, frame pairs of flow, steps,
+    frames segmented, masks encoded); ``percent`` covers the whole job, stages weighted by their
+    expected share of its time (:data:`STAGE_SECONDS`), and never goes down; ``eta_s`` is the time
+    left at the pace so far, None until there is enough to go on.
+    """
+
+    stage: str
+    current: int = 0
+    total: int = 0
+    percent: float = 0.0
+    eta_s: float | None = None
+
+
+ProgressFn = Callable[[Progress], None]
 CancelFn = Callable[[], bool]
 
 
@@ -78,11 +120,49 @@ class AdaptationConfig:
                    merge=settings.merge, flow_options=settings.flow_options())
 
 
-class StageTimer:
-    """Forwards progress and records the wall time of each stage as stages change."""
+class ProgressMeter:
+    """Turns a stage's ``(current, total)`` into the percentage of the whole job and an ETA.
 
-    def __init__(self, progress: ProgressFn) -> None:
+    The job's plan is its stages (flow and adapting only with steps), the frame count (the frame
+    limit until decoding has counted the frames) and the steps; each stage is expected to take
+    :data:`STAGE_SECONDS` per unit of it.
+    """
+
+    def __init__(self, steps: int, frames: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._stages = [stage for stage in STAGES if steps > 0 or stage not in {"flow", "adapting"}]
+        self._steps = steps
+        self._frames = frames
+        self._clock = clock
+        self._started = clock()
+        self._percent = 0.0
+
+    def measure(self, stage: str, current: int, total: int) -> Progress:
+        """Progress of ``stage`` at ``current`` of ``total``; raises ValueError for a stage not in the plan."""
+        if stage == "decoding":
+            self._frames = max(total, 1)  # the frames the job will decode; final once decoding ends
+        index = self._stages.index(stage)
+        seconds = [self._expected_seconds(name) for name in self._stages]
+        within = min(current / total, 1.0) if total > 0 else 0.0
+        done = sum(seconds[:index]) + seconds[index] * within
+        self._percent = max(self._percent, math.floor(1000 * done / sum(seconds)) / 10)
+        elapsed = self._clock() - self._started
+        eta = None
+        if elapsed >= ETA_MIN_ELAPSED_S and self._percent >= ETA_MIN_PERCENT:
+            eta = round(elapsed * (100 - self._percent) / self._percent, 1)
+        return Progress(stage=stage, current=current, total=total, percent=self._percent, eta_s=eta)
+
+    def _expected_seconds(self, stage: str) -> float:
+        if stage == "adapting":
+            return self._steps * min(self._frames, _ADAPT_BATCH) / _ADAPT_BATCH * STAGE_SECONDS[stage]
+        return self._frames * STAGE_SECONDS[stage]
+
+
+class StageTimer:
+    """Forwards progress, with the job's percentage, and records the wall time of each stage as stages change."""
+
+    def __init__(self, progress: ProgressFn, meter: ProgressMeter) -> None:
         self._progress = progress
+        self._meter = meter
         self._stage: str | None = None
         self._since = time.perf_counter()
         self.timings: dict[str, float] = {}
@@ -92,7 +172,7 @@ class StageTimer:
         if stage != self._stage:
             self._close()
             self._stage = stage
-        self._progress(stage, current, total)
+        self._progress(self._meter.measure(stage, current, total))
 
     def finish(self) -> dict[str, float]:
         """Close the running stage and return seconds per stage."""
@@ -116,18 +196,22 @@ def run_video_job(
     """Run one video job to completion; raises JobCancelled, ServiceError or anything unexpected."""
     from training.adapt import AdaptationCancelled, AdaptationSettings, adapt_and_segment  # torch-heavy: worker only
 
-    timer = StageTimer(progress)
+    timer = StageTimer(progress, ProgressMeter(request.steps, request.max_frames))
     path = Path(request.video_path)
     outcome = "failed"
     started = time.perf_counter()
+
+    def check_cancel() -> None:
+        if should_cancel():
+            raise JobCancelled
+
     try:
         if not path.exists():
             raise BadInput("the uploaded video is no longer available")
 
-        def on_frame(count: int) -> None:
-            if should_cancel():
-                raise JobCancelled
-            timer.report("decoding", count, request.max_frames)
+        def on_frame(done: int, total: int) -> None:
+            check_cancel()
+            timer.report("decoding", done, total)
 
         video = decode_frames(path, request.limits, request.stride, request.max_frames, on_frame)
         if len(video.frames) < 2:
@@ -150,8 +234,11 @@ def run_video_job(
             raise JobCancelled from exc
         masks = segmentation.masks
         timer.report("encoding", 0, len(masks))
-        encoded = [rle.encode(mask) for mask in masks]
-        timer.report("encoding", len(masks), len(masks))
+        encoded = []
+        for mask in masks:  # 300 masks of 1920x1080 take seconds: a cancel must not wait for all of them
+            check_cancel()
+            encoded.append(rle.encode(mask))
+            timer.report("encoding", len(encoded), len(masks))
         height, width = video.frames[0].shape[:2]
         outcome = "succeeded"
         return {

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 from tqdm import tqdm
@@ -28,6 +28,9 @@ from service import encoding, rle
 from service.errors import ServiceError
 from service.imaging import looks_like_video
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.jobs import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -233,15 +236,16 @@ class StageBars:
         self._stage: str | None = None
         self._bar: tqdm | None = None
 
-    def report(self, stage: str, current: int, total: int) -> None:
+    def report(self, progress: Progress) -> None:
         """The job's progress callback."""
-        if stage != self._stage:
+        if progress.stage != self._stage:
             self.close()
-            self._stage = stage
-            self._bar = tqdm(desc=f"{self._name} {stage:<10}", total=total, disable=not self._enabled)
+            self._stage = progress.stage
+            self._bar = tqdm(desc=f"{self._name} {progress.stage:<10}", total=progress.total,
+                             disable=not self._enabled)
         assert self._bar is not None
-        self._bar.total = total
-        self._bar.update(current - self._bar.n)
+        self._bar.total = progress.total
+        self._bar.update(progress.current - self._bar.n)
 
     def close(self) -> None:
         """End the current stage's bar at what it reached (decoding stops before its upper bound)."""

@@ -13,6 +13,7 @@ so every mask of a job has one size, the one people see.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,12 +80,15 @@ def decode_frames(
     limits: VideoLimits,
     stride: int = 1,
     max_frames: int | None = None,
-    on_frame: Callable[[int], None] | None = None,
+    on_frame: Callable[[int, int], None] | None = None,
 ) -> DecodedVideo:
     """Decode every ``stride``-th frame as RGB uint8, stopping after ``max_frames`` frames.
 
     Every frame comes back at the first kept frame's size, rotated as the video is displayed.
-    ``on_frame(n)`` is called after each kept frame so callers can report progress.
+    ``on_frame(done, total)`` is called before the first frame and after each kept frame so callers
+    can report progress (and raise to stop); ``total`` is the number of frames this call will keep,
+    from the container's frame count (:func:`expected_frames`), never below ``done``, and equal to it
+    in the last call.
     """
     wanted = min(max_frames or limits.max_frames, limits.max_frames)
     frames: list[np.ndarray] = []
@@ -93,6 +97,9 @@ def decode_frames(
     with _open(path) as container:
         stream = _video_stream(container)
         fps = float(stream.average_rate or stream.guessed_rate or 25)
+        expected = expected_frames(container, stream, stride, wanted)
+        if on_frame is not None:
+            on_frame(0, expected)
         try:
             for index, frame in enumerate(container.decode(stream)):
                 if index % stride:
@@ -105,14 +112,32 @@ def decode_frames(
                 frames.append(np.ascontiguousarray(np.rot90(rgb, quarter_turns)) if quarter_turns else rgb)
                 indices.append(index)
                 if on_frame is not None:
-                    on_frame(len(frames))
+                    on_frame(len(frames), max(expected, len(frames)))
                 if len(frames) >= wanted:
                     break
         except av.FFmpegError as exc:
             raise BadInput(f"video stream is corrupt after {len(frames)} frames: {exc}") from exc
     if not frames:
         raise BadInput("the video has no decodable frames")
+    if on_frame is not None and len(frames) < expected:  # the header promised more than the stream held
+        on_frame(len(frames), len(frames))
     return DecodedVideo(frames=frames, indices=indices, fps=fps / stride)
+
+
+def expected_frames(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, stride: int, wanted: int
+) -> int:
+    """How many frames decoding every ``stride``-th frame, up to ``wanted``, will keep.
+
+    From the stream's frame count where the container records one (mp4, avi, GIF), else from its
+    duration times its frame rate (mkv/webm record no count); ``wanted`` when neither is known.
+    """
+    count = stream.frames
+    if not count:
+        duration = _duration_s(container, stream)
+        rate = stream.average_rate or stream.guessed_rate
+        count = round(duration * float(rate)) if duration and rate else 0
+    return min(wanted, math.ceil(count / stride)) if count > 0 else wanted
 
 
 def _open(path: Path) -> av.container.InputContainer:

@@ -202,7 +202,7 @@ def test_player_shows_the_source_frame_of_every_mask_at_any_stride(page, tmp_pat
         assert f"source frame {3 * i}" in page.inner_text("#frame-label")
 
 
-def test_video_progress_then_cancel(page, tmp_path: Path) -> None:
+def test_video_progress_then_cancel(page, server: str, tmp_path: Path) -> None:
     if not (DAVIS_FRAMES / "bear").is_dir():
         pytest.skip("DAVIS frames not available")
     video = encode_video(davis_frames("bear", 8), tmp_path / "bear.mp4")
@@ -217,6 +217,9 @@ def test_video_progress_then_cancel(page, tmp_path: Path) -> None:
     value = page.eval_on_selector("#progress", "p => p.value")
     # decoding and flow are behind, adaptation (most of the work) under way: one bar for the whole job
     assert 0.1 < value < 0.9, value
+    # the bar is the server's percentage of the job, at most one poll behind it
+    percent = httpx.get(server + page.evaluate("job.url")).json()["progress"]["percent"]
+    assert 0 <= percent - 100 * value < 5, (percent, value)
     shot = screenshot_path(tmp_path, "page-video-progress")
     page.screenshot(path=str(shot), full_page=True)
     bar = _element_in_screenshot(page, shot, "#progress")

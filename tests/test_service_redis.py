@@ -7,6 +7,7 @@ the Redis may be shared, so nothing here ever flushes a database.
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 
 import pytest
@@ -211,3 +212,29 @@ def test_cleanup_deletes_only_this_queues_keys(redis_settings, davis_video) -> N
     finally:
         connection.delete(stranger)
         connection.close()
+
+
+def test_cancel_stops_a_job_on_an_rq_worker_within_two_seconds(redis_settings, tmp_path) -> None:
+    """The worker runs here (RQ needs the main thread for its signals); the API client cancels from a thread."""
+    from test_service_progress import STOP_BUDGET_S, cancel_in_stage, davis_video_bytes
+
+    settings = redis_settings.model_copy(update={"max_video_frames": 60})
+    video = davis_video_bytes(tmp_path, 60)
+    outcome: dict = {}
+    with new_client(settings) as client:
+        url = client.post("/adapt-and-segment?steps=1", files={"file": ("bear.mp4", video)}).json()["url"]
+
+        def cancel() -> None:
+            try:
+                outcome["latency"], outcome["status"] = cancel_in_stage(client, url, "flow")
+            except BaseException as exc:  # asserted in the test's own thread below
+                outcome["error"] = exc
+
+        canceller = threading.Thread(target=cancel)
+        canceller.start()
+        run_worker_burst(settings)
+        canceller.join(timeout=60)
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["status"]["state"] == "cancelled", outcome["status"]
+    assert outcome["status"]["progress"]["stage"] == "flow", outcome["status"]
+    assert outcome["latency"] < STOP_BUDGET_S, f"cancelled {outcome['latency']:.2f} s after the DELETE"

@@ -4,6 +4,7 @@ and test-time adaptation (training/adapt.py)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,26 +132,49 @@ def test_adapt_and_segment_returns_a_mask_per_frame(tmp_path, restore_threads):
     for mask, frame in zip(masks, frames):
         assert mask.shape == frame.shape[:2] and mask.dtype == bool
     assert checkpoint.read_bytes() == before  # the checkpoint is never modified
-    assert ("adapting", 2, 2) in stages and ("segmenting", 4, 4) in stages
+    assert [s for s in stages if s[0] != "flow"] == [("adapting", 0, 2), ("adapting", 1, 2), ("adapting", 2, 2),
+                                                     ("segmenting", 0, 4), ("segmenting", 4, 4)]
     flow = [(done, total) for stage, done, total in stages if stage == "flow"]
-    pairs = sum(4 - abs(g) for g in PAPER_GAPS)  # every frame pair of every gap, counted one by one
-    assert flow == [(i, pairs) for i in range(1, pairs + 1)]
+    pairs = sum(4 - abs(g) for g in PAPER_GAPS)  # every frame pair of every gap, counted one by one from 0
+    assert flow == [(i, pairs) for i in range(pairs + 1)]
     with pytest.raises(ValueError):
         adapt_and_segment(frames[:1], checkpoint, AdaptationSettings(steps=1))
 
 
-def test_cancel_during_flow_stops_at_the_next_frame_pair(tmp_path, restore_threads):
-    davis = write_fake_davis(tmp_path / "davis", sequences=("clip",), frames=6, size=(40, 60))
-    frames = [read_rgb(p) for p in list_sequences(davis)[0].frames]
+def _clip_and_checkpoint(tmp_path: Path, count: int) -> tuple[list[np.ndarray], Path]:
+    """``count`` frames of a fake clip and a tiny U-Net checkpoint to adapt on them."""
+    davis = write_fake_davis(tmp_path / "davis", sequences=("clip",), frames=count, size=(40, 60))
     options = {"num_regions": 3, "width": 4, "depth": 2}
     save_checkpoint(tmp_path / "model.pt", build_segmenter("unet", **options),
                     ModelSpec("unet", options, input_size=(32, 48)))
+    return [read_rgb(p) for p in list_sequences(davis)[0].frames], tmp_path / "model.pt"
+
+
+def test_cancel_during_flow_stops_at_the_next_frame_pair(tmp_path, restore_threads):
+    frames, checkpoint = _clip_and_checkpoint(tmp_path, 6)
     pairs_seen = []
     with pytest.raises(AdaptationCancelled):
-        adapt_and_segment(frames, tmp_path / "model.pt", AdaptationSettings(steps=2, flow_method="dis-ultrafast"),
+        adapt_and_segment(frames, checkpoint, AdaptationSettings(steps=2, flow_method="dis-ultrafast"),
                           progress=lambda stage, done, total: pairs_seen.append(done) if stage == "flow" else None,
-                          should_cancel=lambda: len(pairs_seen) >= 3)
-    assert pairs_seen == [1, 2, 3]  # the fourth pair was never computed
+                          should_cancel=lambda: len(pairs_seen) >= 4)
+    assert pairs_seen == [0, 1, 2, 3]  # the fourth pair was never computed
+
+
+def test_cancel_during_an_adaptation_step_stops_inside_it(tmp_path, restore_threads):
+    """A step takes seconds on a shared CPU: a cancel asked while one runs must not wait for its end."""
+    frames, checkpoint = _clip_and_checkpoint(tmp_path, 4)
+    reports = []
+    polls_in_step = []
+
+    def should_cancel() -> bool:  # true from the second poll of the first step on: one inside it
+        if reports and reports[-1] == ("adapting", 0, 2):
+            polls_in_step.append(True)
+        return len(polls_in_step) >= 2
+
+    with pytest.raises(AdaptationCancelled):
+        adapt_and_segment(frames, checkpoint, AdaptationSettings(steps=2, flow_method="dis-ultrafast"),
+                          progress=lambda *report: reports.append(report), should_cancel=should_cancel)
+    assert reports[-1] == ("adapting", 0, 2)  # the first step never finished
 
 
 @pytest.mark.parametrize("freeze_norm", [False, True])

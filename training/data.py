@@ -151,8 +151,8 @@ class FlowPairDataset:
         sees the input grid, and 240×427 is the resolution the default model's training flow was
         computed at, so a 1080p upload costs no more flow time than a 240p one.
 
-        ``progress`` is called after every frame pair as (pairs done, pairs in all gaps); it may
-        raise to stop the computation between two pairs (cancellation).
+        ``progress`` is called before the first frame pair and after every pair as (pairs done, pairs
+        in all gaps); it may raise to stop the computation between two pairs (cancellation).
         """
         n = len(frames)
         gaps = [g for g in gaps if abs(g) < n]
@@ -163,6 +163,8 @@ class FlowPairDataset:
             frames = [cv2.resize(f, (flow_size[1], flow_size[0]), interpolation=cv2.INTER_AREA) for f in frames]
         total = sum(n - abs(g) for g in gaps)
         done = 0
+        if progress is not None:
+            progress(done, total)
 
         def on_pair() -> None:
             nonlocal done

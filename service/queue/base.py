@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from service.errors import BadInput, redact_paths
-from service.jobs import VideoJobRequest
+from service.jobs import Progress, VideoJobRequest
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -29,14 +29,6 @@ class JobState(StrEnum):
     def terminal(self) -> bool:
         """Whether the job will not change any more."""
         return self in {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
-
-
-class Progress(BaseModel):
-    """Where a running job is: e.g. stage ``adapt`` at step 7 of 20."""
-
-    stage: str
-    current: int = 0
-    total: int = 0
 
 
 class JobStatus(BaseModel):

@@ -133,8 +133,8 @@ class EmbeddedJobQueue(JobQueue):
     def _run(self, record: _Record, config: AdaptationConfig) -> None:
         deadline = time.monotonic() + self._settings.job_timeout_seconds
 
-        def progress(stage: str, current: int, total: int) -> None:
-            record.progress = Progress(stage=stage, current=current, total=total)
+        def progress(report: Progress) -> None:
+            record.progress = report
 
         def should_cancel() -> bool:
             return record.cancel.is_set() or time.monotonic() > deadline

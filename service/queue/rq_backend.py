@@ -14,8 +14,8 @@ Mapping onto RQ features:
 * the upload stays on disk until the job's last attempt ends: ``execute``
   deletes it after a final outcome, and the ``on_failure`` callback after the
   last failed attempt (including one whose worker was killed);
-* ``job.meta`` carries stage and progress, written by the worker; a Redis blip
-  while writing them is logged and the job carries on.
+* ``job.meta`` carries the stage and progress (the fields of :class:`Progress`), written by the
+  worker; a Redis blip while writing them is logged and the job carries on.
 
 Cancellation and input errors end a job normally with an ``outcome`` in its
 meta: they are final, and must not trigger a retry. A cancel request is a
@@ -60,9 +60,9 @@ def execute(request: VideoJobRequest) -> dict[str, Any] | None:
 
     progress_lost = False
 
-    def progress(stage: str, current: int, total: int) -> None:
+    def progress(report: Progress) -> None:
         nonlocal progress_lost
-        job.meta.update(stage=stage, current=current, total=total)
+        job.meta.update(report.model_dump())
         try:
             job.save_meta()
         except RedisError as exc:  # progress is for people; the work itself needs no Redis
@@ -160,7 +160,7 @@ class RQJobQueue(JobQueue):
         return make_status(
             job_id,
             state,
-            Progress(stage=meta.get("stage", "queued"), current=meta.get("current", 0), total=meta.get("total", 0)),
+            Progress.model_validate({name: meta[name] for name in Progress.model_fields if name in meta}),
             options=meta.get("options", {}),
             created_at=_timestamp(job.created_at),
             started_at=_timestamp(job.started_at),

@@ -12,17 +12,10 @@ const $ = (id) => document.getElementById(id);
 const TINT = [255, 40, 90];
 const DIM = 0.55;
 
-// Seconds per unit of each stage of a video job on a 2-core CPU (README, Benchmarks: 50 frames at
-// 854x480, 20 steps): per byte uploaded, per frame, per adaptation step at batch 16. Only their
-// ratio matters: it lets one bar move steadily across all stages instead of restarting at each.
-const STAGE_COST = { uploading: 1 / 20e6, queued: 0, decoding: 0.04, flow: 0.14, adapting: 1.4, segmenting: 0.016, encoding: 0.004 };
-const STAGES = Object.keys(STAGE_COST);
 const STAGE_LABELS = {
-  uploading: "Uploading", queued: "Waiting for a worker", decoding: "Decoding frames",
-  flow: "Computing optical flow", adapting: "Adapting the network to this video",
-  segmenting: "Segmenting frames", encoding: "Encoding masks",
+  queued: "Waiting for a worker", decoding: "Decoding frames", flow: "Computing optical flow",
+  adapting: "Adapting the network to this video", segmenting: "Segmenting frames", encoding: "Encoding masks",
 };
-const GUESSED_FRAMES = 50; // until decoding has counted them
 const POLL_MS = 400;
 
 let chosen = null; // { file, kind: "image" | "video" }
@@ -276,64 +269,28 @@ async function segmentImage(file) {
 
 // ---------------------------------------------------------------- videos
 
-// One bar over every stage of a video job, never going backwards, with a time estimate.
+// One bar for the upload, then for the whole job: the server reports the job's percentage over all
+// its stages (stages weighted by their expected share of its time, never going backwards) and the
+// time left at the pace so far (service/jobs.py, ProgressMeter); the page only shows them.
 class Progress {
-  constructor(bytes, steps) {
-    this.bytes = bytes;
-    this.steps = steps;
-    this.frames = GUESSED_FRAMES;
-    this.decoded = 0;
-    this.weigh();
-    this.fraction = 0;
-    this.start = null; // [time, fraction] when the work itself began
+  constructor() {
     $("progress").value = 0;
     $("eta").textContent = "";
     $("progress-box").hidden = false;
   }
 
-  // Each stage's share of the whole job, from the bytes, frames and steps it has to go through.
-  weigh() {
-    const frames = this.frames;
-    const units = {
-      uploading: this.bytes, queued: 0, decoding: frames, flow: this.steps ? frames : 0,
-      adapting: this.steps * (Math.min(frames, 16) / 16), segmenting: frames, encoding: frames,
-    };
-    const seconds = Object.fromEntries(STAGES.map((stage) => [stage, units[stage] * STAGE_COST[stage]]));
-    const sum = Object.values(seconds).reduce((a, b) => a + b, 0);
-    this.weights = Object.fromEntries(STAGES.map((stage) => [stage, seconds[stage] / sum]));
+  uploaded(loaded, total) {
+    $("progress").value = total ? loaded / total : 0;
+    $("stage").textContent = `Uploading ${formatBytes(loaded)} / ${formatBytes(total)}`;
   }
 
-  update(stage, current, total) {
-    const index = STAGES.indexOf(stage);
-    if (index < 0) return;
-    if (stage === "decoding") {
-      this.decoded = current;
-    } else if (index > STAGES.indexOf("decoding") && this.decoded && this.frames !== this.decoded) {
-      this.frames = this.decoded; // now known: weigh the remaining stages by the real frame count
-      this.weigh();
-    }
-    const before = STAGES.slice(0, index).reduce((sum, s) => sum + this.weights[s], 0);
-    const within = total ? Math.min(current / total, 1) : 0;
-    this.fraction = Math.max(this.fraction, before + this.weights[stage] * within);
-    $("progress").value = this.fraction;
-    // decoding counts up to the frame limit, not to the video's length: show the count alone
-    const count = stage === "decoding" ? ` (${current})` : total ? ` ${current} / ${total}` : "";
-    $("stage").textContent = `${STAGE_LABELS[stage]}${count}`;
-    this.estimate(stage);
-  }
-
-  estimate(stage) {
-    const now = performance.now() / 1000;
-    if (stage === "queued" || stage === "uploading") {
-      $("eta").textContent = stage === "queued" ? "waiting" : "";
-      return;
-    }
-    this.start ??= [now, this.fraction];
-    const [t0, f0] = this.start;
-    const done = this.fraction - f0;
-    if (now - t0 > 1.5 && done > 0.02) {
-      $("eta").textContent = `about ${formatSeconds(((now - t0) / done) * (1 - this.fraction))} left`;
-    }
+  // A job status's state and progress: { stage, current, total, percent, eta_s }.
+  job(state, { stage, current, total, percent, eta_s: eta }) {
+    const queued = state === "queued";
+    $("progress").value = queued ? 0 : percent / 100;
+    const count = !queued && total ? ` ${current} / ${total}` : "";
+    $("stage").textContent = `${STAGE_LABELS[queued ? "queued" : stage] ?? stage}${count}`;
+    $("eta").textContent = queued ? "waiting" : eta != null ? `about ${formatSeconds(eta)} left` : "";
   }
 }
 
@@ -344,7 +301,7 @@ function upload(url, file, progress) {
     xhr.open("POST", url);
     for (const [name, value] of Object.entries(keyHeaders())) xhr.setRequestHeader(name, value);
     xhr.responseType = "json";
-    xhr.upload.onprogress = (event) => event.lengthComputable && progress.update("uploading", event.loaded, event.total);
+    xhr.upload.onprogress = (event) => event.lengthComputable && progress.uploaded(event.loaded, event.total);
     xhr.onload = () => (xhr.status === 202
       ? resolve(xhr.response)
       : reject(new ApiError(xhr.status, errorMessage(xhr.status, xhr.response, xhr.statusText))));
@@ -359,8 +316,7 @@ function upload(url, file, progress) {
 async function poll(url, progress) {
   for (;;) {
     const status = await (await api(url)).json();
-    const { stage, current, total } = status.progress;
-    progress.update(status.state === "queued" ? "queued" : stage, current, total);
+    progress.job(status.state, status.progress);
     if (status.state === "succeeded") return status;
     if (status.state === "cancelled") throw new Cancelled();
     if (status.state === "failed") throw new Error(status.error || "the job failed");
@@ -373,12 +329,12 @@ async function segmentVideo(file) {
   const steps = Number($("steps").value || 0);
   const query = new URLSearchParams({ steps, stride: $("stride").value || 1, format: "zip" });
   if ($("max-frames").value) query.set("max_frames", $("max-frames").value);
-  const progress = new Progress(file.size, steps);
+  const progress = new Progress();
   job = { xhr: null, url: null, cancelled: false };
   $("cancel").hidden = false;
   $("cancel").disabled = false;
   say("");
-  progress.update("uploading", 0, file.size);
+  progress.uploaded(0, file.size);
   const submitted = await upload(`/adapt-and-segment?${query}`, file, progress);
   job.url = submitted.url;
   if (job.cancelled) await api(job.url, { method: "DELETE" }); // cancel pressed during the upload's last moments
