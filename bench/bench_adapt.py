@@ -12,10 +12,12 @@ the network grid with the video's own +1 flow.
 
 Variants (AdaptationSettings overrides; `paper` is App. C.1: batch 16 at full input size, every
 step kept; the others add the safeguard unless named `-noguard`):
-    paper, fast-noguard, fast, fast-trust, fast-frozen, fast-flow128, fast-raft, fast-raft-flow128
+    paper, fast-noguard, fast, fast-trust, fast-frozen, fast-flow128, fast-raft, fast-raft-flow128,
+    fast-raft-g1 (gaps -1, 1 only), fast-raft-g1-i4 (and 4 RAFT iterations)
 `fast` = batch 8, adaptation at half the input size; `-raft` variants need --raft-weights. The table prints per variant: mean J, gain
 over 0 steps, the worst video's change, kept/reverted counts, seconds of flow and adaptation per
-video and J gained per second; then per video for --detail (default: the service default, i.e. the
+video, J gained per second and IoU0 (mean IoU of the adapted masks with the 0-step ones: how far
+adaptation moved them); then per video for --detail (default: the service default, i.e. the
 variant matching AdaptationSettings()) with and without temporal fusion.
 """
 
@@ -56,6 +58,8 @@ VARIANTS: dict[str, dict] = {
     "fast-flow128": {**FAST, "flow_size": (128, 224)},
     "fast-raft": {**FAST, "flow_method": "raft"},
     "fast-raft-flow128": {**FAST, "flow_method": "raft", "flow_size": (128, 224)},
+    "fast-raft-g1": {**FAST, "flow_method": "raft", "gaps": (-1, 1)},
+    "fast-raft-g1-i4": {**FAST, "flow_method": "raft", "gaps": (-1, 1), "flow_options": {"iterations": 4}},
 }
 
 
@@ -133,8 +137,9 @@ def main() -> int:
         for name in args.variants:
             settings = AdaptationSettings(steps=args.steps, **VARIANTS[name])
             if settings.flow_method == "raft":
-                settings = dataclasses.replace(settings, flow_options={"weights": args.raft_weights})
-            key = (settings.flow_method, settings.flow_size, settings.trust_check)
+                settings = dataclasses.replace(settings, flow_options={**settings.flow_options, "weights": args.raft_weights})
+            key = (settings.flow_method, settings.flow_size, settings.trust_check, settings.gaps,
+                   tuple(sorted(settings.flow_options.items())))
             start = time.perf_counter()
             if key not in datasets:
                 estimator = build_flow_estimator(settings.flow_method, **settings.flow_options)
@@ -148,7 +153,9 @@ def main() -> int:
             report = adapt(adapted, dataset, settings, device)
             adapt_s = time.perf_counter() - start
             masks = segment_frames(adapted, frames, input_size, device, merge)
+            agreement = np.mean([jaccard(a, b) for a, b in zip(masks0, masks)])
             row[name] = {"J": sequence_j(masks, truths), "decision": report.decision, "flow_s": flow_s,
+                         "agreement": agreement,
                          "adapt_s": adapt_s, "before": report.heldout_loss_before, "after": report.heldout_loss_after}
             if name == detail:
                 fused = segment_frames(adapted, frames, input_size, device, merge, flow=dataset.flow)
@@ -158,14 +165,16 @@ def main() -> int:
                 row["flicker0_temporal"], row["flicker_temporal"] = flicker(fused0, dataset), flicker(fused, dataset)
         rows.append(row)
         print(f"{video.name}: J0 {100 * row['J0']:.1f}  " + "  ".join(
-            f"{n} {100 * row[n]['J']:.1f} ({row[n]['decision']}, {row[n]['adapt_s']:.1f} s)" for n in args.variants),
+            f"{n} {100 * row[n]['J']:.1f} ({row[n]['decision']}, IoU0 {100 * row[n]['agreement']:.0f}, "
+            f"{row[n]['adapt_s']:.1f} s)" for n in args.variants),
             flush=True)
 
     source = f"H.264 crf 23, {'854x480' if args.upscale == 2 else f'{args.upscale}x of 427x240'}"
     print(f"\n{args.steps} adaptation steps per video on {source}, merge {merge}, {args.threads} threads, "
           f"{len(rows)} videos (mean {np.mean([r['frames'] for r in rows]):.0f} frames)")
     j0 = np.array([r["J0"] for r in rows])
-    print(f"{'variant':<14}{'J':>7}{'gain':>7}{'worst':>7}{'kept':>6}{'revert':>7}{'flow s':>8}{'adapt s':>9}{'J/s':>7}")
+    print(f"{'variant':<14}{'J':>7}{'gain':>7}{'worst':>7}{'kept':>6}{'revert':>7}{'flow s':>8}{'adapt s':>9}{'J/s':>7}"
+          f"{'IoU0':>6}")
     print(f"{'0 steps':<14}{100 * j0.mean():7.1f}")
     for name in args.variants:
         j = np.array([r[name]["J"] for r in rows])
@@ -174,7 +183,8 @@ def main() -> int:
         adapt_s = np.mean([r[name]["adapt_s"] for r in rows])
         gain = 100 * (j - j0).mean()
         print(f"{name:<14}{100 * j.mean():7.1f}{gain:+7.1f}{100 * (j - j0).min():+7.1f}{kept:6d}{len(rows) - kept:7d}"
-              f"{flow_s:8.1f}{adapt_s:9.1f}{gain / (flow_s + adapt_s):7.2f}")
+              f"{flow_s:8.1f}{adapt_s:9.1f}{gain / (flow_s + adapt_s):7.2f}"
+              f"{100 * np.mean([r[name]['agreement'] for r in rows]):6.1f}")
     print(f"\nper video, variant {detail} (J x100; flicker = 1 - temporal IoU, x100; temporal = fused along the flow)")
     print(f"{'sequence':<16}{'J0':>6}{'J':>6}{'kept':>9}{'loss0':>8}{'loss':>8}{'J0 tmp':>8}{'J tmp':>7}"
           f"{'flk0':>6}{'flk':>6}{'flk tmp':>8}{'seg s':>7}")

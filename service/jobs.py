@@ -27,7 +27,8 @@ from service.video import VideoLimits, decode_frames
 
 logger = logging.getLogger(__name__)
 
-#: The stages of a video job in the order they run; flow and adapting only when it adapts (steps > 0).
+#: The stages of a video job in the order they run; adapting only when it adapts (steps > 0), flow
+#: then or for temporal fusion.
 STAGES = ("decoding", "flow", "adapting", "segmenting", "encoding")
 #: Expected seconds of each stage per unit of its work: per frame of the video, except adapting (per
 #: step at batch :data:`_ADAPT_BATCH`). Only their ratios matter: they weigh each stage's share of the
@@ -123,13 +124,15 @@ class AdaptationConfig:
 class ProgressMeter:
     """Turns a stage's ``(current, total)`` into the percentage of the whole job and an ETA.
 
-    The job's plan is its stages (flow and adapting only with steps), the frame count (the frame
-    limit until decoding has counted the frames) and the steps; each stage is expected to take
-    :data:`STAGE_SECONDS` per unit of it.
+    The job's plan is its stages (adapting only with steps, flow with steps or ``flow``), the frame
+    count (the frame limit until decoding has counted the frames) and the steps; each stage is
+    expected to take :data:`STAGE_SECONDS` per unit of it.
     """
 
-    def __init__(self, steps: int, frames: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self._stages = [stage for stage in STAGES if steps > 0 or stage not in {"flow", "adapting"}]
+    def __init__(self, steps: int, frames: int, clock: Callable[[], float] = time.monotonic,
+                 flow: bool = False) -> None:
+        skipped = ({"adapting"} if steps == 0 else set()) | ({"flow"} if steps == 0 and not flow else set())
+        self._stages = [stage for stage in STAGES if stage not in skipped]
         self._steps = steps
         self._frames = frames
         self._clock = clock
@@ -196,7 +199,7 @@ def run_video_job(
     """Run one video job to completion; raises JobCancelled, ServiceError or anything unexpected."""
     from training.adapt import AdaptationCancelled, AdaptationSettings, adapt_and_segment  # torch-heavy: worker only
 
-    timer = StageTimer(progress, ProgressMeter(request.steps, request.max_frames))
+    timer = StageTimer(progress, ProgressMeter(request.steps, request.max_frames, flow=request.temporal))
     path = Path(request.video_path)
     outcome = "failed"
     started = time.perf_counter()

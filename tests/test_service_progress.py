@@ -16,7 +16,7 @@ import pytest
 
 from service.jobs import STAGES, ProgressMeter
 from service.video import VideoLimits, decode_frames
-from service_media import DAVIS_FRAMES, davis_frames, encode_video, gradient_rgb
+from helpers.service_media import DAVIS_FRAMES, davis_frames, encode_video, gradient_rgb
 
 #: How long a running job may take to stop after a DELETE or its timeout.
 STOP_BUDGET_S = 2.0

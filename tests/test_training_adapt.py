@@ -72,3 +72,17 @@ def test_without_holdout_the_adapted_weights_are_kept(single_thread):
     report = adapt(model, _dataset(noise, valid, frames), AdaptationSettings(steps=2, holdout_every=0),
                    torch.device("cpu"))
     assert report.decision == "kept" and report.heldout_frames == 0 and report.best_step == 2
+
+
+def test_trust_check_masks_the_flow_that_fails_the_round_trip():
+    frames, _, flows, valid = make_video(0)
+    images = torch.from_numpy(np.stack([prepare_image(f, (HEIGHT, WIDTH)) for f in frames]))
+    exact = FlowPairDataset(images, VideoFlow(torch.from_numpy(flows), torch.from_numpy(valid), GAPS), trust_check=True)
+    batch = exact.sample(8, torch.Generator().manual_seed(0))
+    assert batch.confidence.shape == (8, 1, HEIGHT, WIDTH)
+    # the disc's flow and the background's flow return home; only occluded and out-of-frame pixels fail
+    assert 0.8 < batch.confidence.mean() < 1.0
+    noise = np.random.default_rng(1).normal(0, 2.0, flows.shape).astype(np.float32)
+    noisy = FlowPairDataset(images, VideoFlow(torch.from_numpy(noise), torch.from_numpy(valid), GAPS), trust_check=True)
+    assert noisy.sample(8, torch.Generator().manual_seed(0)).confidence.mean() < 0.3
+    assert FlowPairDataset(images, exact.flow).sample(2, torch.Generator()).confidence is None  # off by default
