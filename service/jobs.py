@@ -42,9 +42,6 @@ STAGES = ("decoding", "flow", "adapting", "segmenting", "encoding")
 #: Benchmarks: adapting 1.4 s a step, flow 0.14 s a frame), and there the percent lags in flow and
 #: catches up while adapting.
 STAGE_SECONDS = {"decoding": 0.009, "flow": 0.42, "adapting": 10.6, "segmenting": 0.27, "encoding": 0.002}
-#: Frames per adaptation step when the video has that many (training.adapt.AdaptationSettings.batch_size);
-#: a step on fewer frames costs proportionally less.
-_ADAPT_BATCH = 16
 #: No ETA before this much of the job's time has passed and this share of it is done: an estimate from
 #: the first frames decoded is noise.
 ETA_MIN_ELAPSED_S = 2.0
@@ -156,7 +153,7 @@ class ProgressMeter:
 
     def _expected_seconds(self, stage: str) -> float:
         if stage == "adapting":
-            return self._steps * min(self._frames, _ADAPT_BATCH) / _ADAPT_BATCH * STAGE_SECONDS[stage]
+            return self._steps * STAGE_SECONDS[stage]
         return self._frames * STAGE_SECONDS[stage]
 
 
