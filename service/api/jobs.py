@@ -31,8 +31,8 @@ class ResultFormat(StrEnum):
     video = "video"
 
 
-@router.post("/adapt-and-segment", status_code=202, response_model=JobStatus)
-async def adapt_and_segment(
+@router.post("/adapt-and-segment", status_code=202, response_model=JobStatus, summary="Adapt And Segment")
+async def submit_video_job(
     state: StateDep,
     file: Annotated[UploadFile, File(description="Video: mp4, webm, mov, mkv, avi or GIF.")],
     steps: Annotated[int | None, Query(ge=0, description="Adaptation steps (default GWM_DEFAULT_ADAPTATION_STEPS)")] = None,
