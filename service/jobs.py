@@ -51,7 +51,7 @@ ETA_MIN_ELAPSED_S = 2.0
 ETA_MIN_PERCENT = 2.0
 
 
-class Progress(BaseModel):
+class JobProgress(BaseModel):
     """Where a job is: e.g. stage ``adapting`` at step 7 of 20, 41.5 % of the whole job, about 30 s left.
 
     ``current``/``total`` count the stage's own units (frames decoded, frame pairs of flow, steps,
@@ -67,7 +67,7 @@ class Progress(BaseModel):
     eta_s: float | None = None
 
 
-ProgressFn = Callable[[Progress], None]
+JobProgressCallback = Callable[[JobProgress], None]
 CancelFn = Callable[[], bool]
 
 
@@ -139,7 +139,7 @@ class ProgressMeter:
         self._started = clock()
         self._percent = 0.0
 
-    def measure(self, stage: str, current: int, total: int) -> Progress:
+    def measure(self, stage: str, current: int, total: int) -> JobProgress:
         """Progress of ``stage`` at ``current`` of ``total``; raises ValueError for a stage not in the plan."""
         if stage == "decoding":
             self._frames = max(total, 1)  # the frames the job will decode; final once decoding ends
@@ -152,7 +152,7 @@ class ProgressMeter:
         eta = None
         if elapsed >= ETA_MIN_ELAPSED_S and self._percent >= ETA_MIN_PERCENT:
             eta = round(elapsed * (100 - self._percent) / self._percent, 1)
-        return Progress(stage=stage, current=current, total=total, percent=self._percent, eta_s=eta)
+        return JobProgress(stage=stage, current=current, total=total, percent=self._percent, eta_s=eta)
 
     def _expected_seconds(self, stage: str) -> float:
         if stage == "adapting":
@@ -163,7 +163,7 @@ class ProgressMeter:
 class StageTimer:
     """Forwards progress, with the job's percentage, and records the wall time of each stage as stages change."""
 
-    def __init__(self, progress: ProgressFn, meter: ProgressMeter) -> None:
+    def __init__(self, progress: JobProgressCallback, meter: ProgressMeter) -> None:
         self._progress = progress
         self._meter = meter
         self._stage: str | None = None
@@ -193,7 +193,7 @@ class StageTimer:
 def run_video_job(
     request: VideoJobRequest,
     config: AdaptationConfig,
-    progress: ProgressFn,
+    progress: JobProgressCallback,
     should_cancel: CancelFn,
 ) -> dict[str, Any]:
     """Run one video job to completion; raises JobCancelled, ServiceError or anything unexpected."""

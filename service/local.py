@@ -30,7 +30,7 @@ from service.imaging import looks_like_video
 from service.settings import Settings
 
 if TYPE_CHECKING:
-    from service.jobs import Progress
+    from service.jobs import JobProgress
 
 logger = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ class StageBars:
         self._stage: str | None = None
         self._bar: tqdm | None = None
 
-    def report(self, progress: Progress) -> None:
+    def report(self, progress: JobProgress) -> None:
         """The job's progress callback."""
         if progress.stage != self._stage:
             self.close()

@@ -48,6 +48,7 @@ __all__ = [
     "AdaptationCancelled",
     "AdaptationReport",
     "AdaptationSettings",
+    "ProgressCallback",
     "VideoSegmentation",
     "adapt",
     "adapt_and_segment",
@@ -58,7 +59,7 @@ log = logging.getLogger(__name__)
 
 #: Progress callback: (stage, done, total), stage in {"flow", "adapting", "segmenting"}; flow counts
 #: frame pairs over all gaps, adapting counts steps, segmenting counts frames.
-Progress = Callable[[str, int, int], None]
+ProgressCallback = Callable[[str, int, int], None]
 
 
 class AdaptationCancelled(Exception):
@@ -191,7 +192,7 @@ def adapt(
     dataset: FlowPairDataset,
     settings: AdaptationSettings,
     device: torch.device,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> AdaptationReport:
     """Adapt ``model`` in place on ``dataset`` for ``settings.steps`` steps, behind the safeguard.
@@ -261,7 +262,7 @@ def adapt_and_segment(
     merge: str | None = None,
     refine: bool = False,
     temporal: bool = False,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> VideoSegmentation:
     """Adapt a fresh copy of the checkpoint's network to ``frames`` and segment each of them.

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from service.errors import BadInput, redact_paths
-from service.jobs import Progress, VideoJobRequest
+from service.jobs import JobProgress, VideoJobRequest
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -36,7 +36,7 @@ class JobStatus(BaseModel):
 
     id: str
     state: JobState
-    progress: Progress
+    progress: JobProgress
     options: dict[str, Any]
     created_at: float | None = None
     started_at: float | None = None
@@ -60,7 +60,7 @@ def check_job_id(job_id: str) -> str:
 
 
 def make_status(
-    job_id: str, state: JobState, progress: Progress, error: str | None = None, **fields: Any
+    job_id: str, state: JobState, progress: JobProgress, error: str | None = None, **fields: Any
 ) -> JobStatus:
     """Build a status with the URLs filled in from the id.
 
@@ -70,7 +70,7 @@ def make_status(
     url = f"/jobs/{job_id}"
     result_url = f"{url}/result" if state is JobState.SUCCEEDED else None
     if state is JobState.QUEUED:
-        progress = Progress(stage="queued")
+        progress = JobProgress(stage="queued")
     return JobStatus(
         id=job_id,
         state=state,

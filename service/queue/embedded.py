@@ -17,7 +17,7 @@ from typing import Any
 
 from service.errors import Conflict, NotFound, ServiceError
 from service.jobs import AdaptationConfig, JobCancelled, VideoJobRequest, run_video_job
-from service.queue.base import JobQueue, JobState, JobStatus, Progress, make_status
+from service.queue.base import JobProgress, JobQueue, JobState, JobStatus, make_status
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 class _Record:
     request: VideoJobRequest
     state: JobState = JobState.QUEUED
-    progress: Progress = field(default_factory=lambda: Progress(stage="queued"))
+    progress: JobProgress = field(default_factory=lambda: JobProgress(stage="queued"))
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     ended_at: float | None = None
@@ -133,7 +133,7 @@ class EmbeddedJobQueue(JobQueue):
     def _run(self, record: _Record, config: AdaptationConfig) -> None:
         deadline = time.monotonic() + self._settings.job_timeout_seconds
 
-        def progress(report: Progress) -> None:
+        def progress(report: JobProgress) -> None:
             record.progress = report
 
         def should_cancel() -> bool:

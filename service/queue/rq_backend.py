@@ -14,7 +14,7 @@ Mapping onto RQ features:
 * the upload stays on disk until the job's last attempt ends: ``execute``
   deletes it after a final outcome, and the ``on_failure`` callback after the
   last failed attempt (including one whose worker was killed);
-* ``job.meta`` carries the stage and progress (the fields of :class:`Progress`), written by the
+* ``job.meta`` carries the stage and progress (the fields of :class:`JobProgress`), written by the
   worker; a Redis blip while writing them is logged and the job carries on.
 
 Cancellation and input errors end a job normally with an ``outcome`` in its
@@ -39,7 +39,7 @@ from rq.timeouts import TimerDeathPenalty
 
 from service.errors import Conflict, NotFound, ServiceError, Unavailable
 from service.jobs import AdaptationConfig, JobCancelled, VideoJobRequest, run_video_job
-from service.queue.base import JobQueue, JobState, JobStatus, Progress, make_status
+from service.queue.base import JobProgress, JobQueue, JobState, JobStatus, make_status
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def execute(request: VideoJobRequest) -> dict[str, Any] | None:
 
     progress_lost = False
 
-    def progress(report: Progress) -> None:
+    def progress(report: JobProgress) -> None:
         nonlocal progress_lost
         job.meta.update(report.model_dump())
         try:
@@ -160,7 +160,7 @@ class RQJobQueue(JobQueue):
         return make_status(
             job_id,
             state,
-            Progress.model_validate({name: meta[name] for name in Progress.model_fields if name in meta}),
+            JobProgress.model_validate({name: meta[name] for name in JobProgress.model_fields if name in meta}),
             options=meta.get("options", {}),
             created_at=_timestamp(job.created_at),
             started_at=_timestamp(job.started_at),
