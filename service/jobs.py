@@ -105,8 +105,9 @@ class VideoJobRequest:
 
 
 @dataclass(frozen=True)
-class AdaptationConfig:
-    """What the worker decides: which weights, which device, which flow, which merge."""
+class WorkerConfig:
+    """What the worker decides, from its own settings rather than the request: which weights, which
+    device, which flow, which merge. (How adaptation itself runs is training.adapt.AdaptationSettings.)"""
 
     checkpoint_path: Path
     device: str
@@ -115,7 +116,7 @@ class AdaptationConfig:
     flow_options: dict[str, str] = field(default_factory=dict)  # RAFT: weights file and device
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> AdaptationConfig:
+    def from_settings(cls, settings: Settings) -> WorkerConfig:
         """The worker's own settings (``auto`` devices are resolved by ``training``)."""
         return cls(checkpoint_path=settings.checkpoint_path, device=settings.device, flow_method=settings.flow_method,
                    merge=settings.merge, flow_options=settings.flow_options())
@@ -192,7 +193,7 @@ class StageTimer:
 
 def run_video_job(
     request: VideoJobRequest,
-    config: AdaptationConfig,
+    config: WorkerConfig,
     progress: JobProgressCallback,
     should_cancel: CancelFn,
 ) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.errors import Conflict, NotFound, ServiceError
-from service.jobs import AdaptationConfig, JobCancelled, VideoJobRequest, run_video_job
+from service.jobs import JobCancelled, VideoJobRequest, WorkerConfig, run_video_job
 from service.queue.base import JobProgress, JobQueue, JobState, JobStatus, make_status
 from service.settings import Settings
 
@@ -121,7 +121,7 @@ class EmbeddedJobQueue(JobQueue):
         record.state, record.error, record.ended_at = state, error, time.time()
 
     def _work(self) -> None:
-        config = AdaptationConfig.from_settings(self._settings)
+        config = WorkerConfig.from_settings(self._settings)
         while (job_id := self._pending.get()) is not None:
             with self._lock:
                 record = self._records.get(job_id)
@@ -130,7 +130,7 @@ class EmbeddedJobQueue(JobQueue):
                 record.state, record.started_at = JobState.RUNNING, time.time()
             self._run(record, config)
 
-    def _run(self, record: _Record, config: AdaptationConfig) -> None:
+    def _run(self, record: _Record, config: WorkerConfig) -> None:
         deadline = time.monotonic() + self._settings.job_timeout_seconds
 
         def progress(report: JobProgress) -> None:

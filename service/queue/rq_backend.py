@@ -38,7 +38,7 @@ from rq.registry import StartedJobRegistry
 from rq.timeouts import TimerDeathPenalty
 
 from service.errors import Conflict, NotFound, ServiceError, Unavailable
-from service.jobs import AdaptationConfig, JobCancelled, VideoJobRequest, run_video_job
+from service.jobs import JobCancelled, VideoJobRequest, WorkerConfig, run_video_job
 from service.queue.base import JobProgress, JobQueue, JobState, JobStatus, make_status
 from service.settings import Settings
 
@@ -83,7 +83,7 @@ def execute(request: VideoJobRequest) -> dict[str, Any] | None:
     # An unexpected exception propagates with the upload still on disk: RQ retries the job while
     # retries are left, and discard_upload_if_final deletes it after the last attempt.
     try:
-        result = run_video_job(request, AdaptationConfig.from_settings(Settings()), progress, should_cancel)
+        result = run_video_job(request, WorkerConfig.from_settings(Settings()), progress, should_cancel)
     except JobCancelled:
         job.meta.update(outcome=JobState.CANCELLED.value)
         result = None
