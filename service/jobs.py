@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
 from service import metrics, rle
 from service.errors import BadInput
+from service.schemas import JobProgress
 from service.settings import Settings
 from service.video import VideoLimits, decode_frames
 
@@ -49,22 +48,6 @@ _ADAPT_BATCH = 16
 #: the first frames decoded is noise.
 ETA_MIN_ELAPSED_S = 2.0
 ETA_MIN_PERCENT = 2.0
-
-
-class JobProgress(BaseModel):
-    """Where a job is: e.g. stage ``adapting`` at step 7 of 20, 41.5 % of the whole job, about 30 s left.
-
-    ``current``/``total`` count the stage's own units (frames decoded, frame pairs of flow, steps,
-    frames segmented, masks encoded); ``percent`` covers the whole job, stages weighted by their
-    expected share of its time (:data:`STAGE_SECONDS`), and never goes down; ``eta_s`` is the time
-    left at the pace so far, None until there is enough to go on.
-    """
-
-    stage: str
-    current: int = 0
-    total: int = 0
-    percent: float = 0.0
-    eta_s: float | None = None
 
 
 JobProgressCallback = Callable[[JobProgress], None]

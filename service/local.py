@@ -30,7 +30,7 @@ from service.imaging import looks_like_video
 from service.settings import Settings
 
 if TYPE_CHECKING:
-    from service.jobs import JobProgress
+    from service.schemas import JobProgress
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,9 @@ from service import encoding, rle
 from service.api.deps import StateDep
 from service.errors import BadInput, Conflict, TooManyRequests
 from service.jobs import VideoJobRequest
-from service.queue.base import JobQueue, JobState, JobStatus, check_job_id, new_job_id
+from service.queue.base import JobQueue, check_job_id, new_job_id
 from service.results import ResultCache
+from service.schemas import JobState, JobStatus
 from service.uploads import save_upload
 from service.video import VideoLimits, probe_video
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from service.errors import Conflict, NotFound, ServiceError
 from service.jobs import JobCancelled, VideoJobRequest, WorkerConfig, run_video_job
-from service.queue.base import JobProgress, JobQueue, JobState, JobStatus, make_status
+from service.queue.base import JobQueue, make_status
+from service.schemas import JobProgress, JobState, JobStatus
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)

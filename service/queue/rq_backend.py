@@ -39,7 +39,8 @@ from rq.timeouts import TimerDeathPenalty
 
 from service.errors import Conflict, NotFound, ServiceError, Unavailable
 from service.jobs import JobCancelled, VideoJobRequest, WorkerConfig, run_video_job
-from service.queue.base import JobProgress, JobQueue, JobState, JobStatus, make_status
+from service.queue.base import JobQueue, make_status
+from service.schemas import JobProgress, JobState, JobStatus
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
