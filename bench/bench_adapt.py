@@ -39,8 +39,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from models.inference import segment_frames  # noqa: E402
 from models.temporal import temporal_iou  # noqa: E402
-from training.adapt import AdaptationSettings, adapt, segment_frames  # noqa: E402
+from training.adapt import AdaptationSettings, adapt  # noqa: E402
 from training.checkpoint import load_model  # noqa: E402
 from training.data import FlowPairDataset  # noqa: E402
 from training.evaluate import jaccard, read_annotation  # noqa: E402

@@ -32,12 +32,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.inference import predict
 from models.merging import oracle_merge
 from models.motion import coordinate_basis, fit_motion, motion_loss, motion_residuals
 from models.preprocessing import DEFAULT_INPUT_SIZE, resize_flow
 from training.checkpoint import load_model
 from training.data import to_reference_units
-from training.evaluate import jaccard, predict, read_annotation
+from training.evaluate import jaccard, read_annotation
 from training.flow import WEIGHTLESS_FLOW_METHODS, FlowEstimator, build_flow_estimator
 from training.flow_cache import PAPER_GAPS
 from training.frames import DEFAULT_EVAL_DATA, DEFAULT_EVAL_SPLIT, DEFAULT_RESOLUTION, list_sequences

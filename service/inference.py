@@ -1,9 +1,10 @@
 """Single-image segmentation with the exported ONNX model.
 
 One onnxruntime session is created at startup and shared by all requests
-(``InferenceSession.run`` is thread-safe). Preprocessing and merging come
-from ``models/`` so the service computes exactly what training and
-evaluation compute; only the network itself runs in onnxruntime.
+(``InferenceSession.run`` is thread-safe). Preprocessing, merging and the
+masks at each image's size come from ``models/`` (models/inference.py) so the
+service computes exactly what training and evaluation compute; only the
+network itself runs in onnxruntime.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from models.inference import masks_at_sizes, region_scores
 from models.merge_strategy import MergeStrategy
 from models.merging import foreground_probability
 from models.preprocessing import prepare_image
-from models.refinement import foreground_mask, refinement_guide
+from models.refinement import refinement_guide
 from models.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -117,19 +119,7 @@ class OnnxSegmenter:
         logits_np, features_np = self.forward(batch)
         logits = torch.from_numpy(logits_np)
         soft = foreground_probability(logits, torch.from_numpy(features_np), self.info.merge)
-        for i, size in enumerate(sizes):
-            mask = foreground_mask(soft[i], size, guide=guides[i] if guides else None)
-            regions = _region_scores(logits[i], soft[i]) if with_regions else None
+        for i, mask in enumerate(masks_at_sizes(soft, sizes, guides or None)):
+            regions = region_scores(logits[i], soft[i]) if with_regions else None
             yield Segmentation(mask=mask, regions=regions)
 
-
-def _region_scores(logits: torch.Tensor, soft: torch.Tensor) -> list[dict[str, float]]:
-    """Per region: its share of the image and how much of it is foreground (both soft, in [0, 1])."""
-    probabilities = logits.float().softmax(dim=0)  # (K, H, W)
-    mass = probabilities.sum(dim=(1, 2))
-    foreground = (probabilities * soft).sum(dim=(1, 2)) / mass.clamp_min(1e-12)
-    area = mass / soft.numel()
-    return [
-        {"region": k, "area": round(float(area[k]), 6), "foreground": round(float(foreground[k]), 6)}
-        for k in range(probabilities.shape[0])
-    ]

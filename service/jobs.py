@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
 from service import metrics, rle
 from service.errors import BadInput
+from service.schemas import JobProgress
 from service.settings import Settings
 from service.video import VideoLimits, decode_frames
 
@@ -48,23 +47,7 @@ ETA_MIN_ELAPSED_S = 2.0
 ETA_MIN_PERCENT = 2.0
 
 
-class Progress(BaseModel):
-    """Where a job is: e.g. stage ``adapting`` at step 7 of 20, 41.5 % of the whole job, about 30 s left.
-
-    ``current``/``total`` count the stage's own units (frames decoded, frame pairs of flow, steps,
-    frames segmented, masks encoded); ``percent`` covers the whole job, stages weighted by their
-    expected share of its time (:data:`STAGE_SECONDS`), and never goes down; ``eta_s`` is the time
-    left at the pace so far, None until there is enough to go on.
-    """
-
-    stage: str
-    current: int = 0
-    total: int = 0
-    percent: float = 0.0
-    eta_s: float | None = None
-
-
-ProgressFn = Callable[[Progress], None]
+JobProgressCallback = Callable[[JobProgress], None]
 CancelFn = Callable[[], bool]
 
 
@@ -102,8 +85,9 @@ class VideoJobRequest:
 
 
 @dataclass(frozen=True)
-class AdaptationConfig:
-    """What the worker decides: which weights, which device, which flow, which merge."""
+class WorkerConfig:
+    """What the worker decides, from its own settings rather than the request: which weights, which
+    device, which flow, which merge. (How adaptation itself runs is training.adapt.AdaptationSettings.)"""
 
     checkpoint_path: Path
     device: str
@@ -112,7 +96,7 @@ class AdaptationConfig:
     flow_options: dict[str, str] = field(default_factory=dict)  # RAFT: weights file and device
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> AdaptationConfig:
+    def from_settings(cls, settings: Settings) -> WorkerConfig:
         """The worker's own settings (``auto`` devices are resolved by ``training``)."""
         return cls(checkpoint_path=settings.checkpoint_path, device=settings.device, flow_method=settings.flow_method,
                    merge=settings.merge, flow_options=settings.flow_options())
@@ -136,7 +120,7 @@ class ProgressMeter:
         self._started = clock()
         self._percent = 0.0
 
-    def measure(self, stage: str, current: int, total: int) -> Progress:
+    def measure(self, stage: str, current: int, total: int) -> JobProgress:
         """Progress of ``stage`` at ``current`` of ``total``; raises ValueError for a stage not in the plan."""
         if stage == "decoding":
             self._frames = max(total, 1)  # the frames the job will decode; final once decoding ends
@@ -149,7 +133,7 @@ class ProgressMeter:
         eta = None
         if elapsed >= ETA_MIN_ELAPSED_S and self._percent >= ETA_MIN_PERCENT:
             eta = round(elapsed * (100 - self._percent) / self._percent, 1)
-        return Progress(stage=stage, current=current, total=total, percent=self._percent, eta_s=eta)
+        return JobProgress(stage=stage, current=current, total=total, percent=self._percent, eta_s=eta)
 
     def _expected_seconds(self, stage: str) -> float:
         if stage == "adapting":
@@ -160,7 +144,7 @@ class ProgressMeter:
 class StageTimer:
     """Forwards progress, with the job's percentage, and records the wall time of each stage as stages change."""
 
-    def __init__(self, progress: ProgressFn, meter: ProgressMeter) -> None:
+    def __init__(self, progress: JobProgressCallback, meter: ProgressMeter) -> None:
         self._progress = progress
         self._meter = meter
         self._stage: str | None = None
@@ -189,8 +173,8 @@ class StageTimer:
 
 def run_video_job(
     request: VideoJobRequest,
-    config: AdaptationConfig,
-    progress: ProgressFn,
+    config: WorkerConfig,
+    progress: JobProgressCallback,
     should_cancel: CancelFn,
 ) -> dict[str, Any]:
     """Run one video job to completion; raises JobCancelled, ServiceError or anything unexpected."""

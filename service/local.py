@@ -30,7 +30,7 @@ from service.imaging import looks_like_video
 from service.settings import Settings
 
 if TYPE_CHECKING:
-    from service.jobs import Progress
+    from service.schemas import JobProgress
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def _segment_images(
 def _segment_video(
     job: Job, settings: Settings, format: OutputFormat, options: VideoOptions, outcome: Outcome, progress: bool
 ) -> None:
-    from service.jobs import AdaptationConfig, VideoJobRequest, run_video_job
+    from service.jobs import VideoJobRequest, WorkerConfig, run_video_job
     from service.video import VideoLimits, probe_video
 
     limits = VideoLimits(settings.max_video_frames, settings.max_video_seconds, settings.max_video_side)
@@ -211,7 +211,7 @@ def _segment_video(
             request = VideoJobRequest(video_path=str(path), steps=options.steps, stride=options.stride,
                                       max_frames=options.max_frames, limits=limits, result_format=format.value,
                                       refine=settings.refine, temporal=settings.temporal)
-            result = run_video_job(request, AdaptationConfig.from_settings(settings), bars.report, lambda: False)
+            result = run_video_job(request, WorkerConfig.from_settings(settings), bars.report, lambda: False)
     except ServiceError as error:
         _failed(job, error, outcome)
         return
@@ -236,7 +236,7 @@ class StageBars:
         self._stage: str | None = None
         self._bar: tqdm | None = None
 
-    def report(self, progress: Progress) -> None:
+    def report(self, progress: JobProgress) -> None:
         """The job's progress callback."""
         if progress.stage != self._stage:
             self.close()

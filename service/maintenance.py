@@ -18,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from service.errors import ServiceError
-from service.queue.base import JobQueue, JobState
+from service.queue.base import JobQueue
+from service.schemas import JobState
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -85,13 +85,13 @@ def test_percent_weighs_the_stages_that_run_and_the_eta_waits_for_signal() -> No
 
 def test_every_report_of_a_job_has_real_totals_and_a_rising_percent(service_settings, tmp_path) -> None:
     """All reports of a real run: decoding counts to ceil(n / stride), the percent never falls and ends at 100."""
-    from service.jobs import AdaptationConfig, VideoJobRequest, run_video_job
+    from service.jobs import VideoJobRequest, WorkerConfig, run_video_job
 
     video = encode_video(_shifting_frames(11), tmp_path / "clip.mp4")
     limits = VideoLimits(service_settings.max_video_frames, 60.0, 1920)
     request = VideoJobRequest(video_path=str(video), steps=3, stride=2, max_frames=30, limits=limits)
     reports = []
-    result = run_video_job(request, AdaptationConfig.from_settings(service_settings), reports.append, lambda: False)
+    result = run_video_job(request, WorkerConfig.from_settings(service_settings), reports.append, lambda: False)
     assert result["frames"] == 6
     assert [r.stage for r in reports] == sorted((r.stage for r in reports), key=STAGES.index)  # stages in order
     assert {r.stage for r in reports} == set(STAGES)

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from models.inference import segment_frames
 from models.preprocessing import prepare_image
 from models.segmenters import build_segmenter
 from models.video_flow import VideoFlow
 from test_training_synthetic import GAPS, HEIGHT, WIDTH, make_video
-from training.adapt import AdaptationSettings, adapt, heldout_frames, segment_frames
+from training.adapt import AdaptationSettings, adapt, heldout_frames
 from training.data import FlowPairDataset
 
 SETTINGS = AdaptationSettings(steps=20, batch_size=8, lr=1e-2, holdout_every=4, check_every=5)

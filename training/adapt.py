@@ -35,14 +35,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.refinement import foreground_mask, refinement_guide
+from models.inference import segment_frames
 from models.segmenters import Segmenter
-from models.temporal import temporal_fuse
-from models.video_flow import VideoFlow
 
 from .checkpoint import load_model
 from .data import Batch, FlowPairDataset, to_reference_units
-from .evaluate import predict
 from .flow import DEFAULT_FLOW_METHOD, build_flow_estimator
 from .flow_cache import PAPER_GAPS
 from .train import LossFunction, TrainConfig, make_optimizer, select_device, train_step
@@ -51,6 +48,7 @@ __all__ = [
     "AdaptationCancelled",
     "AdaptationReport",
     "AdaptationSettings",
+    "ProgressCallback",
     "VideoSegmentation",
     "adapt",
     "adapt_and_segment",
@@ -61,7 +59,7 @@ log = logging.getLogger(__name__)
 
 #: Progress callback: (stage, done, total), stage in {"flow", "adapting", "segmenting"}; flow counts
 #: frame pairs over all gaps, adapting counts steps, segmenting counts frames.
-Progress = Callable[[str, int, int], None]
+ProgressCallback = Callable[[str, int, int], None]
 
 
 class AdaptationCancelled(Exception):
@@ -197,7 +195,7 @@ def adapt(
     dataset: FlowPairDataset,
     settings: AdaptationSettings,
     device: torch.device,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> AdaptationReport:
     """Adapt ``model`` in place on ``dataset`` for ``settings.steps`` steps, behind the safeguard.
@@ -259,35 +257,6 @@ def adapt(
     return report
 
 
-def segment_frames(
-    model: Segmenter,
-    frames: Sequence[np.ndarray],
-    input_size: tuple[int, int],
-    device: torch.device,
-    merge: str,
-    refine: bool = False,
-    flow: VideoFlow | None = None,
-    batch_size: int = 16,
-    progress: Progress | None = None,
-    should_cancel: Callable[[], bool] | None = None,
-) -> list[np.ndarray]:
-    """One boolean mask per frame at its own resolution; with ``flow`` (on the input grid), soft
-    masks are fused with their neighbours' first (models/temporal.py)."""
-    soft_masks = []
-    if progress is not None:
-        progress("segmenting", 0, len(frames))
-    for start in range(0, len(frames), batch_size):
-        _check_cancel(should_cancel)
-        soft_masks.append(predict(model, frames[start:start + batch_size], input_size, device, merge)[1])
-        if progress is not None:
-            progress("segmenting", min(start + batch_size, len(frames)), len(frames))
-    soft = torch.cat(soft_masks)
-    if flow is not None:
-        soft = temporal_fuse(soft, flow)
-    return [foreground_mask(soft[i], frame.shape[:2], guide=refinement_guide(frame) if refine else None)
-            for i, frame in enumerate(frames)]
-
-
 def adapt_and_segment(
     frames: Sequence[np.ndarray],
     checkpoint_path: str | Path,
@@ -296,7 +265,7 @@ def adapt_and_segment(
     merge: str | None = None,
     refine: bool = False,
     temporal: bool = False,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> VideoSegmentation:
     """Adapt a fresh copy of the checkpoint's network to ``frames`` and segment each of them.
@@ -335,6 +304,12 @@ def adapt_and_segment(
         dataset = FlowPairDataset.from_frames(frames, estimator, gaps, input_size, progress=on_flow_pair,
                                               flow_size=settings.flow_size, trust_check=settings.trust_check)
     report = adapt(model, dataset, settings, torch_device, progress, should_cancel) if settings.steps > 0 else None
+
+    def on_segmented(done: int, total: int) -> None:
+        if progress is not None:
+            progress("segmenting", done, total)
+
     masks = segment_frames(model, frames, input_size, torch_device, merge, refine,
-                           flow=dataset.flow if temporal else None, progress=progress, should_cancel=should_cancel)
+                           flow=dataset.flow if temporal else None, progress=on_segmented,
+                           check_cancel=lambda: _check_cancel(should_cancel))
     return VideoSegmentation(masks=masks, adaptation=report)

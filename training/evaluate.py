@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from models.inference import predict
 from models.merge_strategy import PAPER_MERGE
-from models.merging import foreground_probability, oracle_merge
-from models.preprocessing import prepare_image
+from models.merging import oracle_merge
 from models.refinement import foreground_mask, refine_soft_mask
 from models.segmenters import Segmenter
 
@@ -36,7 +36,6 @@ __all__ = [
     "jaccard",
     "davis_sequence_scores",
     "f_beta_curve",
-    "predict",
     "read_annotation",
     "evaluate_sequence",
     "evaluate_davis",
@@ -88,20 +87,6 @@ def f_beta_curve(
         count += 1
     precision, recall = precision_sum / count, recall_sum / count
     return (1 + beta2) * precision * recall / np.maximum(beta2 * precision + recall, 1e-12)
-
-
-@torch.inference_mode()
-def predict(
-    model: Segmenter,
-    images: Sequence[np.ndarray],
-    input_size: Sequence[int],
-    device: torch.device | str = "cpu",
-    merge: str = PAPER_MERGE,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Region probabilities (N, K, H, W) and soft merged foreground (N, H, W) at the input size."""
-    batch = torch.from_numpy(np.stack([prepare_image(image, input_size) for image in images])).to(device)
-    logits, features = model.forward_with_features(batch)
-    return logits.float().softmax(dim=1).cpu(), foreground_probability(logits, features, merge).cpu()
 
 
 def _read_mask(path: Path) -> np.ndarray:

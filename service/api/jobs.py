@@ -13,8 +13,9 @@ from service import encoding, rle
 from service.api.deps import StateDep
 from service.errors import BadInput, Conflict, TooManyRequests
 from service.jobs import VideoJobRequest
-from service.queue.base import JobQueue, JobState, JobStatus, check_job_id, new_job_id
+from service.queue.base import JobQueue, check_job_id, new_job_id
 from service.results import ResultCache
+from service.schemas import JobState, JobStatus
 from service.uploads import save_upload
 from service.video import VideoLimits, probe_video
 
@@ -31,8 +32,8 @@ class ResultFormat(StrEnum):
     video = "video"
 
 
-@router.post("/adapt-and-segment", status_code=202, response_model=JobStatus)
-async def adapt_and_segment(
+@router.post("/adapt-and-segment", status_code=202, response_model=JobStatus, summary="Adapt And Segment")
+async def submit_video_job(
     state: StateDep,
     file: Annotated[UploadFile, File(description="Video: mp4, webm, mov, mkv, avi or GIF.")],
     steps: Annotated[int | None, Query(ge=0, description="Adaptation steps (default GWM_DEFAULT_ADAPTATION_STEPS)")] = None,

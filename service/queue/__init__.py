@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from service.queue.base import JobQueue, JobState, JobStatus
+from service.queue.base import JobQueue
 from service.settings import Settings
 
-__all__ = ["JobQueue", "JobState", "JobStatus", "create_queue"]
+__all__ = ["JobQueue", "create_queue"]
 
 
 def create_queue(settings: Settings) -> JobQueue:

@@ -1,50 +1,18 @@
-"""The job queue interface and the state model shared by every backend."""
+"""The job queue interface shared by every backend; the job states and statuses it returns are
+service/schemas.py."""
 
 from __future__ import annotations
 
 import re
 import uuid
 from abc import ABC, abstractmethod
-from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel
-
 from service.errors import BadInput, redact_paths
-from service.jobs import Progress, VideoJobRequest
+from service.jobs import VideoJobRequest
+from service.schemas import JobProgress, JobState, JobStatus
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-class JobState(StrEnum):
-    """Lifecycle of a job; the three last states are terminal."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def terminal(self) -> bool:
-        """Whether the job will not change any more."""
-        return self in {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
-
-
-class JobStatus(BaseModel):
-    """Everything ``GET /jobs/{id}`` returns (timestamps are Unix seconds)."""
-
-    id: str
-    state: JobState
-    progress: Progress
-    options: dict[str, Any]
-    created_at: float | None = None
-    started_at: float | None = None
-    ended_at: float | None = None
-    timings: dict[str, float] = {}
-    error: str | None = None
-    url: str
-    result_url: str | None = None
 
 
 def new_job_id() -> str:
@@ -60,7 +28,7 @@ def check_job_id(job_id: str) -> str:
 
 
 def make_status(
-    job_id: str, state: JobState, progress: Progress, error: str | None = None, **fields: Any
+    job_id: str, state: JobState, progress: JobProgress, error: str | None = None, **fields: Any
 ) -> JobStatus:
     """Build a status with the URLs filled in from the id.
 
@@ -70,7 +38,7 @@ def make_status(
     url = f"/jobs/{job_id}"
     result_url = f"{url}/result" if state is JobState.SUCCEEDED else None
     if state is JobState.QUEUED:
-        progress = Progress(stage="queued")
+        progress = JobProgress(stage="queued")
     return JobStatus(
         id=job_id,
         state=state,

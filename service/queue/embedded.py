@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.errors import Conflict, NotFound, ServiceError
-from service.jobs import AdaptationConfig, JobCancelled, VideoJobRequest, run_video_job
-from service.queue.base import JobQueue, JobState, JobStatus, Progress, make_status
+from service.jobs import JobCancelled, VideoJobRequest, WorkerConfig, run_video_job
+from service.queue.base import JobQueue, make_status
+from service.schemas import JobProgress, JobState, JobStatus
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ logger = logging.getLogger(__name__)
 class _Record:
     request: VideoJobRequest
     state: JobState = JobState.QUEUED
-    progress: Progress = field(default_factory=lambda: Progress(stage="queued"))
+    progress: JobProgress = field(default_factory=lambda: JobProgress(stage="queued"))
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     ended_at: float | None = None
@@ -121,7 +122,7 @@ class EmbeddedJobQueue(JobQueue):
         record.state, record.error, record.ended_at = state, error, time.time()
 
     def _work(self) -> None:
-        config = AdaptationConfig.from_settings(self._settings)
+        config = WorkerConfig.from_settings(self._settings)
         while (job_id := self._pending.get()) is not None:
             with self._lock:
                 record = self._records.get(job_id)
@@ -130,10 +131,10 @@ class EmbeddedJobQueue(JobQueue):
                 record.state, record.started_at = JobState.RUNNING, time.time()
             self._run(record, config)
 
-    def _run(self, record: _Record, config: AdaptationConfig) -> None:
+    def _run(self, record: _Record, config: WorkerConfig) -> None:
         deadline = time.monotonic() + self._settings.job_timeout_seconds
 
-        def progress(report: Progress) -> None:
+        def progress(report: JobProgress) -> None:
             record.progress = report
 
         def should_cancel() -> bool:

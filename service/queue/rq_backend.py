@@ -14,7 +14,7 @@ Mapping onto RQ features:
 * the upload stays on disk until the job's last attempt ends: ``execute``
   deletes it after a final outcome, and the ``on_failure`` callback after the
   last failed attempt (including one whose worker was killed);
-* ``job.meta`` carries the stage and progress (the fields of :class:`Progress`), written by the
+* ``job.meta`` carries the stage and progress (the fields of :class:`JobProgress`), written by the
   worker; a Redis blip while writing them is logged and the job carries on.
 
 Cancellation and input errors end a job normally with an ``outcome`` in its
@@ -38,8 +38,9 @@ from rq.registry import StartedJobRegistry
 from rq.timeouts import TimerDeathPenalty
 
 from service.errors import Conflict, NotFound, ServiceError, Unavailable
-from service.jobs import AdaptationConfig, JobCancelled, VideoJobRequest, run_video_job
-from service.queue.base import JobQueue, JobState, JobStatus, Progress, make_status
+from service.jobs import JobCancelled, VideoJobRequest, WorkerConfig, run_video_job
+from service.queue.base import JobQueue, make_status
+from service.schemas import JobProgress, JobState, JobStatus
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def execute(request: VideoJobRequest) -> dict[str, Any] | None:
 
     progress_lost = False
 
-    def progress(report: Progress) -> None:
+    def progress(report: JobProgress) -> None:
         nonlocal progress_lost
         job.meta.update(report.model_dump())
         try:
@@ -83,7 +84,7 @@ def execute(request: VideoJobRequest) -> dict[str, Any] | None:
     # An unexpected exception propagates with the upload still on disk: RQ retries the job while
     # retries are left, and discard_upload_if_final deletes it after the last attempt.
     try:
-        result = run_video_job(request, AdaptationConfig.from_settings(Settings()), progress, should_cancel)
+        result = run_video_job(request, WorkerConfig.from_settings(Settings()), progress, should_cancel)
     except JobCancelled:
         job.meta.update(outcome=JobState.CANCELLED.value)
         result = None
@@ -160,7 +161,7 @@ class RQJobQueue(JobQueue):
         return make_status(
             job_id,
             state,
-            Progress.model_validate({name: meta[name] for name in Progress.model_fields if name in meta}),
+            JobProgress.model_validate({name: meta[name] for name in JobProgress.model_fields if name in meta}),
             options=meta.get("options", {}),
             created_at=_timestamp(job.created_at),
             started_at=_timestamp(job.started_at),

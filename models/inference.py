@@ -1,0 +1,109 @@
+"""Inference: how a frame becomes a mask, in one place.
+
+network → soft regions (N, K, h, w) → merged soft foreground (N, h, w) at the network's input size
+→ optionally fused with its neighbours along the flow (models/temporal.py) → a boolean mask at each
+frame's own size, optionally snapped to the frame's edges (models/refinement.py).
+
+Evaluation (training/evaluate.py), the video job (training/adapt.py, which ``POST /adapt-and-segment``
+and ``gwm segment`` run) and the benches call :func:`predict` and :func:`segment_frames`; the ONNX
+path of ``POST /segment`` (service/inference.py) runs only its network elsewhere and shares the rest:
+:func:`~models.merging.foreground_probability`, :func:`masks_at_sizes` and :func:`region_scores`.
+No I/O.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from .merge_strategy import PAPER_MERGE
+from .merging import foreground_probability
+from .preprocessing import prepare_image
+from .refinement import foreground_mask, refinement_guide
+from .temporal import temporal_fuse
+from .video_flow import VideoFlow
+
+if TYPE_CHECKING:
+    from .segmenters import Segmenter
+
+__all__ = ["predict", "segment_frames", "masks_at_sizes", "region_scores"]
+
+
+@torch.inference_mode()
+def predict(
+    model: Segmenter,
+    images: Sequence[np.ndarray],
+    input_size: Sequence[int],
+    device: torch.device | str = "cpu",
+    merge: str = PAPER_MERGE,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Region probabilities (N, K, H, W) and soft merged foreground (N, H, W) at the input size."""
+    batch = torch.from_numpy(np.stack([prepare_image(image, input_size) for image in images])).to(device)
+    logits, features = model.forward_with_features(batch)
+    return logits.float().softmax(dim=1).cpu(), foreground_probability(logits, features, merge).cpu()
+
+
+def masks_at_sizes(
+    soft: torch.Tensor,
+    sizes: Iterable[tuple[int, int]],
+    guides: Iterable[np.ndarray | None] | None = None,
+) -> Iterator[np.ndarray]:
+    """One boolean mask per soft foreground in ``soft`` (N, h, w), at its (height, width) in ``sizes``.
+
+    Lazily, one full-size mask at a time. ``guides`` (one per mask, from
+    :func:`models.refinement.refinement_guide`, or None for a mask left as it is) snap each mask to
+    its image's edges; a generator of them keeps one guide alive at a time.
+    """
+    for one, size, guide in zip(soft, sizes, itertools.repeat(None) if guides is None else guides):
+        yield foreground_mask(one, size, guide=guide)
+
+
+def segment_frames(
+    model: Segmenter,
+    frames: Sequence[np.ndarray],
+    input_size: tuple[int, int],
+    device: torch.device,
+    merge: str,
+    refine: bool = False,
+    flow: VideoFlow | None = None,
+    batch_size: int = 16,
+    progress: Callable[[int, int], None] | None = None,
+    check_cancel: Callable[[], None] | None = None,
+) -> list[np.ndarray]:
+    """One boolean mask per frame at its own resolution; with ``flow`` (on the input grid), soft
+    masks are fused with their neighbours' first (models/temporal.py).
+
+    ``progress`` is called as (frames done, frames) before the first batch and after each;
+    ``check_cancel`` before each batch, and raises to stop.
+    """
+    soft_masks = []
+    if progress is not None:
+        progress(0, len(frames))
+    for start in range(0, len(frames), batch_size):
+        if check_cancel is not None:
+            check_cancel()
+        soft_masks.append(predict(model, frames[start:start + batch_size], input_size, device, merge)[1])
+        if progress is not None:
+            progress(min(start + batch_size, len(frames)), len(frames))
+    soft = torch.cat(soft_masks)
+    if flow is not None:
+        soft = temporal_fuse(soft, flow)
+    guides = (refinement_guide(frame) for frame in frames) if refine else None
+    return list(masks_at_sizes(soft, [frame.shape[:2] for frame in frames], guides))
+
+
+def region_scores(logits: torch.Tensor, soft: torch.Tensor) -> list[dict[str, float]]:
+    """Per region of one image's logits (K, H, W): its share of the image and how much of it is
+    foreground by the soft mask (H, W) (both soft, in [0, 1])."""
+    probabilities = logits.float().softmax(dim=0)  # (K, H, W)
+    mass = probabilities.sum(dim=(1, 2))
+    foreground = (probabilities * soft).sum(dim=(1, 2)) / mass.clamp_min(1e-12)
+    area = mass / soft.numel()
+    return [
+        {"region": k, "area": round(float(area[k]), 6), "foreground": round(float(foreground[k]), 6)}
+        for k in range(probabilities.shape[0])
+    ]
