@@ -14,8 +14,8 @@ steps it would keep the rate near 1e-6 and the adaptation would do nothing.
 masks worse — the flow of a compressed upload is noisy, and a few steps on it can undo what the
 network knew. Nothing labels an uploaded video, so the judge is the loss itself on frames the
 adaptation never trained on: every ``holdout_every``-th frame is held out, its flow loss (the
-network in inference mode, every gap, no augmentation) is measured before adapting and every
-``check_every`` steps. The weights with the lowest held-out loss are kept only if that loss is at
+network in inference mode at the adaptation's resolution, every gap, no augmentation) is measured
+before adapting and every ``check_every`` steps. The weights with the lowest held-out loss are kept only if that loss is at
 least ``keep_margin`` below the starting one; otherwise the original weights segment the video and
 the report says ``reverted``. A video whose flow is noise cannot be explained better by any mask, so
 it is reverted; one whose motion the network learns to explain is kept.
@@ -39,7 +39,7 @@ from models.inference import segment_frames
 from models.segmenters import Segmenter
 
 from .checkpoint import load_model
-from .data import Batch, FlowPairDataset, to_reference_units
+from .data import Batch, FlowPairDataset, rescale_grid, rescale_images, to_reference_units
 from .flow import DEFAULT_FLOW_METHOD, build_flow_estimator
 from .flow_cache import PAPER_GAPS
 from .train import LossFunction, TrainConfig, make_optimizer, select_device, train_step
@@ -141,23 +141,29 @@ def heldout_frames(n: int, every: int) -> torch.Tensor:
 
 @torch.no_grad()
 def heldout_loss(model: Segmenter, dataset: FlowPairDataset, frames: torch.Tensor, loss_fn: LossFunction,
-                 flow_clip: float | None, chunk: int = 16) -> float:
+                 scale: float = 1.0, chunk: int = 16) -> float:
     """Mean flow loss of ``frames`` over every gap they have, the network in inference mode and
-    without flips or augmentation: the deterministic measure the safeguard compares."""
+    without flips or augmentation, at ``scale`` × the input size (the adaptation's own: a check at
+    full size would cost as much as the steps): the deterministic measure the safeguard compares."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     for start in range(0, len(frames), chunk):
         index = frames[start:start + chunk]
-        logits = model(dataset.images[index].to(loss_fn.device))
+        images = dataset.images[index].to(loss_fn.device)
+        logits = model(rescale_images(images, scale) if scale != 1.0 else images)
         for column in range(len(dataset.flow.gaps)):
             has_gap = dataset.flow.valid[index, column]
             if not has_gap.any():
                 continue
             _, flows = dataset.flow.pair(column, index[has_gap])
-            confidence = None if dataset.confidence is None else dataset.confidence[index[has_gap], column][:, None]
-            loss = loss_fn(logits[has_gap], to_reference_units(flows, flow_clip).to(loss_fn.device),
-                           None if confidence is None else confidence.float().to(loss_fn.device))
+            targets = [to_reference_units(flows, dataset.flow_clip)]
+            if dataset.confidence is not None:
+                targets.append(dataset.confidence[index[has_gap], column][:, None].float())
+            if scale != 1.0:
+                targets = [rescale_grid(target, scale) for target in targets]
+            targets = [target.to(loss_fn.device) for target in targets]
+            loss = loss_fn(logits[has_gap], *targets)
             total += loss.item() * int(has_gap.sum())
             count += int(has_gap.sum())
     model.train(was_training)
@@ -213,7 +219,7 @@ def adapt(
     safeguard = len(held_out) > 0
 
     def check() -> float:
-        return heldout_loss(model, dataset, held_out, loss_fn, dataset.flow_clip) if safeguard else math.nan
+        return heldout_loss(model, dataset, held_out, loss_fn, settings.scale) if safeguard else math.nan
 
     original = copy.deepcopy(model.state_dict())
     before = check()

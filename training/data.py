@@ -31,7 +31,7 @@ from .flow import FlowEstimator
 from .flow_cache import FlowCache, compute_sequence_flow
 from .frames import VideoFolder
 
-__all__ = ["REFERENCE_FLOW_SIZE", "Batch", "FlowPairDataset", "to_reference_units"]
+__all__ = ["REFERENCE_FLOW_SIZE", "Batch", "FlowPairDataset", "rescale_grid", "rescale_images", "to_reference_units"]
 
 
 def _align_gaps(stored: Sequence[np.ndarray], gaps: Sequence[int], n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -70,12 +70,20 @@ class Batch:
 
         Flow stays in reference units, so the loss keeps its scale across resolutions.
         """
-        size = [round(s * scale) for s in self.images.shape[-2:]]
-        images = F.interpolate(self.images, size=size, mode="bilinear", antialias=True, align_corners=False)
-        flow_size = [round(s * scale) for s in self.flows.shape[-2:]]
-        confidence = None if self.confidence is None else F.interpolate(self.confidence, size=flow_size, mode="nearest")
-        return Batch(images=images, flows=F.interpolate(self.flows, size=flow_size, mode="nearest"),
-                     confidence=confidence)
+        return Batch(images=rescale_images(self.images, scale), flows=rescale_grid(self.flows, scale),
+                     confidence=None if self.confidence is None else rescale_grid(self.confidence, scale))
+
+
+def rescale_images(images: torch.Tensor, scale: float) -> torch.Tensor:
+    """Network inputs (B, 3, H, W) at ``scale`` × their size, antialiased."""
+    size = [round(s * scale) for s in images.shape[-2:]]
+    return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
+def rescale_grid(values: torch.Tensor, scale: float) -> torch.Tensor:
+    """Flow in reference units or trust masks (B, C, h, w) at ``scale`` × their grid, nearest: the
+    values themselves do not change."""
+    return F.interpolate(values, size=[round(s * scale) for s in values.shape[-2:]], mode="nearest")
 
 
 class FlowPairDataset:

@@ -345,7 +345,8 @@ async function segmentVideo(file) {
   player = new Player(file, result, status);
   await player.open();
   const seconds = Object.entries(status.timings).map(([stage, s]) => `${stage} ${s.toFixed(1)} s`).join(" · ");
-  $("video-stats").textContent = `${result.frames} frames, ${result.width} × ${result.height} px · ${seconds}`;
+  $("video-stats").textContent = `${result.frames} frames, ${result.width} × ${result.height} px · ${seconds}` +
+    adaptationNote(result.adaptation);
   say("Done: press play, or move the slider to look at one frame.");
   setState("video-done");
 }
@@ -360,6 +361,13 @@ async function cancel() {
   } else {
     job.xhr?.abort();
   }
+}
+
+// What the adaptation safeguard decided (training/adapt.py), in words; nothing for a 0-step job.
+function adaptationNote(adaptation) {
+  if (!adaptation) return "";
+  if (adaptation.decision === "kept") return ` · adaptation kept (${adaptation.steps} steps)`;
+  return " · adaptation reverted: it did not explain held-out frames' motion better, so the original network segmented";
 }
 
 // Plays a job's masks over the frames of the local file. Mask i belongs to source frame
