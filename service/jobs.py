@@ -30,17 +30,15 @@ logger = logging.getLogger(__name__)
 #: then or for temporal fusion.
 STAGES = ("decoding", "flow", "adapting", "segmenting", "encoding")
 #: Expected seconds of each stage per unit of its work: per frame of the video, except adapting (per
-#: step at batch :data:`_ADAPT_BATCH`). Only their ratios matter: they weigh each stage's share of the
-#: job's one percentage, so that it moves at a steady pace across stages instead of restarting at each.
-#: Measured with the shipped model on the 2-core development CPU, shared with other work at the time
-#: (load ~6): a 50-frame 854x480 H.264 job through the embedded server at 0 steps took decoding 0.41 s,
-#: segmenting 11.5 s, encoding 0.10 s; at 20 steps decoding 0.51 s, flow 21.0 s (dis-fine, 194 pairs),
-#: adapting 213 s, segmenting 15.0 s, encoding 0.08 s (the job's ``timings``, as printed by
-#: ``python bench/bench_service.py --steps 0`` and ``--steps 20``). The ETA follows a machine's overall
-#: speed, not shifts between stages: a quieter CPU speeds PyTorch's stages up the most (README,
-#: Benchmarks: adapting 1.4 s a step, flow 0.14 s a frame), and there the percent lags in flow and
-#: catches up while adapting.
-STAGE_SECONDS = {"decoding": 0.009, "flow": 0.42, "adapting": 10.6, "segmenting": 0.27, "encoding": 0.002}
+#: step). Only their ratios matter: they weigh each stage's share of the job's one percentage, so that
+#: it moves at a steady pace across stages instead of restarting at each. Measured with the shipped
+#: model and the default settings on the 2-core development CPU, shared with other work at the time:
+#: the 12 val-dev videos as 854x480 H.264 uploads through the embedded server took, per video, flow
+#: 0.24-0.5 s a frame (dis-fine, 4 gaps), adapting 0.5-0.7 s a step (batch 8 at half size, with the
+#: safeguard's checks), segmenting ~0.08 s a frame (``python bench/bench_video_jobs.py``, the job's
+#: ``timings``). RAFT flow (GWM_FLOW_METHOD=raft on a CPU) is ~5x slower than this, and the percent
+#: then lags during flow.
+STAGE_SECONDS = {"decoding": 0.01, "flow": 0.3, "adapting": 0.5, "segmenting": 0.08, "encoding": 0.002}
 #: No ETA before this much of the job's time has passed and this share of it is done: an estimate from
 #: the first frames decoded is noise.
 ETA_MIN_ELAPSED_S = 2.0
