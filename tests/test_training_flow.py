@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -149,3 +154,42 @@ def test_cache_spec_records_what_changes_the_flow(tmp_path):
     other = FlowCacheSpec("raft", 24, 32, settings={**raft.settings(), "iterations": 12})
     with pytest.raises(ValueError):
         FlowCache(tmp_path / "cache", other)
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process parents from /proc")
+def test_parallel_flow_workers_end_when_their_parent_is_killed(tmp_path):
+    """SIGTERM to `gwm flow` (e.g. `pkill`) reaches only the parent; its workers must not keep going."""
+    davis = write_fake_davis(tmp_path / "davis", sequences=tuple(f"s{i}" for i in range(8)), frames=40, size=(240, 427))
+    script = (f"from training.flow import FlowRecipe; from training.flow_cache import FlowCache, FlowCacheSpec;"
+              f"from training.frames import list_sequences;"
+              f"FlowCache({str(tmp_path / 'cache')!r}, FlowCacheSpec('dis-fine', 64, 112, (-2, -1, 1, 2)))"
+              f".build(list_sequences({str(davis)!r}), FlowRecipe('dis-fine'), progress=False, workers=2)")
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1])
+
+    def children() -> list[int]:
+        """The pool's worker processes (not multiprocessing's resource tracker)."""
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                command = (stat.parent / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(fields[1]) == parent.pid and fields[0] != "Z" and b"spawn_main" in command:
+                found.append(int(stat.parent.name))
+        return found
+
+    deadline = time.monotonic() + 60
+    while len(children()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    workers = children()
+    assert len(workers) >= 2, "the pool did not start"
+    parent.send_signal(signal.SIGTERM)
+    parent.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()
+                 and (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z")]
+    assert not alive, f"workers {alive} outlived their parent"

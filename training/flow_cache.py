@@ -16,6 +16,8 @@ import json
 import logging
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -136,7 +138,7 @@ class FlowCache:
                 return
             context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
             with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                                     initargs=(estimator,)) as pool:
+                                     initargs=(estimator, os.getpid())) as pool:
                 futures = [pool.submit(_worker_compute, self.root, self.spec, video, gap) for video, gap in todo]
                 for future in as_completed(futures):
                     bar.update(future.result())
@@ -155,10 +157,25 @@ class FlowCache:
 _worker_estimator: FlowEstimator | None = None
 
 
-def _start_worker(recipe: FlowRecipe) -> None:
-    """Worker-process initialiser: one thread per process, one estimator per process."""
+#: How often a worker checks that the process that started it is still alive.
+_PARENT_POLL_S = 1.0
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker once its parent is gone: a parent killed by a signal it cannot clean up after
+    (SIGTERM, SIGKILL) would otherwise leave its workers computing flow for nobody."""
+    while os.getppid() == parent:
+        time.sleep(_PARENT_POLL_S)
+    os._exit(1)
+
+
+def _start_worker(recipe: FlowRecipe, parent: int) -> None:
+    """Worker-process initialiser: one thread per process, one estimator per process, and a watch
+    on the ``parent`` process (its id is passed in: a worker may start after its parent died)."""
     global _worker_estimator
     import cv2
+
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="parent-watch").start()
 
     cv2.setNumThreads(1)
     if recipe.method == "raft":
