@@ -110,8 +110,9 @@ class ProgressMeter:
 
     def __init__(self, steps: int, frames: int, clock: Callable[[], float] = time.monotonic,
                  flow: bool = False) -> None:
-        skipped = ({"adapting"} if steps == 0 else set()) | ({"flow"} if steps == 0 and not flow else set())
-        self._stages = [stage for stage in STAGES if stage not in skipped]
+        runs_flow = steps > 0 or flow
+        self._stages = [stage for stage in STAGES
+                        if (stage != "adapting" or steps > 0) and (stage != "flow" or runs_flow)]
         self._steps = steps
         self._frames = frames
         self._clock = clock

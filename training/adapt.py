@@ -15,10 +15,11 @@ masks worse — the flow of a compressed upload is noisy, and a few steps on it 
 network knew. Nothing labels an uploaded video, so the judge is the loss itself on frames the
 adaptation never trained on: every ``holdout_every``-th frame is held out, its flow loss (the
 network in inference mode at the adaptation's resolution, every gap, no augmentation) is measured
-before adapting and every ``check_every`` steps. The weights with the lowest held-out loss are kept only if that loss is at
-least ``keep_margin`` below the starting one; otherwise the original weights segment the video and
-the report says ``reverted``. A video whose flow is noise cannot be explained better by any mask, so
-it is reverted; one whose motion the network learns to explain is kept.
+before adapting and every ``check_every`` steps. The weights with the lowest held-out loss are kept
+only if that loss is at least ``keep_margin`` below the starting one; otherwise the original
+weights segment the video and the report says ``reverted``. A video whose flow is noise cannot be
+explained better by any mask, so it is reverted; one whose motion the network learns to explain
+is kept.
 """
 
 from __future__ import annotations
@@ -77,8 +78,8 @@ class AdaptationSettings:
     #: uploads (bench/bench_adapt.py) gain as much J — the cheaper setting is the default.
     batch_size: int = 8
     lr: float | None = None  # None: the training rate
-    #: Input and loss resolution of the adaptation steps relative to the network's input size (paper:
-    #: 1); the held-out check and the segmentation always run at full size.
+    #: Input and loss resolution of the adaptation steps and of the safeguard's held-out check,
+    #: relative to the network's input size (paper: 1); the segmentation always runs at full size.
     scale: float = 0.5
     gaps: tuple[int, ...] = PAPER_GAPS
     flow_method: str = DEFAULT_FLOW_METHOD
