@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from helpers.paths import REPO
 from PIL import Image
 
 from service import rle
@@ -188,6 +189,28 @@ def test_settings_take_raft_only_with_its_weights(monkeypatch, tmp_path) -> None
     assert settings.flow_options() == {"weights": str(tmp_path / "raft.pth"), "device": "cuda"}
     monkeypatch.setenv("GWM_FLOW_METHOD", "dis")
     assert Settings().flow_options() == {}
+
+
+def test_raft_compose_override_gives_workers_the_weights_it_mounts(monkeypatch, tmp_path) -> None:
+    """docker-compose.raft.yml: the worker's environment names the file it mounts, its Settings accept
+    it, the host file must be named (no silent empty mount) and the API is left alone."""
+    import yaml
+
+    from service.settings import Settings
+
+    override = yaml.safe_load((REPO / "docker-compose.raft.yml").read_text())
+    assert set(override["services"]) == {"worker"}
+    worker = override["services"]["worker"]
+    (mount,) = worker["volumes"]
+    source, target, mode = mount.rsplit(":", 2)
+    assert source.startswith("${GWM_RAFT_WEIGHTS_FILE:?") and mode == "ro"
+    assert worker["environment"]["GWM_RAFT_WEIGHTS"] == target
+    weights = tmp_path / "raft-small.pth"
+    weights.write_bytes(b"weights")
+    for name, value in worker["environment"].items():
+        monkeypatch.setenv(name, str(weights) if value == target else value)
+    settings = Settings()
+    assert settings.flow_method == "raft" and settings.flow_options()["weights"] == str(weights)
 
 
 def test_default_data_dir_is_per_user_and_private(tmp_path, monkeypatch) -> None:
