@@ -49,6 +49,29 @@ JobProgressCallback = Callable[[JobProgress], None]
 CancelFn = Callable[[], bool]
 
 
+#: How often a job asks its backend whether it was cancelled, at most. The adaptation polls before every
+#: layer and at every gradient (training/adapt.py), ~100 times a step, and a Redis backend answers each
+#: poll with a round trip; a tenth of a second keeps cancels well inside the 2 s the service promises.
+CANCEL_POLL_INTERVAL_S = 0.1
+
+
+def throttled(should_cancel: CancelFn, interval_s: float = CANCEL_POLL_INTERVAL_S,
+              clock: Callable[[], float] = time.monotonic) -> CancelFn:
+    """``should_cancel`` asked at most once per ``interval_s``; once it says yes, the answer stays yes."""
+    asked_at = -math.inf
+    cancelled = False
+
+    def poll() -> bool:
+        nonlocal asked_at, cancelled
+        now = clock()
+        if not cancelled and now - asked_at >= interval_s:
+            asked_at = now
+            cancelled = should_cancel()
+        return cancelled
+
+    return poll
+
+
 class JobCancelled(Exception):
     """Raised inside a job when its cancellation predicate turns true."""
 
@@ -179,13 +202,14 @@ def run_video_job(
     """Run one video job to completion; raises JobCancelled, ServiceError or anything unexpected."""
     from training.adapt import AdaptationCancelled, AdaptationSettings, adapt_and_segment  # torch-heavy: worker only
 
+    cancel_requested = throttled(should_cancel)  # the backend is asked at most every 0.1 s
     timer = StageTimer(progress, ProgressMeter(request.steps, request.max_frames, flow=request.temporal))
     path = Path(request.video_path)
     outcome = "failed"
     started = time.perf_counter()
 
     def check_cancel() -> None:
-        if should_cancel():
+        if cancel_requested():
             raise JobCancelled
 
     try:
@@ -211,7 +235,7 @@ def run_video_job(
                 refine=request.refine,
                 temporal=request.temporal,
                 progress=timer.report,
-                should_cancel=should_cancel,
+                should_cancel=cancel_requested,
             )
         except AdaptationCancelled as exc:
             raise JobCancelled from exc

@@ -169,6 +169,28 @@ def test_cancel_stops_a_running_job_within_two_seconds(service_settings, tmp_pat
     assert latency < STOP_BUDGET_S, f"cancelled {latency:.2f} s after the DELETE, in stage {stage}"
 
 
+def test_cancel_polls_reach_the_backend_at_most_every_interval_and_a_cancel_sticks() -> None:
+    """The adaptation polls ~100 times a step; a Redis backend must not see a round trip for each."""
+    from service.jobs import throttled
+
+    clock, asked, answer = FakeClock(), [], [False]
+
+    def backend() -> bool:
+        asked.append(clock.now)
+        return answer[0]
+
+    poll = throttled(backend, interval_s=0.1, clock=clock)
+    assert not any(poll() for _ in range(500)) and len(asked) == 1  # 500 polls in no time: one question
+    clock.now += 0.05
+    answer[0] = True
+    assert not poll() and len(asked) == 1  # within the interval: the old answer
+    clock.now += 0.06
+    assert poll() and len(asked) == 2  # the cancel is seen once an interval has passed since the last question
+    answer[0] = False
+    clock.now += 1.0
+    assert poll() and len(asked) == 2  # and stays seen without asking again
+
+
 def test_timeout_stops_a_job_in_flow_within_two_seconds(service_settings, tmp_path) -> None:
     from fastapi.testclient import TestClient
 
