@@ -42,6 +42,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("train", "train a segmenter on precomputed flow (resumes from last.pt)", "training.cli:configure_train"),
     Command("eval", "DAVIS J (merged/oracle) and image metrics of a checkpoint", "training.cli:configure_eval"),
     Command("export", "export a checkpoint to ONNX and check parity with PyTorch", "training.cli:configure_export"),
+    Command("interpolate", "average a model and its fine-tuned descendant, weight by weight",
+            "training.cli:configure_interpolate"),
     Command("card", "write a model card (JSON) from a run, an eval report and an ONNX file",
             "training.cli:configure_card"),
 )

@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     )
     refine: bool = Field(
         True, description="Default of the refine option: snap masks to image edges (guided filter). On because it "
-        "raised zero-shot J on DAVIS val-dev (46.0 -> 47.2) and ECSSD (41.3 -> 41.8) for model 0.3.0, at ~15 ms per "
+        "raised zero-shot J on DAVIS val-dev (48.0 -> 48.7) and ECSSD (41.9 -> 42.4) for model 0.4.0, at ~15 ms per "
         "854x480 image (bench/bench_refine.py)."
     )
     temporal: bool = Field(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -36,6 +37,23 @@ def test_parity(exported):
     assert path.is_file()
     assert onnx_parity(model, path) < 1e-4
     assert onnx_parity(model, path, batch_size=1, seed=3) < 1e-4
+
+
+def test_parity_is_relative_to_the_output_scale_and_catches_a_changed_model(exported, tmp_path):
+    """Scaled outputs scale the float32 disagreement, not the measure; changed weights are caught."""
+    import copy
+
+    model, spec, _ = exported
+    scaled = copy.deepcopy(model)
+    with torch.no_grad():  # the last convolution x 50: logits ~50x larger, same graph otherwise
+        last = [m for m in scaled.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+        last.weight *= 50
+        last.bias *= 50
+    path = export_onnx(scaled, spec, tmp_path / "scaled.onnx")
+    assert onnx_parity(scaled, path) < 1e-4
+    with torch.no_grad():
+        last.bias += 0.01  # the PyTorch model moves on; the ONNX file does not
+    assert onnx_parity(scaled, path) > 1e-4
 
 
 def test_metadata(exported):
@@ -159,3 +177,47 @@ def test_card_of_a_fine_tuned_run_keeps_the_starting_weights_history(tmp_path):
     assert training["total_training_hours"] == pytest.approx(1.5 + 150 / 3600)
     with pytest.raises(SystemExit, match="--run-dir"):
         main([*card, "--training-from", str(tmp_path / "old.card.json")])
+    # shipped weights made by `gwm interpolate` of the starting weights and the run's last.pt
+    assert main([*card, "--run-dir", str(run), "--interpolation-alpha", "0.5"]) == 0
+    interpolation = json.loads((tmp_path / "card.json").read_text())["training"]["weight_interpolation"]
+    assert (interpolation["start_version"], interpolation["alpha"]) == ("1.0", 0.5)
+    assert interpolation["command"].endswith(f"{run / 'last.pt'} --alpha 0.5")
+    with pytest.raises(SystemExit, match="--initialised-from"):
+        main([*card[:-2], "--run-dir", str(run), "--interpolation-alpha", "0.5"])
+
+
+def test_interpolated_checkpoint_is_the_weighted_mean_of_the_two(tmp_path):
+    from gwm_cli.main import main
+    from training.checkpoint import load_model, save_checkpoint
+
+    options = {"num_regions": 4, "width": 4, "depth": 2}
+    spec = ModelSpec("unet", options, input_size=(32, 48), version="1.0")
+    start, end = (build_segmenter("unet", **options) for _ in range(2))
+    with torch.no_grad():
+        end(torch.randn(2, 3, 32, 48))  # training mode: batch-norm statistics move, its counter too
+    save_checkpoint(tmp_path / "start.pt", start.eval(), spec)
+    save_checkpoint(tmp_path / "end.pt", end.eval(), replace(spec, version="1.1"))
+    code = main(["interpolate", str(tmp_path / "start.pt"), str(tmp_path / "end.pt"), "--alpha", "0.25",
+                 "--version", "2.0", "--output", str(tmp_path / "mid.pt")])
+    assert code == 0
+    mid, mid_spec = load_model(tmp_path / "mid.pt")
+    assert mid_spec == replace(spec, version="2.0")
+    a, b = start.state_dict(), end.state_dict()
+    for name, value in mid.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, 0.75 * a[name] + 0.25 * b[name])
+        else:
+            assert torch.equal(value, b[name]), name
+    assert any(not torch.equal(a[name], b[name]) for name in a if "running_mean" in name)
+
+
+def test_only_the_same_network_interpolates(tmp_path):
+    from training.checkpoint import interpolate_checkpoints, save_checkpoint
+
+    for width in (4, 8):
+        options = {"num_regions": 4, "width": width, "depth": 2}
+        save_checkpoint(tmp_path / f"w{width}.pt", build_segmenter("unet", **options), ModelSpec("unet", options, (32, 48)))
+    with pytest.raises(ValueError, match="different networks"):
+        interpolate_checkpoints(tmp_path / "w4.pt", tmp_path / "w8.pt", tmp_path / "mid.pt")
+    with pytest.raises(ValueError, match="alpha"):
+        interpolate_checkpoints(tmp_path / "w4.pt", tmp_path / "w4.pt", tmp_path / "mid.pt", alpha=1.5)

@@ -11,6 +11,7 @@ optimiser, the step and the sampler's RNG state, so a run resumes exactly.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import torch
 from models.segmenters import Segmenter, build_segmenter
 from models.spec import ModelSpec
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_model", "slim_checkpoint"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_model", "slim_checkpoint", "interpolate_checkpoints"]
 
 
 def save_checkpoint(path: str | Path, model: Segmenter, spec: ModelSpec, **state: Any) -> None:
@@ -60,3 +61,31 @@ def slim_checkpoint(source: str | Path, target: str | Path, half: bool = True, s
     target.parent.mkdir(parents=True, exist_ok=True)
     stored_spec = spec.to_dict() if spec is not None else checkpoint["spec"]
     torch.save({"model": weights, "spec": stored_spec, **extra}, target)
+
+
+def interpolate_checkpoints(start: str | Path, end: str | Path, target: str | Path, alpha: float = 0.5,
+                            version: str | None = None) -> ModelSpec:
+    """Write ``(1 - alpha) * start + alpha * end``, weight by weight, as a model checkpoint at ``target``.
+
+    Weight-space ensembling of a model and its fine-tuned descendant (WiSE-FT, Wortsman et al., CVPR
+    2022): when ``end`` was trained from ``start`` (``gwm train --init-from``) the two lie in one basin,
+    and the midpoint often holds what each does best, on data neither trained on. gwm 0.4.0 is the
+    midpoint of 0.3.0 and its 9 000-step continuation. Batch-norm running statistics are interpolated
+    like the weights; integer buffers (batch counters) come from ``end``. The network is ``end``'s.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    first, second = load_checkpoint(start), load_checkpoint(end)
+    spec, start_spec = ModelSpec.from_dict(second["spec"]), ModelSpec.from_dict(first["spec"])
+    if (start_spec.architecture, start_spec.options) != (spec.architecture, spec.options):
+        raise ValueError(f"{start} and {end} are different networks; only the same network interpolates")
+    weights = {
+        name: torch.lerp(first["model"][name].float(), value.float(), alpha) if value.is_floating_point() else value
+        for name, value in second["model"].items()
+    }
+    if version is not None:
+        spec = replace(spec, version=version)
+    model = build_segmenter(spec.architecture, **spec.options)
+    model.load_state_dict(weights)  # strict: the same names and shapes, or an error here
+    save_checkpoint(target, model, spec)
+    return spec

@@ -139,24 +139,32 @@ def _cmd_export(args: argparse.Namespace) -> int:
     spec = replace(spec, version=args.version or spec.version, merge=args.merge or spec.merge)
     path = export_onnx(model, spec, args.output)
     difference = onnx_parity(model, path)
-    print(f"onnx: {path}  parity max |onnx - torch| = {difference:.2e}")
+    print(f"onnx: {path}  parity max |onnx - torch| / max |torch| = {difference:.2e}")
     if args.slim_checkpoint:
         slim_checkpoint(args.checkpoint, args.slim_checkpoint, spec=spec)
         print(f"slim checkpoint: {args.slim_checkpoint}")
-    return 0 if difference < args.tolerance else 1
+    if difference >= args.tolerance:
+        log.error("onnxruntime and PyTorch differ by %.2e, more than --tolerance %g", difference, args.tolerance)
+        return 1
+    return 0
 
 
 def _cmd_card(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
-    from .model_card import build_model_card, inference_cost, training_summary, with_initial_training
+    from .model_card import (build_model_card, inference_cost, interpolation_record, training_summary,
+                             with_initial_training)
 
     if args.initialised_from and not args.run_dir:
         raise SystemExit("--initialised-from goes with --run-dir (the run that started from those weights)")
+    if args.interpolation_alpha is not None and not args.initialised_from:
+        raise SystemExit("--interpolation-alpha goes with --initialised-from (the weights interpolated from)")
     model, spec = load_model(args.checkpoint)
     if args.run_dir:
         training = training_summary(args.run_dir)
         if args.initialised_from:
             training = with_initial_training(training, json.loads(Path(args.initialised_from).read_text()))
+        if args.interpolation_alpha is not None:
+            training["weight_interpolation"] = interpolation_record(training, args.interpolation_alpha, args.run_dir)
     else:
         training = json.loads(Path(args.training_from).read_text())["training"]
     card = build_model_card(
@@ -309,8 +317,30 @@ def configure_export(export: argparse.ArgumentParser) -> None:
     export.add_argument("--slim-checkpoint",
                         help="also write a weights-only float16 checkpoint here, for shipping (default: none)")
     export.add_argument("--tolerance", type=float, default=1e-4,
-                        help="fail if ONNX and PyTorch differ more (default 1e-4)")
+                        help="fail if ONNX and PyTorch differ more, relative to the largest output (default 1e-4)")
     export.set_defaults(handler=_cmd_export)
+
+
+def _cmd_interpolate(args: argparse.Namespace) -> int:
+    from .checkpoint import interpolate_checkpoints
+
+    spec = interpolate_checkpoints(args.start, args.end, args.output, alpha=args.alpha, version=args.version)
+    print(f"checkpoint: {args.output}  ({1 - args.alpha:g} x {args.start} + {args.alpha:g} x {args.end}, "
+          f"version {spec.version})")
+    return 0
+
+
+def configure_interpolate(interpolate: argparse.ArgumentParser) -> None:
+    """``gwm interpolate``: weight-space interpolation of a model and its fine-tuned descendant."""
+    interpolate.description = ("Write (1 - alpha) x START + alpha x END, weight by weight (WiSE-FT): for END "
+                               "trained from START with gwm train --init-from.")
+    interpolate.add_argument("start", help="the starting weights (.pt), e.g. models/weights/gwm-default.pt")
+    interpolate.add_argument("end", help="the weights trained from them (.pt), e.g. runs/more/last.pt")
+    interpolate.add_argument("--alpha", type=float, default=0.5,
+                             help="how far towards END, 0 to 1 (default 0.5, the midpoint)")
+    interpolate.add_argument("--version", help="model version to record (default: END's)")
+    interpolate.add_argument("--output", required=True, help="checkpoint to write (.pt)")
+    interpolate.set_defaults(handler=_cmd_interpolate)
 
 
 def configure_card(card: argparse.ArgumentParser) -> None:
@@ -326,6 +356,9 @@ def configure_card(card: argparse.ArgumentParser) -> None:
     card.add_argument("--initialised-from", dest="initialised_from",
                       help="with --run-dir of a run started by --init-from: the card of those starting "
                            "weights, kept under training.initialised_from (default none)")
+    card.add_argument("--interpolation-alpha", dest="interpolation_alpha", type=float,
+                      help="with --initialised-from: the checkpoint is `gwm interpolate --alpha` of the "
+                           "starting weights and the run's last.pt (default: it is the run's own)")
     card.add_argument("--eval", required=True, help="report from `gwm eval --output`")
     card.add_argument("--name", default="gwm-default", help="model name in the card (default gwm-default)")
     card.add_argument("--output", required=True, help="card JSON file to write")

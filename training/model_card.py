@@ -20,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from models.segmenters import Segmenter
 from models.spec import ModelSpec
 
-__all__ = ["inference_cost", "training_summary", "with_initial_training", "build_model_card"]
+__all__ = ["inference_cost", "training_summary", "with_initial_training", "interpolation_record", "build_model_card"]
 
 
 def inference_cost(model: Segmenter, spec: ModelSpec, onnx_path: str | Path, repeats: int = 20) -> dict[str, Any]:
@@ -86,6 +86,14 @@ def with_initial_training(training: dict[str, Any], earlier_card: dict[str, Any]
     earlier = {"version": earlier_card["version"], **earlier_card["training"]}
     total = training["training_hours"] + earlier.get("total_training_hours", earlier["training_hours"])
     return {**training, "initialised_from": earlier, "total_training_hours": total}
+
+
+def interpolation_record(training: dict[str, Any], alpha: float, run_dir: str | Path) -> dict[str, Any]:
+    """How shipped weights made by ``gwm interpolate`` relate to the run: ``(1 - alpha)`` × the weights
+    the run started from + ``alpha`` × the run's last weights (see training.checkpoint)."""
+    return {"method": "weight-space interpolation (WiSE-FT) of the starting weights and this run's last weights",
+            "start_version": training["initialised_from"]["version"], "alpha": alpha,
+            "command": f"gwm interpolate START.pt {Path(run_dir) / 'last.pt'} --alpha {alpha:g}"}
 
 
 def build_model_card(
