@@ -13,7 +13,7 @@ the network grid with the video's own +1 flow.
 Variants (AdaptationSettings overrides; `paper` is App. C.1: batch 16 at full input size, every
 step kept; the others add the safeguard unless named `-noguard`):
     paper, fast-noguard, fast, fast-trust, fast-frozen, fast-flow128, fast-raft, fast-raft-flow128,
-    fast-raft-g1 (gaps -1, 1 only), fast-raft-g1-i4 (and 4 RAFT iterations)
+    fast-raft-g1 (gaps -1, 1 only), fast-raft-g1-i4 (and 4 RAFT iterations), fast-lr2e-4 (adaptation rate 2e-4)
 `fast` = batch 8, adaptation at half the input size; `-raft` variants need --raft-weights. The table prints per variant: mean J, gain
 over 0 steps, the worst video's change, kept/reverted counts, seconds of flow and adaptation per
 video, J gained per second and IoU0 (mean IoU of the adapted masks with the 0-step ones: how far
@@ -61,6 +61,7 @@ VARIANTS: dict[str, dict] = {
     "fast-raft-flow128": {**FAST, "flow_method": "raft", "flow_size": (128, 224)},
     "fast-raft-g1": {**FAST, "flow_method": "raft", "gaps": (-1, 1)},
     "fast-raft-g1-i4": {**FAST, "flow_method": "raft", "gaps": (-1, 1), "flow_options": {"iterations": 4}},
+    "fast-lr2e-4": {**FAST, "lr": 2e-4},  # a third of the paper's rate: smaller moves away from the shipped weights
 }
 
 
