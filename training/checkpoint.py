@@ -69,23 +69,19 @@ def interpolate_checkpoints(start: str | Path, end: str | Path, target: str | Pa
 
     Weight-space ensembling of a model and its fine-tuned descendant (WiSE-FT, Wortsman et al., CVPR
     2022): when ``end`` was trained from ``start`` (``gwm train --init-from``) the two lie in one basin,
-    and the midpoint often holds what each does best, on data neither trained on. gwm 0.4.0 is the
-    midpoint of 0.3.0 and its 9 000-step continuation. Batch-norm running statistics are interpolated
-    like the weights; integer buffers (batch counters) come from ``end``. The network is ``end``'s.
+    and the midpoint often holds what each does best, on data neither trained on. Batch-norm running
+    statistics are interpolated like the weights; integer buffers (batch counters) come from ``end``.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    first, second = load_checkpoint(start), load_checkpoint(end)
-    spec, start_spec = ModelSpec.from_dict(second["spec"]), ModelSpec.from_dict(first["spec"])
+    (first, start_spec), (model, spec) = load_model(start), load_model(end)
     if (start_spec.architecture, start_spec.options) != (spec.architecture, spec.options):
         raise ValueError(f"{start} and {end} are different networks; only the same network interpolates")
-    weights = {
-        name: torch.lerp(first["model"][name].float(), value.float(), alpha) if value.is_floating_point() else value
-        for name, value in second["model"].items()
-    }
-    if version is not None:
-        spec = replace(spec, version=version)
-    model = build_segmenter(spec.architecture, **spec.options)
-    model.load_state_dict(weights)  # strict: the same names and shapes, or an error here
+    first_weights = first.state_dict()
+    model.load_state_dict({
+        name: torch.lerp(first_weights[name], value, alpha) if value.is_floating_point() else value
+        for name, value in model.state_dict().items()
+    })
+    spec = spec if version is None else replace(spec, version=version)
     save_checkpoint(target, model, spec)
     return spec
