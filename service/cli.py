@@ -90,6 +90,10 @@ def configure_segment(segment: argparse.ArgumentParser) -> None:
     video.add_argument("--steps", type=int, default=settings.default_adaptation_steps,
                        help="test-time adaptation steps; 0 segments with the weights as they are "
                             f"(default {settings.default_adaptation_steps}, GWM_DEFAULT_ADAPTATION_STEPS)")
+    video.add_argument("--adaptation-interpolation", type=float,
+                       help="fraction of the adaptation's change of the weights used: 0.5 the midpoint with the "
+                            "original network, 1 the adapted one as the paper does "
+                            f"(default {settings.adaptation_interpolation}, GWM_ADAPTATION_INTERPOLATION)")
     video.add_argument("--stride", type=int, default=1, help="use every stride-th frame (default 1)")
     video.add_argument("--max-frames", type=int, default=settings.max_video_frames,
                        help=f"stop after this many frames (default {settings.max_video_frames}, GWM_MAX_VIDEO_FRAMES)")
@@ -118,7 +122,7 @@ def _segment(args: argparse.Namespace) -> int:
 
     overrides = {name: getattr(args, name)
                  for name in ("model_path", "checkpoint_path", "device", "merge", "flow_method", "raft_weights", "refine",
-                              "temporal")}
+                              "temporal", "adaptation_interpolation")}
     settings = Settings(**{name: value for name, value in overrides.items() if value is not None})
     format = OutputFormat(args.format)
     if args.steps < 0 or args.stride < 1 or args.max_frames < 1:

@@ -115,12 +115,14 @@ class WorkerConfig:
     flow_method: str
     merge: str | None = None  # None: the checkpoint's own
     flow_options: dict[str, str] = field(default_factory=dict)  # RAFT: weights file and device
+    adaptation_interpolation: float = 0.5  # see Settings.adaptation_interpolation
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerConfig:
         """The worker's own settings (``auto`` devices are resolved by ``training``)."""
         return cls(checkpoint_path=settings.checkpoint_path, device=settings.device, flow_method=settings.flow_method,
-                   merge=settings.merge, flow_options=settings.flow_options())
+                   merge=settings.merge, flow_options=settings.flow_options(),
+                   adaptation_interpolation=settings.adaptation_interpolation)
 
 
 class ProgressMeter:
@@ -225,7 +227,8 @@ def run_video_job(
             raise BadInput("adaptation needs at least two frames; lower the stride or upload a longer video")
         try:
             settings = AdaptationSettings(steps=request.steps, flow_method=config.flow_method,
-                                          flow_options=dict(config.flow_options))
+                                          flow_options=dict(config.flow_options),
+                                          interpolation=config.adaptation_interpolation)
             segmentation = adapt_and_segment(
                 video.frames,
                 config.checkpoint_path,

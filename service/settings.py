@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     max_video_side: int = Field(1920, gt=0, description="Longest side in pixels a video may have.")
     max_adaptation_steps: int = Field(200, ge=0)
     default_adaptation_steps: int = Field(20, ge=0)
+    adaptation_interpolation: float = Field(
+        0.5, gt=0, le=1,
+        description="Fraction of the adaptation's change of the weights used: 0.5 segments with the midpoint of the "
+                    "original and the adapted network (training/adapt.py), 1 with the adapted network (the paper).",
+    )
 
     max_queued_jobs: int = Field(20, gt=0, description="Video jobs waiting for a worker; more get a 429.")
     max_upload_dir_bytes: int = Field(

@@ -132,6 +132,12 @@ def test_video_json_is_the_jobs_json(client, model_args, davis_video: Path, tmp_
     assert document["frame_indices"] == [0, 1, 2, 3]
 
 
+def test_adaptation_interpolation_reaches_the_job(model_args, davis_video: Path, capsys) -> None:
+    assert main(["segment", str(davis_video), "--steps", "2", "--max-frames", "4", "--format", "json", "-q",
+                 "--adaptation-interpolation", "1", *model_args]) == 0
+    assert json.loads(capsys.readouterr().out)["adaptation"]["interpolation"] == 1.0
+
+
 def test_a_bad_file_fails_alone(model_args, tmp_path: Path, caplog, capsys) -> None:
     good, bad = tmp_path / "good.png", tmp_path / "notes.txt"
     good.write_bytes(image_variants()["rgba.png"])
@@ -149,8 +155,10 @@ def test_a_bad_file_fails_alone(model_args, tmp_path: Path, caplog, capsys) -> N
      (["{image}", "-o", "{image}"], "refusing to overwrite the input"),
      (["{folder}/nothing-*.jpg"], "no file matches"),
      (["{folder}/absent.jpg"], "no such file"),
-     (["{image}", "--stride", "0"], "--stride and --max-frames >= 1")],
-    ids=["overlay-of-video", "video-of-image", "overwrite-input", "empty-glob", "missing", "bad-stride"],
+     (["{image}", "--stride", "0"], "--stride and --max-frames >= 1"),
+     (["{video}", "--adaptation-interpolation", "0"], "adaptation_interpolation")],
+    ids=["overlay-of-video", "video-of-image", "overwrite-input", "empty-glob", "missing", "bad-stride",
+         "bad-interpolation"],
 )
 def test_impossible_requests_fail_before_any_work(args, message, model_args, davis_video, tmp_path, caplog) -> None:
     image = tmp_path / "a.png"

@@ -3,6 +3,8 @@ are kept; adaptation on flow that nothing can explain is reverted to the origina
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -12,8 +14,9 @@ from models.preprocessing import prepare_image
 from models.segmenters import build_segmenter
 from models.video_flow import VideoFlow
 from test_training_synthetic import GAPS, HEIGHT, WIDTH, make_video
-from training.adapt import AdaptationSettings, adapt, heldout_frames
+from training.adapt import AdaptationSettings, adapt, heldout_frames, heldout_loss, interpolate_weights
 from training.data import FlowPairDataset
+from training.train import LossFunction
 
 SETTINGS = AdaptationSettings(steps=20, batch_size=8, lr=1e-2, holdout_every=4, check_every=5)
 
@@ -87,3 +90,43 @@ def test_trust_check_masks_the_flow_that_fails_the_round_trip():
     noisy = FlowPairDataset(images, VideoFlow(torch.from_numpy(noise), torch.from_numpy(valid), GAPS), trust_check=True)
     assert noisy.sample(8, torch.Generator().manual_seed(0)).confidence.mean() < 0.3
     assert FlowPairDataset(images, exact.flow).sample(2, torch.Generator()).confidence is None  # off by default
+
+
+def test_interpolate_weights_is_the_weighted_midpoint_and_keeps_counters():
+    start = {"w": torch.zeros(3), "bn.num_batches_tracked": torch.tensor(0)}
+    end = {"w": torch.tensor([2.0, 4.0, -2.0]), "bn.num_batches_tracked": torch.tensor(20)}
+    mixed = interpolate_weights(start, end, 0.25)
+    assert torch.allclose(mixed["w"], torch.tensor([0.5, 1.0, -0.5]))
+    assert mixed["bn.num_batches_tracked"].item() == 20
+
+
+def test_half_step_uses_the_midpoint_of_the_original_and_the_adapted_weights(single_thread):
+    frames, _, flows, valid = make_video(0)
+    dataset = _dataset(flows, valid, frames)
+    settings = AdaptationSettings(steps=4, batch_size=4, lr=1e-2, holdout_every=0)
+    original = {k: v.clone() for k, v in _model().state_dict().items()}
+    full, half = _model(), _model()
+    adapt(full, dataset, dataclasses.replace(settings, interpolation=1.0), torch.device("cpu"))
+    report = adapt(half, dataset, dataclasses.replace(settings, interpolation=0.5), torch.device("cpu"))
+    assert report.interpolation == 0.5
+    for name, value in half.state_dict().items():
+        if value.is_floating_point():
+            assert torch.allclose(value, (original[name] + full.state_dict()[name]) / 2, atol=1e-6), name
+    assert not all(torch.equal(a, b) for a, b in zip(half.parameters(), full.parameters()))
+
+
+def test_the_safeguard_judges_the_interpolated_weights(single_thread):
+    frames, _, flows, valid = make_video(0)
+    model = _model()
+    report = adapt(model, _dataset(flows, valid, frames), SETTINGS, torch.device("cpu"))
+    assert SETTINGS.interpolation == 0.5 and report.decision == "kept"
+    assert torch.isclose(torch.tensor(report.heldout_loss_after),
+                         torch.tensor(heldout_loss(model, _dataset(flows, valid, frames), heldout_frames(len(frames), 4),
+                                                   LossFunction(SETTINGS.train_config(), torch.device("cpu")),
+                                                   SETTINGS.scale)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("interpolation", [0.0, -0.5, 1.5])
+def test_interpolation_outside_the_unit_interval_is_refused(interpolation):
+    with pytest.raises(ValueError, match="interpolation"):
+        AdaptationSettings(interpolation=interpolation)
