@@ -14,7 +14,7 @@ from models.preprocessing import prepare_image
 from models.segmenters import build_segmenter
 from models.video_flow import VideoFlow
 from test_training_synthetic import GAPS, HEIGHT, WIDTH, make_video
-from training.adapt import AdaptationSettings, adapt, heldout_frames, heldout_loss, interpolate_weights
+from training.adapt import AdaptationSettings, adapt, heldout_frames, heldout_loss
 from training.data import FlowPairDataset
 from training.train import LossFunction
 
@@ -90,14 +90,6 @@ def test_trust_check_masks_the_flow_that_fails_the_round_trip():
     noisy = FlowPairDataset(images, VideoFlow(torch.from_numpy(noise), torch.from_numpy(valid), GAPS), trust_check=True)
     assert noisy.sample(8, torch.Generator().manual_seed(0)).confidence.mean() < 0.3
     assert FlowPairDataset(images, exact.flow).sample(2, torch.Generator()).confidence is None  # off by default
-
-
-def test_interpolate_weights_is_the_weighted_midpoint_and_keeps_counters():
-    start = {"w": torch.zeros(3), "bn.num_batches_tracked": torch.tensor(0)}
-    end = {"w": torch.tensor([2.0, 4.0, -2.0]), "bn.num_batches_tracked": torch.tensor(20)}
-    mixed = interpolate_weights(start, end, 0.25)
-    assert torch.allclose(mixed["w"], torch.tensor([0.5, 1.0, -0.5]))
-    assert mixed["bn.num_batches_tracked"].item() == 20
 
 
 def test_half_step_uses_the_midpoint_of_the_original_and_the_adapted_weights(single_thread):

@@ -211,6 +211,16 @@ def test_interpolated_checkpoint_is_the_weighted_mean_of_the_two(tmp_path):
     assert any(not torch.equal(a[name], b[name]) for name in a if "running_mean" in name)
 
 
+def test_interpolate_weights_is_the_weighted_midpoint_and_keeps_counters():
+    start = {"w": torch.zeros(3), "bn.num_batches_tracked": torch.tensor(0)}
+    end = {"w": torch.tensor([2.0, 4.0, -2.0]), "bn.num_batches_tracked": torch.tensor(20)}
+    from training.checkpoint import interpolate_weights
+
+    mixed = interpolate_weights(start, end, 0.25)
+    assert torch.allclose(mixed["w"], torch.tensor([0.5, 1.0, -0.5]))
+    assert mixed["bn.num_batches_tracked"].item() == 20
+
+
 def test_only_the_same_network_interpolates(tmp_path):
     from training.checkpoint import interpolate_checkpoints, save_checkpoint
 

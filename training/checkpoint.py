@@ -20,7 +20,8 @@ import torch
 from models.segmenters import Segmenter, build_segmenter
 from models.spec import ModelSpec
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_model", "slim_checkpoint", "interpolate_checkpoints"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_model", "slim_checkpoint", "interpolate_weights",
+           "interpolate_checkpoints"]
 
 
 def save_checkpoint(path: str | Path, model: Segmenter, spec: ModelSpec, **state: Any) -> None:
@@ -63,6 +64,14 @@ def slim_checkpoint(source: str | Path, target: str | Path, half: bool = True, s
     torch.save({"model": weights, "spec": stored_spec, **extra}, target)
 
 
+def interpolate_weights(start: dict[str, torch.Tensor], end: dict[str, torch.Tensor],
+                        alpha: float) -> dict[str, torch.Tensor]:
+    """``start + alpha (end − start)`` for every floating-point entry of two state dicts of one network
+    (batch-norm running statistics included); integer buffers (batch counters) come from ``end``."""
+    return {name: torch.lerp(start[name], value, alpha) if value.is_floating_point() else value
+            for name, value in end.items()}
+
+
 def interpolate_checkpoints(start: str | Path, end: str | Path, target: str | Path, alpha: float = 0.5,
                             version: str | None = None) -> ModelSpec:
     """Write ``(1 - alpha) * start + alpha * end``, weight by weight, as a model checkpoint at ``target``.
@@ -70,18 +79,14 @@ def interpolate_checkpoints(start: str | Path, end: str | Path, target: str | Pa
     Weight-space ensembling of a model and its fine-tuned descendant (WiSE-FT, Wortsman et al., CVPR
     2022): when ``end`` was trained from ``start`` (``gwm train --init-from``) the two lie in one basin,
     and the midpoint often holds what each does best, on data neither trained on. Batch-norm running
-    statistics are interpolated like the weights; integer buffers (batch counters) come from ``end``.
+    statistics are interpolated like the weights (:func:`interpolate_weights`).
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
     (first, start_spec), (model, spec) = load_model(start), load_model(end)
     if (start_spec.architecture, start_spec.options) != (spec.architecture, spec.options):
         raise ValueError(f"{start} and {end} are different networks; only the same network interpolates")
-    first_weights = first.state_dict()
-    model.load_state_dict({
-        name: torch.lerp(first_weights[name], value, alpha) if value.is_floating_point() else value
-        for name, value in model.state_dict().items()
-    })
+    model.load_state_dict(interpolate_weights(first.state_dict(), model.state_dict(), alpha))
     spec = spec if version is None else replace(spec, version=version)
     save_checkpoint(target, model, spec)
     return spec
