@@ -113,9 +113,9 @@ class WorkerConfig:
     checkpoint_path: Path
     device: str
     flow_method: str
+    adaptation_interpolation: float  # see Settings.adaptation_interpolation
     merge: str | None = None  # None: the checkpoint's own
     flow_options: dict[str, str] = field(default_factory=dict)  # RAFT: weights file and device
-    adaptation_interpolation: float = 0.5  # see Settings.adaptation_interpolation
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerConfig:

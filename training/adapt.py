@@ -263,7 +263,7 @@ def adapt(
                 best_loss, best_step, best_state = current, step, copy.deepcopy(model.state_dict())
         if progress is not None:
             progress("adapting", step, settings.steps)
-    adapted = best_state if safeguard else copy.deepcopy(model.state_dict())
+    adapted = best_state if safeguard else model.state_dict()
     if settings.interpolation < 1.0:
         adapted = interpolate_weights(original, adapted, settings.interpolation)
         if best_step > 0:  # the safeguard judges the weights that would be used
