@@ -14,8 +14,9 @@ Variants (AdaptationSettings overrides; `paper` is App. C.1: batch 16 at full in
 step kept; the others add the safeguard unless named `-noguard`):
     paper, fast-noguard, fast, fast-trust, fast-frozen, fast-flow128, fast-raft, fast-raft-flow128,
     fast-raft-g1 (gaps -1, 1 only), fast-raft-g1-i4 (and 4 RAFT iterations), fast-full, fast-raft-full (the adapted
-    weights, not the midpoint with the original ones), fast-lr2e-4 (adaptation rate 2e-4)
-`fast` = batch 8, adaptation at half the input size, the midpoint weights (the service default); `-raft` variants need --raft-weights. The table prints per variant: mean J, gain
+    weights, not the midpoint with the original ones), fast-lr2e-4 (adaptation rate 2e-4), fast-nocheck,
+    fast-raft-nocheck (without the appearance check, models/appearance.py)
+`fast` = batch 8, adaptation at half the input size, the midpoint weights, the appearance check (the service default); `-raft` variants need --raft-weights. The table prints per variant: mean J, gain
 over 0 steps, the worst video's change, kept/reverted counts, seconds of flow and adaptation per
 video, J gained per second and IoU0 (mean IoU of the adapted masks with the 0-step ones: how far
 adaptation moved them); then per video for --detail (default: the service default, i.e. the
@@ -52,7 +53,7 @@ from training.frames import DEFAULT_EVAL_DATA, list_sequences  # noqa: E402
 DATA = (REPO / DEFAULT_EVAL_DATA).resolve()
 FAST = {"batch_size": 8, "scale": 0.5}
 VARIANTS: dict[str, dict] = {
-    "paper": {"batch_size": 16, "scale": 1.0, "holdout_every": 0, "interpolation": 1.0},
+    "paper": {"batch_size": 16, "scale": 1.0, "holdout_every": 0, "interpolation": 1.0, "appearance_check": False},
     "fast-noguard": {**FAST, "holdout_every": 0},
     "fast": FAST,
     "fast-trust": {**FAST, "trust_check": True},
@@ -64,6 +65,8 @@ VARIANTS: dict[str, dict] = {
     "fast-raft-g1": {**FAST, "flow_method": "raft", "gaps": (-1, 1)},
     "fast-raft-g1-i4": {**FAST, "flow_method": "raft", "gaps": (-1, 1), "flow_options": {"iterations": 4}},
     "fast-full": {**FAST, "interpolation": 1.0},  # the adapted weights as they are, not the midpoint
+    "fast-nocheck": {**FAST, "appearance_check": False},  # masks may grow into background colours
+    "fast-raft-nocheck": {**FAST, "flow_method": "raft", "appearance_check": False},
     "fast-lr2e-4": {**FAST, "lr": 2e-4},  # a third of the paper's rate: smaller moves away from the shipped weights
 }
 
@@ -160,7 +163,8 @@ def main() -> int:
                 start = time.perf_counter()
                 report = adapt(adapted, dataset, dataclasses.replace(settings, seed=seed), device)
                 adapt_s = time.perf_counter() - start
-                masks = segment_frames(adapted, frames, input_size, device, merge)
+                original = model if report.appearance_check else None
+                masks = segment_frames(adapted, frames, input_size, device, merge, original=original)
                 runs.append({"J": sequence_j(masks, truths), "kept": report.decision == "kept", "adapt_s": adapt_s,
                              "agreement": np.mean([jaccard(a, b) for a, b in zip(masks0, masks)]),
                              "before": report.heldout_loss_before, "after": report.heldout_loss_after})
@@ -168,7 +172,7 @@ def main() -> int:
             row[name].update(flow_s=flow_s, before=runs[-1]["before"], after=runs[-1]["after"],
                              decision="kept" if runs[-1]["kept"] else "reverted")
             if name == detail:
-                fused = segment_frames(adapted, frames, input_size, device, merge, flow=dataset.flow)
+                fused = segment_frames(adapted, frames, input_size, device, merge, flow=dataset.flow, original=original)
                 fused0 = segment_frames(model, frames, input_size, device, merge, flow=dataset.flow)
                 row["J0_temporal"], row["J_temporal"] = sequence_j(fused0, truths), sequence_j(fused, truths)
                 row["flicker0"], row["flicker"] = flicker(masks0, dataset), flicker(masks, dataset)

@@ -1,8 +1,10 @@
 """Inference: how a frame becomes a mask, in one place.
 
 network → soft regions (N, K, h, w) → merged soft foreground (N, h, w) at the network's input size
-→ optionally fused with its neighbours along the flow (models/temporal.py) → a boolean mask at each
-frame's own size, optionally snapped to the frame's edges (models/refinement.py).
+→ after test-time adaptation, optionally held where it would grow into background colours
+(models/appearance.py) → optionally fused with its neighbours along the flow (models/temporal.py)
+→ a boolean mask at each frame's own size, optionally snapped to the frame's edges
+(models/refinement.py).
 
 Evaluation (training/evaluate.py), the video job (training/adapt.py, which ``POST /adapt-and-segment``
 and ``gwm segment`` run) and the benches call :func:`predict` and :func:`segment_frames`; the ONNX
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from .appearance import colour_indices, restrict_growth
 from .merge_strategy import PAPER_MERGE
 from .merging import foreground_probability
 from .preprocessing import prepare_image
@@ -70,12 +73,15 @@ def segment_frames(
     merge: str,
     refine: bool = False,
     flow: VideoFlow | None = None,
+    original: Segmenter | None = None,
     batch_size: int = 16,
     progress: Callable[[int, int], None] | None = None,
     check_cancel: Callable[[], None] | None = None,
 ) -> list[np.ndarray]:
     """One boolean mask per frame at its own resolution; with ``flow`` (on the input grid), soft
-    masks are fused with their neighbours' first (models/temporal.py).
+    masks are fused with their neighbours' first (models/temporal.py). With ``original`` (the network
+    ``model`` was adapted from), the foreground may not grow into colours the original's masks give
+    to the background (models/appearance.py).
 
     ``progress`` is called as (frames done, frames) before the first batch and after each;
     ``check_cancel`` before each batch, and raises to stop.
@@ -86,7 +92,12 @@ def segment_frames(
     for start in range(0, len(frames), batch_size):
         if check_cancel is not None:
             check_cancel()
-        soft_masks.append(predict(model, frames[start:start + batch_size], input_size, device, merge)[1])
+        batch = frames[start:start + batch_size]
+        soft = predict(model, batch, input_size, device, merge)[1]
+        if original is not None:
+            soft = restrict_growth(soft, predict(original, batch, input_size, device, merge)[1],
+                                   colour_indices(batch, input_size))
+        soft_masks.append(soft)
         if progress is not None:
             progress(min(start + batch_size, len(frames)), len(frames))
     soft = torch.cat(soft_masks)

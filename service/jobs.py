@@ -114,6 +114,7 @@ class WorkerConfig:
     device: str
     flow_method: str
     adaptation_interpolation: float  # see Settings.adaptation_interpolation
+    adaptation_appearance_check: bool  # see Settings.adaptation_appearance_check
     merge: str | None = None  # None: the checkpoint's own
     flow_options: dict[str, str] = field(default_factory=dict)  # RAFT: weights file and device
 
@@ -122,7 +123,8 @@ class WorkerConfig:
         """The worker's own settings (``auto`` devices are resolved by ``training``)."""
         return cls(checkpoint_path=settings.checkpoint_path, device=settings.device, flow_method=settings.flow_method,
                    merge=settings.merge, flow_options=settings.flow_options(),
-                   adaptation_interpolation=settings.adaptation_interpolation)
+                   adaptation_interpolation=settings.adaptation_interpolation,
+                   adaptation_appearance_check=settings.adaptation_appearance_check)
 
 
 class ProgressMeter:
@@ -228,7 +230,8 @@ def run_video_job(
         try:
             settings = AdaptationSettings(steps=request.steps, flow_method=config.flow_method,
                                           flow_options=dict(config.flow_options),
-                                          interpolation=config.adaptation_interpolation)
+                                          interpolation=config.adaptation_interpolation,
+                                          appearance_check=config.adaptation_appearance_check)
             segmentation = adapt_and_segment(
                 video.frames,
                 config.checkpoint_path,

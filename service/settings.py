@@ -97,6 +97,12 @@ class Settings(BaseSettings):
         description="Fraction of the adaptation's change of the weights used: 0.5 segments with the midpoint of the "
                     "original and the adapted network (training/adapt.py), 1 with the adapted network (the paper).",
     )
+    adaptation_appearance_check: bool = Field(
+        True,
+        description="After adaptation, hold each frame's foreground where it would grow into colours the original "
+                    "network's masks give to the background (models/appearance.py): wakes, shadows and smoke move with "
+                    "the object and adaptation learns to include them.",
+    )
 
     max_queued_jobs: int = Field(20, gt=0, description="Video jobs waiting for a worker; more get a 429.")
     max_upload_dir_bytes: int = Field(

@@ -52,6 +52,7 @@ def test_adaptation_on_real_motion_is_kept(single_thread):
     assert report.decision == "kept" and report.best_step > 0
     assert report.heldout_frames == 3
     assert report.heldout_loss_after < 0.98 * report.heldout_loss_before
+    assert report.appearance_check  # kept weights segment behind the appearance check (models/appearance.py)
     assert not model.training
 
 
@@ -63,6 +64,7 @@ def test_adaptation_on_noise_flow_is_reverted_and_segments_as_before(single_thre
     before = segment_frames(model, list(frames), (HEIGHT, WIDTH), torch.device("cpu"), "border")
     report = adapt(model, _dataset(noise, valid, frames), SETTINGS, torch.device("cpu"))
     assert report.decision == "reverted" and report.best_step == 0
+    assert not report.appearance_check  # the original weights have nothing to be checked against
     assert len(report.train_losses) == SETTINGS.steps  # it did adapt, then threw the result away
     assert all(torch.equal(model.state_dict()[k], v) for k, v in original.items())
     after = segment_frames(model, list(frames), (HEIGHT, WIDTH), torch.device("cpu"), "border")
@@ -73,9 +75,10 @@ def test_without_holdout_the_adapted_weights_are_kept(single_thread):
     frames, _, flows, valid = make_video(0)
     noise = np.random.default_rng(1).normal(0, 2.0, flows.shape).astype(np.float32) * valid[..., None, None, None]
     model = _model()
-    report = adapt(model, _dataset(noise, valid, frames), AdaptationSettings(steps=2, holdout_every=0),
-                   torch.device("cpu"))
+    report = adapt(model, _dataset(noise, valid, frames),
+                   AdaptationSettings(steps=2, holdout_every=0, appearance_check=False), torch.device("cpu"))
     assert report.decision == "kept" and report.heldout_frames == 0 and report.best_step == 2
+    assert not report.appearance_check  # switched off
 
 
 def test_trust_check_masks_the_flow_that_fails_the_round_trip():
