@@ -256,7 +256,8 @@ def test_video_result_plays_and_downloads(page, tmp_path: Path) -> None:
         assert sum(1 for _ in container.decode(video=0)) == 8
     result = json.loads(_download(page, "button[data-format=json]"))
     assert result["frames"] == 8 and result["frame_indices"] == list(range(8))
-    assert "adapting" in page.inner_text("#video-stats") and "adaptation kept" in page.inner_text("#video-stats")
+    stats = page.inner_text("#video-stats")
+    assert "adapting" in stats and "adaptation kept" in stats and "masks kept out of background colours" in stats
 
     shot = screenshot_path(tmp_path, "page-video-result")
     page.screenshot(path=str(shot), full_page=True)
