@@ -45,9 +45,18 @@ def predict(
     merge: str = PAPER_MERGE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Region probabilities (N, K, H, W) and soft merged foreground (N, H, W) at the input size."""
-    batch = torch.from_numpy(np.stack([prepare_image(image, input_size) for image in images])).to(device)
-    logits, features = model.forward_with_features(batch)
+    logits, features = model.forward_with_features(_network_input(images, input_size, device))
     return logits.float().softmax(dim=1).cpu(), foreground_probability(logits, features, merge).cpu()
+
+
+def _network_input(images: Sequence[np.ndarray], input_size: Sequence[int], device: torch.device | str) -> torch.Tensor:
+    return torch.from_numpy(np.stack([prepare_image(image, input_size) for image in images])).to(device)
+
+
+@torch.inference_mode()
+def _foreground(model: Segmenter, batch: torch.Tensor, merge: str) -> torch.Tensor:
+    logits, features = model.forward_with_features(batch)
+    return foreground_probability(logits, features, merge).cpu()
 
 
 def masks_at_sizes(
@@ -93,10 +102,10 @@ def segment_frames(
         if check_cancel is not None:
             check_cancel()
         batch = frames[start:start + batch_size]
-        soft = predict(model, batch, input_size, device, merge)[1]
+        network_input = _network_input(batch, input_size, device)  # once, for both networks
+        soft = _foreground(model, network_input, merge)
         if original is not None:
-            soft = restrict_growth(soft, predict(original, batch, input_size, device, merge)[1],
-                                   colour_indices(batch, input_size))
+            soft = restrict_growth(soft, _foreground(original, network_input, merge), colour_indices(batch, input_size))
         soft_masks.append(soft)
         if progress is not None:
             progress(min(start + batch_size, len(frames)), len(frames))

@@ -344,16 +344,17 @@ def adapt_and_segment(
         gaps = settings.gaps if settings.steps > 0 else (-1, 1)
         dataset = FlowPairDataset.from_frames(frames, estimator, gaps, input_size, progress=on_flow_pair,
                                               flow_size=settings.flow_size, trust_check=settings.trust_check)
+    # the network before adaptation, for the appearance check: a copy in memory (with the cancel hooks)
+    original = copy.deepcopy(model) if settings.steps > 0 and settings.appearance_check else None
     report = adapt(model, dataset, settings, torch_device, progress, should_cancel) if settings.steps > 0 else None
+    checked = report is not None and report.appearance_check  # only kept adaptations: reverted weights are the original
 
     def on_segmented(done: int, total: int) -> None:
         if progress is not None:
             progress("segmenting", done, total)
 
-    original = None
-    if report is not None and report.appearance_check:
-        original, _ = load_model(checkpoint_path, torch_device)
     masks = segment_frames(model, frames, input_size, torch_device, merge, refine,
-                           flow=dataset.flow if temporal else None, original=original, progress=on_segmented,
+                           flow=dataset.flow if temporal else None, original=original if checked else None,
+                           progress=on_segmented,
                            check_cancel=lambda: _check_cancel(should_cancel))
     return VideoSegmentation(masks=masks, adaptation=report)
