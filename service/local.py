@@ -12,9 +12,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import tempfile
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -60,6 +58,10 @@ SUFFIXES: dict[tuple[Kind, OutputFormat], str] = {
 }
 
 
+#: Names of the containers the service decodes as video (for files whose contents cannot be read).
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".webm", ".mov", ".mkv", ".avi"})
+
+
 @dataclass(frozen=True)
 class Job:
     """One input file and where its result goes (None: into the JSON document)."""
@@ -91,9 +93,13 @@ def kind_of(path: Path) -> Kind:
     """Video for the containers the service decodes as video and for animated GIFs; image otherwise.
 
     A still GIF is an image (``/segment`` reads it); an animated one is a video, as on the web page.
+    A file that cannot be read is judged by its name: its pipeline then reports what stops it.
     """
-    with path.open("rb") as file:
-        head = file.read(16)
+    try:
+        with path.open("rb") as file:
+            head = file.read(16)
+    except OSError:
+        return Kind.video if path.suffix.lower() in VIDEO_SUFFIXES else Kind.image
     if looks_like_video(head):
         return Kind.video
     if head.startswith(b"GIF8"):
@@ -184,7 +190,7 @@ def _segment_images(
         try:
             with job.source.open("rb") as file:
                 rgb = decode_image(file, settings.max_image_pixels)
-        except ServiceError as error:
+        except (ServiceError, OSError) as error:
             _failed(job, error, outcome)
             continue
         result = segmenter.segment([rgb], with_regions=regions and format is OutputFormat.json,
@@ -206,13 +212,12 @@ def _segment_video(
     limits = VideoLimits(settings.max_video_frames, settings.max_video_seconds, settings.max_video_side)
     bars = StageBars(job.source.name, enabled=progress)
     try:
-        with _job_copy(job.source) as path:
-            probe_video(path, limits)
-            request = VideoJobRequest(video_path=str(path), steps=options.steps, stride=options.stride,
-                                      max_frames=options.max_frames, limits=limits, result_format=format.value,
-                                      refine=settings.refine, temporal=settings.temporal)
-            result = run_video_job(request, WorkerConfig.from_settings(settings), bars.report, lambda: False)
-    except ServiceError as error:
+        probe_video(job.source, limits)
+        request = VideoJobRequest(video_path=str(job.source), steps=options.steps, stride=options.stride,
+                                  max_frames=options.max_frames, limits=limits, result_format=format.value,
+                                  refine=settings.refine, temporal=settings.temporal)
+        result = run_video_job(request, WorkerConfig.from_settings(settings), bars.report, lambda: False)
+    except (ServiceError, OSError) as error:
         _failed(job, error, outcome)
         return
     finally:
@@ -256,15 +261,6 @@ class StageBars:
             self._bar = None
 
 
-@contextmanager
-def _job_copy(source: Path) -> Iterator[Path]:
-    """A link to ``source`` for the job, which deletes its upload when it ends: the user's file stays."""
-    with tempfile.TemporaryDirectory(prefix="gwm-segment-") as folder:
-        link = Path(folder) / source.name
-        link.symlink_to(source.resolve())
-        yield link
-
-
 def _write(job: Job, content: bytes, outcome: Outcome) -> None:
     assert job.target is not None, "json results are documents, not files"
     job.target.parent.mkdir(parents=True, exist_ok=True)
@@ -272,6 +268,8 @@ def _write(job: Job, content: bytes, outcome: Outcome) -> None:
     outcome.written.append(job.target)
 
 
-def _failed(job: Job, error: ServiceError, outcome: Outcome) -> None:
-    logger.error("%s: %s", job.source, error.message)
+def _failed(job: Job, error: ServiceError | OSError, outcome: Outcome) -> None:
+    """Report a file that could not be segmented (a bad input, or one that cannot be read) and count it."""
+    message = error.message if isinstance(error, ServiceError) else f"cannot read the file: {error.strerror or error}"
+    logger.error("%s: %s", job.source, message)
     outcome.failures += 1

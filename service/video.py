@@ -66,7 +66,7 @@ def probe_video(path: Path, limits: VideoLimits) -> VideoInfo:
         info = VideoInfo(
             width=stream.codec_context.width,
             height=stream.codec_context.height,
-            fps=float(stream.average_rate or stream.guessed_rate or 25),
+            fps=_frame_rate(stream),
             duration_s=_duration_s(container, stream),
         )
     _check_size(info.width, info.height, limits)
@@ -96,7 +96,7 @@ def decode_frames(
     geometry: tuple[int, int, int] | None = None  # (width, height, quarter turns) of the first frame
     with _open(path) as container:
         stream = _video_stream(container)
-        fps = float(stream.average_rate or stream.guessed_rate or 25)
+        fps = _frame_rate(stream)
         expected = expected_frames(container, stream, stride, wanted)
         if on_frame is not None:
             on_frame(0, expected)
@@ -165,7 +165,15 @@ def _video_stream(container: av.container.InputContainer) -> av.video.stream.Vid
     if not container.streams.video:
         kind = "an audio-only file" if container.streams.audio else "a file without streams"
         raise UnsupportedMedia(f"this is {kind}; a video stream is required")
-    return container.streams.video[0]
+    stream = container.streams.video[0]
+    if stream.codec_context is None:  # FFmpeg knows the container but has no decoder for the codec
+        raise UnsupportedMedia("the video's codec cannot be decoded here (H.264, HEVC, VP8, VP9, AV1 and MJPEG can)")
+    return stream
+
+
+def _frame_rate(stream: av.video.stream.VideoStream) -> float:
+    """Frames per second from the header; 25 where it records none."""
+    return float(stream.average_rate or stream.guessed_rate or 25)
 
 
 def _duration_s(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:

@@ -17,7 +17,8 @@ from PIL import Image
 
 from gwm_cli.main import main
 from service.local import Kind, kind_of
-from helpers.service_media import encode_image, encode_video, exif_rotated_jpeg, gradient_rgb, image_variants
+from helpers.service_media import (encode_image, encode_video, exif_rotated_jpeg, gradient_rgb, image_variants,
+                                   undecodable_video)
 
 
 @pytest.fixture
@@ -147,6 +148,15 @@ def test_a_bad_file_fails_alone(model_args, tmp_path: Path, caplog, capsys) -> N
         assert main(["segment", str(bad), str(good), *model_args]) == 1
     assert (tmp_path / "good.mask.png").is_file() and not (tmp_path / "notes.mask.png").exists()
     assert f"{bad}: not a recognised image" in caplog.text and "1 of 2 files failed" in caplog.text
+
+
+def test_an_undecodable_video_fails_alone(model_args, tmp_path: Path, caplog, capsys) -> None:
+    good, bad = tmp_path / "good.png", undecodable_video(tmp_path / "zzzz.avi")
+    good.write_bytes(image_variants()["rgba.png"])
+    with caplog.at_level(logging.ERROR):
+        assert main(["segment", str(bad), str(good), *model_args]) == 1
+    assert (tmp_path / "good.mask.png").is_file() and not (tmp_path / "zzzz.masks.zip").exists()
+    assert f"{bad}: the video's codec cannot be decoded" in caplog.text and "1 of 2 files failed" in caplog.text
 
 
 @pytest.mark.parametrize(

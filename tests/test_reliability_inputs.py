@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers.service_media import encode_image, encode_video, gradient_rgb
+from helpers.service_media import encode_image, encode_video, gradient_rgb, undecodable_video
 from test_service_images import _error
 from test_service_video import submit, wait_for_end
 
@@ -199,6 +199,11 @@ def test_truncated_mp4_is_400_not_unknown_format(api, tmp_path) -> None:
 def test_zero_frame_video_is_415(api, tmp_path) -> None:
     code, message = _error(submit(api, empty_track(tmp_path / "zero.mp4").read_bytes()))
     assert code == 415 and "video stream is required" in message
+
+
+def test_video_whose_codec_has_no_decoder_is_415(api, tmp_path) -> None:
+    code, message = _error(submit(api, undecodable_video(tmp_path / "zzzz.avi").read_bytes(), "zzzz.avi"))
+    assert code == 415 and "codec cannot be decoded" in message
 
 
 @pytest.mark.parametrize(

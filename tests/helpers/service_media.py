@@ -89,3 +89,18 @@ def davis_frames(sequence: str = "bear", count: int = 6) -> list[np.ndarray]:
     paths = sorted((DAVIS_FRAMES / sequence).glob("*.jpg"))[:count]
     frames = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
     return [f[: f.shape[0] // 2 * 2, : f.shape[1] // 2 * 2] for f in frames]
+
+
+def undecodable_video(path: Path) -> Path:
+    """An AVI whose codec FFmpeg has no decoder for: an MJPEG clip with its fourcc changed to ``ZZZZ``."""
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="avi") as container:
+        stream = container.add_stream("mjpeg", rate=12)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuvj420p"
+        for _ in range(4):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(gradient_rgb(64, 48), format="rgb24")))
+        container.mux(stream.encode())
+    data = buffer.getvalue()
+    assert data.count(b"MJPG") == 2, "the AVI stream header and format should each name the codec once"
+    path.write_bytes(data.replace(b"MJPG", b"ZZZZ"))
+    return path
