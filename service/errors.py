@@ -28,6 +28,14 @@ class BadInput(ServiceError):
     """Input is malformed or truncated."""
 
 
+class InvalidParameter(ServiceError):
+    """A parameter outside what this server allows (a configured limit); the rest of its validation
+    is FastAPI's, which answers the same status and code."""
+
+    status = 422
+    code = "invalid_parameter"
+
+
 class UnsupportedMedia(ServiceError):
     """Input is not a supported image or video type."""
 

@@ -225,8 +225,9 @@ def run_video_job(
             timer.report("decoding", done, total)
 
         video = decode_frames(path, request.limits, request.stride, request.max_frames, on_frame)
-        if len(video.frames) < 2:
-            raise BadInput("adaptation needs at least two frames; lower the stride or upload a longer video")
+        if len(video.frames) < 2 and request.steps > 0:
+            raise BadInput("adaptation needs at least two frames; lower the stride, upload a longer video or "
+                           "ask for steps=0")
         try:
             settings = AdaptationSettings(steps=request.steps, flow_method=config.flow_method,
                                           flow_options=dict(config.flow_options),

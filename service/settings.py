@@ -136,6 +136,14 @@ class Settings(BaseSettings):
             raise ValueError("GWM_FLOW_METHOD=raft needs GWM_RAFT_WEIGHTS naming an existing RAFT weights file")
         return self
 
+    @model_validator(mode="after")
+    def _default_steps_within_the_limit(self) -> Settings:
+        """Otherwise every job submitted without ``steps`` would be refused."""
+        if self.default_adaptation_steps > self.max_adaptation_steps:
+            raise ValueError(f"GWM_DEFAULT_ADAPTATION_STEPS={self.default_adaptation_steps} exceeds "
+                             f"GWM_MAX_ADAPTATION_STEPS={self.max_adaptation_steps}")
+        return self
+
     def flow_options(self) -> dict[str, str]:
         """Options for the flow estimator of video jobs (RAFT: its weights and the device)."""
         if self.flow_method != "raft":

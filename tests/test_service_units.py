@@ -171,6 +171,18 @@ def test_settings_reject_an_unknown_flow_method_at_start_up(monkeypatch) -> None
         Settings()
 
 
+def test_settings_reject_default_steps_above_the_limit_at_start_up(monkeypatch) -> None:
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    monkeypatch.setenv("GWM_MAX_ADAPTATION_STEPS", "10")
+    with pytest.raises(ValidationError, match="GWM_DEFAULT_ADAPTATION_STEPS=20 exceeds"):
+        Settings()
+    monkeypatch.setenv("GWM_DEFAULT_ADAPTATION_STEPS", "10")
+    assert Settings().default_adaptation_steps == 10
+
+
 def test_settings_take_raft_only_with_its_weights(monkeypatch, tmp_path) -> None:
     from pydantic import ValidationError
 

@@ -140,14 +140,17 @@ def test_video_limits(client, tmp_path, service_settings) -> None:
     code, message = _error(submit(client, tall.read_bytes()))
     assert code == 413 and "longest side" in message
     code, message = _error(submit(client, b"x", query=f"steps={service_settings.max_adaptation_steps + 1}"))
-    assert code == 400 and "steps" in message
+    assert code == 422 and "steps" in message
     assert submit(client, b"x", query="stride=0").status_code == 422
 
 
-def test_single_frame_video_fails_with_message(client, tmp_path) -> None:
-    one = encode_video([gradient_rgb(64, 48)], tmp_path / "one.mp4")
-    status = wait_for_end(client, submit(client, one.read_bytes()).json()["url"])
-    assert status["state"] == "failed" and "two frames" in status["error"]
+def test_single_frame_video_fails_with_message_unless_no_step_is_asked(client, tmp_path) -> None:
+    one = encode_video([gradient_rgb(64, 48)], tmp_path / "one.mp4").read_bytes()
+    status = wait_for_end(client, submit(client, one).json()["url"])
+    assert status["state"] == "failed" and "two frames" in status["error"] and "steps=0" in status["error"]
+    status = wait_for_end(client, submit(client, one, query="steps=0&temporal=true").json()["url"])
+    assert status["state"] == "succeeded", status  # nothing to fuse with: the frame's own mask
+    assert client.get(f"{status['url']}/result?format=json").json()["frames"] == 1
 
 
 @pytest.mark.parametrize(

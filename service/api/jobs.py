@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from service import encoding, rle
 from service.api.deps import StateDep
-from service.errors import BadInput, Conflict, TooManyRequests
+from service.errors import Conflict, InvalidParameter, TooManyRequests
 from service.jobs import VideoJobRequest
 from service.queue.base import JobQueue, check_job_id, new_job_id
 from service.results import ResultCache
@@ -52,9 +52,9 @@ async def submit_video_job(
     settings = state.settings
     steps = settings.default_adaptation_steps if steps is None else steps
     if steps > settings.max_adaptation_steps:
-        raise BadInput(f"steps={steps} exceeds the limit of {settings.max_adaptation_steps}")
+        raise InvalidParameter(f"steps={steps} exceeds the limit of {settings.max_adaptation_steps}")
     if max_frames is not None and max_frames > settings.max_video_frames:
-        raise BadInput(f"max_frames={max_frames} exceeds the limit of {settings.max_video_frames}")
+        raise InvalidParameter(f"max_frames={max_frames} exceeds the limit of {settings.max_video_frames}")
     limits = VideoLimits(settings.max_video_frames, settings.max_video_seconds, settings.max_video_side)
     waiting = await run_in_threadpool(state.queue.depth)
     if waiting >= settings.max_queued_jobs:
