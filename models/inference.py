@@ -93,7 +93,7 @@ def segment_frames(
     to the background (models/appearance.py).
 
     ``progress`` is called as (frames done, frames) before the first batch and after each;
-    ``check_cancel`` before each batch, and raises to stop.
+    ``check_cancel`` before each batch and each full-size mask, and raises to stop.
     """
     soft_masks = []
     if progress is not None:
@@ -113,7 +113,12 @@ def segment_frames(
     if flow is not None:
         soft = temporal_fuse(soft, flow)
     guides = (refinement_guide(frame) for frame in frames) if refine else None
-    return list(masks_at_sizes(soft, [frame.shape[:2] for frame in frames], guides))
+    masks = []
+    for mask in masks_at_sizes(soft, [frame.shape[:2] for frame in frames], guides):
+        if check_cancel is not None:  # full-size masks (guided filter included) take seconds for a long video
+            check_cancel()
+        masks.append(mask)
+    return masks
 
 
 def region_scores(logits: torch.Tensor, soft: torch.Tensor) -> list[dict[str, float]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import re
 import zipfile
 from collections.abc import Iterable
@@ -81,16 +82,20 @@ def masks_zip(frame_indices: Iterable[int], masks: Iterable[np.ndarray]) -> byte
     return zip_files((f"{index:05d}.png", mask_png(mask)) for index, mask in zip(frame_indices, masks, strict=True))
 
 
-def mask_video_mp4(masks: list[np.ndarray], fps: float) -> bytes:
-    """H.264 MP4 of the masks (white = foreground); odd sizes are padded to even for yuv420p."""
-    height, width = masks[0].shape
+def mask_video_mp4(masks: Iterable[np.ndarray], fps: float) -> bytes:
+    """H.264 MP4 of the masks (white = foreground); odd sizes are padded to even for yuv420p.
+
+    ``masks`` may be a generator (e.g. decoding RLE one mask at a time): one is held at a time."""
+    masks = iter(masks)
+    first = next(masks)
+    height, width = first.shape
     even_h, even_w = height + height % 2, width + width % 2
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=max(1, round(fps)))
         stream.width, stream.height, stream.pix_fmt = even_w, even_h, "yuv420p"
         stream.options = {"preset": "veryfast", "crf": "18"}
-        for mask in masks:
+        for mask in itertools.chain([first], masks):
             grey = np.zeros((even_h, even_w), dtype=np.uint8)
             grey[:height, :width] = mask.astype(np.uint8) * 255
             frame = av.VideoFrame.from_ndarray(np.repeat(grey[..., None], 3, axis=2), format="rgb24")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from service import metrics, rle
-from service.errors import BadInput
+from service.errors import BadInput, ServiceError
 from service.schemas import JobProgress
 from service.settings import Settings
 from service.video import VideoLimits, decode_frames
@@ -76,6 +76,10 @@ class JobCancelled(Exception):
     """Raised inside a job when its cancellation predicate turns true."""
 
 
+class JobTimedOut(ServiceError):
+    """Raised inside a job that ran past its timeout: a failure with a message, final (never retried)."""
+
+
 @dataclass(frozen=True)
 class VideoJobRequest:
     """What the API decided for one upload; plain data so RQ can pickle it."""
@@ -117,6 +121,7 @@ class WorkerConfig:
     adaptation_appearance_check: bool  # see Settings.adaptation_appearance_check
     merge: str | None = None  # None: the checkpoint's own
     flow_options: dict[str, str] = field(default_factory=dict)  # RAFT: weights file and device
+    timeout_seconds: float | None = None  # a job running longer stops within 2 s and fails (JobTimedOut)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerConfig:
@@ -124,7 +129,8 @@ class WorkerConfig:
         return cls(checkpoint_path=settings.checkpoint_path, device=settings.device, flow_method=settings.flow_method,
                    merge=settings.merge, flow_options=settings.flow_options(),
                    adaptation_interpolation=settings.adaptation_interpolation,
-                   adaptation_appearance_check=settings.adaptation_appearance_check)
+                   adaptation_appearance_check=settings.adaptation_appearance_check,
+                   timeout_seconds=settings.job_timeout_seconds)
 
 
 class ProgressMeter:
@@ -203,18 +209,29 @@ def run_video_job(
     progress: JobProgressCallback,
     should_cancel: CancelFn,
 ) -> dict[str, Any]:
-    """Run one video job to completion; raises JobCancelled, ServiceError or anything unexpected."""
+    """Run one video job to completion; raises JobCancelled, ServiceError (JobTimedOut past
+    ``config.timeout_seconds``) or anything unexpected."""
     from training.adapt import AdaptationCancelled, AdaptationSettings, adapt_and_segment  # torch-heavy: worker only
 
-    cancel_requested = throttled(should_cancel)  # the backend is asked at most every 0.1 s
+    started = time.perf_counter()
+    deadline = math.inf if config.timeout_seconds is None else started + config.timeout_seconds
+    backend_cancelled = throttled(should_cancel)  # the backend is asked at most every 0.1 s
+
+    def cancel_requested() -> bool:  # what the adaptation polls: a cancel or the timeout
+        return time.perf_counter() > deadline or backend_cancelled()
+
+    def stop() -> Exception:
+        if time.perf_counter() > deadline:
+            return JobTimedOut(f"job exceeded its {config.timeout_seconds:g} s timeout")
+        return JobCancelled()
+
     timer = StageTimer(progress, ProgressMeter(request.steps, request.max_frames, flow=request.temporal))
     path = Path(request.video_path)
     outcome = "failed"
-    started = time.perf_counter()
 
     def check_cancel() -> None:
         if cancel_requested():
-            raise JobCancelled
+            raise stop()
 
     try:
         if not path.exists():
@@ -245,7 +262,7 @@ def run_video_job(
                 should_cancel=cancel_requested,
             )
         except AdaptationCancelled as exc:
-            raise JobCancelled from exc
+            raise stop() from exc
         masks = segmentation.masks
         timer.report("encoding", 0, len(masks))
         encoded = []

@@ -225,7 +225,7 @@ def _segment_video(
     if format is OutputFormat.json:
         outcome.documents.append({"filename": str(job.source), **result})
         return
-    masks = [rle.decode(item) for item in result["masks"]]
+    masks = (rle.decode(item) for item in result["masks"])  # one full-size mask at a time
     if format is OutputFormat.video:
         _write(job, encoding.mask_video_mp4(masks, result["fps"]), outcome)
     else:

@@ -154,6 +154,40 @@ def test_retry_finds_the_upload_and_the_error_names_the_cause(redis_settings, da
     assert not list(settings.upload_dir.iterdir()), "the upload outlived the job's last attempt"
 
 
+def test_a_job_past_its_timeout_fails_with_a_message_and_is_not_retried(redis_settings, davis_video,
+                                                                          monkeypatch) -> None:
+    from rq.job import Job
+
+    monkeypatch.setenv("GWM_JOB_TIMEOUT_SECONDS", "1")  # the worker's own setting
+    settings = redis_settings.model_copy(update={"job_retries": 1})
+    with new_client(settings) as client:
+        job_id = client.post("/adapt-and-segment?steps=200", files={"file": ("b.mp4", davis_video.read_bytes())}).json()["id"]
+        run_worker_burst(settings)
+        status = client.get(f"/jobs/{job_id}").json()
+        retries_left = Job.fetch(job_id, connection=client.app.state.service.queue.queue.connection).retries_left
+    assert status["state"] == "failed" and "exceeded its 1 s timeout" in status["error"], status
+    assert status["ended_at"] - status["started_at"] < 1 + 2, status  # stopped within the 2 s of a cancel
+    assert retries_left == 1, "a timed-out job ran again"
+    assert not list(settings.upload_dir.iterdir())
+
+
+def test_rq_timing_a_job_out_makes_its_attempt_the_last(tmp_path) -> None:
+    """RQ's own timeout, the last resort behind the job's: no retry, and the upload goes."""
+    from types import SimpleNamespace
+
+    from rq.timeouts import JobTimeoutException
+
+    from service.queue.rq_backend import discard_upload_if_final
+
+    upload = tmp_path / "job.mp4"
+    upload.write_bytes(b"video")
+    job = SimpleNamespace(retries_left=1, meta={"upload": str(upload)})
+    discard_upload_if_final(job, None, RuntimeError, RuntimeError("boom"), None)
+    assert job.retries_left == 1 and upload.exists()  # an unexpected error: retried, with its upload
+    discard_upload_if_final(job, None, JobTimeoutException, JobTimeoutException("too long"), None)
+    assert job.retries_left == 0 and not upload.exists()
+
+
 def _error(response) -> tuple[int, str, str | None]:
     return response.status_code, response.json()["error"]["code"], response.headers.get("retry-after")
 

@@ -312,3 +312,26 @@ def test_pixel_budget_returns_what_a_cancelled_waiter_held() -> None:
             return budget.in_flight
 
     assert _run(scenario()) == 10
+
+
+def test_concurrent_first_requests_of_a_package_build_it_once(tmp_path) -> None:
+    import threading
+    import time
+
+    from service.results import ResultCache
+
+    cache, builds = ResultCache(tmp_path), []
+
+    def build() -> bytes:
+        builds.append(threading.get_ident())
+        time.sleep(0.2)  # a package of 300 full-size masks takes seconds
+        return b"zip"
+
+    paths: list = []
+    threads = [threading.Thread(target=lambda: paths.append(cache.get("job", "zip", build))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(builds) == 1 and len(paths) == 4 and {p.read_bytes() for p in paths} == {b"zip"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.zip"] and not cache._locks

@@ -108,19 +108,22 @@ def cancel_job(state: StateDep, job_id: JobId) -> JobStatus:
     "/jobs/{job_id}/result",
     responses={200: {"content": {"application/zip": {}, "application/json": {}, "video/mp4": {}}}},
 )
-async def job_result(
+def job_result(
     state: StateDep,
     job_id: JobId,
     format: Annotated[ResultFormat | None, Query(description="zip of PNGs, json RLE, or mp4 mask video")] = None,
 ) -> Response:
-    """Masks of a succeeded job: ZIP of PNGs named by source frame index, JSON RLE, or MP4."""
+    """Masks of a succeeded job: ZIP of PNGs named by source frame index, JSON RLE, or MP4.
+
+    A plain function, so FastAPI runs it in its thread pool: the queue's calls (Redis) and the
+    packaging must not hold up the event loop."""
     status = state.queue.status(check_job_id(job_id))
     chosen = format or ResultFormat(status.options.get("format", ResultFormat.zip.value))
     if status.state is not JobState.SUCCEEDED:
         raise Conflict(f"job {job_id} has no result; it is {status.state}")
     if chosen is ResultFormat.json:
         return JSONResponse({"id": job_id, **state.queue.result(job_id)})
-    return await run_in_threadpool(_package, state.queue, state.results, job_id, chosen)
+    return _package(state.queue, state.results, job_id, chosen)
 
 
 _PACKAGES = {ResultFormat.video: ("mp4", "video/mp4"), ResultFormat.zip: ("zip", "application/zip")}
@@ -134,7 +137,7 @@ def _package(queue: JobQueue, results: ResultCache, job_id: str, format: ResultF
 
 
 def _build_package(result: dict[str, Any], format: ResultFormat) -> bytes:
-    masks = [rle.decode(item) for item in result["masks"]]
+    masks = (rle.decode(item) for item in result["masks"])  # one full-size mask at a time
     if format is ResultFormat.video:
         return encoding.mask_video_mp4(masks, result["fps"])
     return encoding.masks_zip(result["frame_indices"], masks)

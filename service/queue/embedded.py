@@ -132,21 +132,14 @@ class EmbeddedJobQueue(JobQueue):
             self._run(record, config)
 
     def _run(self, record: _Record, config: WorkerConfig) -> None:
-        deadline = time.monotonic() + self._settings.job_timeout_seconds
-
         def progress(report: JobProgress) -> None:
             record.progress = report
 
-        def should_cancel() -> bool:
-            return record.cancel.is_set() or time.monotonic() > deadline
-
         try:
-            result = run_video_job(record.request, config, progress, should_cancel)
+            result = run_video_job(record.request, config, progress, record.cancel.is_set)
         except JobCancelled:
-            timed_out = not record.cancel.is_set()
-            error = f"job exceeded its {self._settings.job_timeout_seconds} s timeout" if timed_out else None
-            outcome = (JobState.FAILED, error) if timed_out else (JobState.CANCELLED, None)
-        except ServiceError as exc:
+            outcome = (JobState.CANCELLED, None)
+        except ServiceError as exc:  # bad input, or the job's timeout (JobTimedOut)
             outcome = (JobState.FAILED, exc.message)
         except Exception as exc:  # a job must never take the worker thread down
             logger.exception("video job failed")

@@ -2,8 +2,13 @@
 
 Mapping onto RQ features:
 
-* ``job_timeout``, ``result_ttl``/``failure_ttl`` (= ``GWM_JOB_TTL_SECONDS``) and
-  ``ttl`` for jobs that wait too long in the queue;
+* ``result_ttl``/``failure_ttl`` (= ``GWM_JOB_TTL_SECONDS``); no ``ttl`` for a job waiting in the
+  queue: one that expired there would vanish (404) without ever failing, and ``GWM_MAX_QUEUED_JOBS``
+  bounds the queue already;
+* the job's own timeout (``GWM_JOB_TIMEOUT_SECONDS``) is checked inside it, like a cancel
+  (:func:`service.jobs.run_video_job`): the job fails with a message within 2 s, and is not retried.
+  RQ's ``job_timeout`` is a last resort :data:`RQ_TIMEOUT_GRACE_S` later, for a job stuck where it
+  cannot poll, and is not retried either (:func:`discard_upload_if_final`);
 * heartbeats: a running job refreshes its entry in RQ's ``StartedJobRegistry``
   every ``GWM_JOB_HEARTBEAT_SECONDS`` (:mod:`service.queue.worker`), so the
   entry of a job whose worker died expires within three beats;
@@ -35,7 +40,7 @@ from rq import Callback, Queue, Retry, get_current_job
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus as RQStatus
 from rq.registry import StartedJobRegistry
-from rq.timeouts import TimerDeathPenalty
+from rq.timeouts import JobTimeoutException, TimerDeathPenalty
 
 from service.errors import Conflict, NotFound, ServiceError, Unavailable
 from service.jobs import JobCancelled, VideoJobRequest, WorkerConfig, run_video_job
@@ -46,6 +51,10 @@ from service.settings import Settings
 logger = logging.getLogger(__name__)
 
 _CANCEL_KEY = "gwm:cancel:{}"
+#: RQ's timeout of a job comes this long after the job's own (which it checks itself).
+RQ_TIMEOUT_GRACE_S = 60
+#: Seconds the API waits for Redis before a request gets a 503: an unreachable host must not hang it.
+REDIS_SOCKET_TIMEOUT_S = 5
 _WAITING = {RQStatus.QUEUED, RQStatus.DEFERRED, RQStatus.SCHEDULED, RQStatus.CREATED}
 
 
@@ -98,13 +107,17 @@ def execute(request: VideoJobRequest) -> dict[str, Any] | None:
     return result
 
 
-def discard_upload_if_final(job: Job, connection: Redis, *exc_info: Any) -> None:
+def discard_upload_if_final(job: Job, connection: Redis, exc_type: type[BaseException] | None = None,
+                            *exc_info: Any) -> None:
     """RQ failure callback: delete the upload of a job that will not run again.
 
     RQ calls it after every failed attempt, before deciding on a retry (hence the
     retries check): for a job that raised, in the worker; for a job whose worker
-    was killed, wherever the abandoned job is reaped.
+    was killed, wherever the abandoned job is reaped. A job that RQ timed out is
+    final: a second attempt would take as long.
     """
+    if exc_type is not None and issubclass(exc_type, JobTimeoutException):
+        job.retries_left = 0
     if not job.retries_left:
         _discard_upload(job)
 
@@ -121,7 +134,8 @@ class RQJobQueue(JobQueue):
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._redis = Redis.from_url(settings.redis_url)
+        self._redis = Redis.from_url(settings.redis_url, socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+                                     socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S)
         self._queue = Queue(settings.queue_name, connection=self._redis)
 
     @property
@@ -137,10 +151,9 @@ class RQJobQueue(JobQueue):
                 execute,
                 request,
                 job_id=job_id,
-                job_timeout=self._settings.job_timeout_seconds,
+                job_timeout=self._settings.job_timeout_seconds + RQ_TIMEOUT_GRACE_S,
                 result_ttl=ttl,
                 failure_ttl=ttl,
-                ttl=ttl,
                 retry=Retry(max=retries) if retries else None,
                 on_failure=Callback(discard_upload_if_final),
                 meta={"stage": "queued", "options": request.options(), "upload": request.video_path},
