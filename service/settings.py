@@ -8,6 +8,7 @@ run with ``GWM_DEVICE=cuda`` while the API stays on CPU.
 from __future__ import annotations
 
 import getpass
+import os
 import tempfile
 from functools import cached_property
 from pathlib import Path
@@ -153,15 +154,26 @@ class Settings(BaseSettings):
     @cached_property
     def upload_dir(self) -> Path:
         """Directory for uploaded videos; created on first use, private to this user."""
-        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path = self.data_dir / "uploads"
-        path.mkdir(mode=0o700, exist_ok=True)
-        return path
+        return self._private_subdir("uploads")
 
     @cached_property
     def result_dir(self) -> Path:
         """Directory for packaged results (ZIP, MP4), built on the first GET; created on first use, private."""
+        return self._private_subdir("results")
+
+    def _private_subdir(self, name: str) -> Path:
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path = self.data_dir / "results"
+        if self.data_dir == _default_data_dir():
+            _check_private(self.data_dir)
+        path = self.data_dir / name
         path.mkdir(mode=0o700, exist_ok=True)
         return path
+
+
+def _check_private(path: Path) -> None:
+    """The default data dir lies in the shared temporary directory, where anyone may have made it
+    first: refuse one that another user owns or can enter (they could read or swap uploads)."""
+    status = path.stat()
+    if status.st_uid != os.getuid() or status.st_mode & 0o077:
+        raise PermissionError(f"{path} belongs to another user or is open to others (mode "
+                              f"{status.st_mode & 0o777:o}); remove it or set GWM_DATA_DIR to a private directory")

@@ -240,6 +240,9 @@ def test_default_data_dir_is_per_user_and_private(tmp_path, monkeypatch) -> None
     assert uploads == settings.data_dir / "uploads" and uploads.is_dir()
     for path in (settings.data_dir, uploads):
         assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+    settings.data_dir.chmod(0o777)  # as if someone else had made it first, open to all
+    with pytest.raises(PermissionError, match="open to others"):
+        Settings().result_dir
 
 
 def test_readyz_names_the_model_file_without_its_directory(client, service_settings) -> None:
@@ -335,3 +338,19 @@ def test_concurrent_first_requests_of_a_package_build_it_once(tmp_path) -> None:
         thread.join()
     assert len(builds) == 1 and len(paths) == 4 and {p.read_bytes() for p in paths} == {b"zip"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["job.zip"] and not cache._locks
+
+
+def test_an_embedded_server_has_its_data_dir_to_itself(service_settings) -> None:
+    """Its sweep deletes uploads it does not know: a second server on the directory would lose jobs."""
+    from service.api.app import create_app
+    from service.data_lock import DataDirInUse
+
+    redis_settings = service_settings.model_copy(update={"queue_mode": "redis"})
+    with TestClient(create_app(service_settings)) as first:
+        assert first.get("/healthz").status_code == 200
+        for other in (service_settings, redis_settings):
+            with pytest.raises(DataDirInUse, match="give this server its own GWM_DATA_DIR"):
+                with TestClient(create_app(other)):
+                    pass
+    with TestClient(create_app(service_settings)) as again:  # released at shutdown
+        assert again.get("/healthz").status_code == 200

@@ -24,6 +24,7 @@ from service.api.state import ServiceState
 from service.inference import OnnxSegmenter
 from service.maintenance import Maintenance
 from service.queue import create_queue
+from service.data_lock import hold_data_dir
 from service.results import ResultCache
 from service.settings import Settings
 
@@ -51,20 +52,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        segmenter, model_error = _load_segmenter(settings)
-        queue = create_queue(settings)
-        budget = PixelBudget(settings.max_pixels_in_flight, settings.pixel_wait_seconds, settings.retry_after_seconds)
-        results = ResultCache(settings.result_dir)
-        app.state.service = ServiceState(settings, queue, segmenter, budget, results, model_error)
-        metrics.set_limits(settings.max_queued_jobs, settings.max_upload_dir_bytes, settings.max_pixels_in_flight)
-        maintenance = Maintenance(settings, queue)
-        maintenance.start()
-        logger.info("gwm service ready: queue=%s, data dir=%s", settings.queue_mode, settings.data_dir)
-        try:
-            yield
-        finally:
-            maintenance.stop()
-            queue.close()
+        with hold_data_dir(settings):  # before anything sweeps it (service/data_lock.py)
+            segmenter, model_error = _load_segmenter(settings)
+            queue = create_queue(settings)
+            budget = PixelBudget(settings.max_pixels_in_flight, settings.pixel_wait_seconds,
+                                 settings.retry_after_seconds)
+            results = ResultCache(settings.result_dir)
+            app.state.service = ServiceState(settings, queue, segmenter, budget, results, model_error)
+            metrics.set_limits(settings.max_queued_jobs, settings.max_upload_dir_bytes, settings.max_pixels_in_flight)
+            maintenance = Maintenance(settings, queue)
+            maintenance.start()
+            logger.info("gwm service ready: queue=%s, data dir=%s", settings.queue_mode, settings.data_dir)
+            try:
+                yield
+            finally:
+                maintenance.stop()
+                queue.close()
 
     app = FastAPIOffline(  # a FastAPI whose /docs and /redoc load their assets from this server
         title="gwm",

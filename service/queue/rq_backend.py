@@ -37,7 +37,7 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Callback, Queue, Retry, get_current_job
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus as RQStatus
 from rq.registry import StartedJobRegistry
 from rq.timeouts import JobTimeoutException, TimerDeathPenalty
@@ -186,7 +186,10 @@ class RQJobQueue(JobQueue):
     def result(self, job_id: str) -> dict[str, Any]:
         job = self._fetch(job_id)
         state, _ = self._state(job, job.get_status(refresh=False), job.get_meta(refresh=False))
-        value = job.return_value() if state is JobState.SUCCEEDED else None
+        try:
+            value = job.return_value() if state is JobState.SUCCEEDED else None
+        except RedisError as exc:
+            raise Unavailable(f"job queue unreachable: {exc}") from exc
         if value is None:
             raise Conflict(f"job {job_id} has no result; it is {state}")
         return value
@@ -194,14 +197,19 @@ class RQJobQueue(JobQueue):
     def cancel(self, job_id: str) -> JobStatus:
         job = self._fetch(job_id)
         status = job.get_status(refresh=False)
-        if status in _WAITING:
-            job.cancel()
-            job.meta.update(outcome=JobState.CANCELLED.value)
-            job.save_meta()
-            job.cleanup(ttl=self._settings.job_ttl_seconds)
-            _discard_upload(job)
-        elif status == RQStatus.STARTED:
-            self._redis.set(_cancel_key(job_id), 1, ex=self._settings.job_timeout_seconds)
+        try:
+            if status in _WAITING:
+                job.cancel()
+                job.meta.update(outcome=JobState.CANCELLED.value)
+                job.save_meta()
+                job.cleanup(ttl=self._settings.job_ttl_seconds)
+                _discard_upload(job)
+            elif status == RQStatus.STARTED:
+                self._redis.set(_cancel_key(job_id), 1, ex=self._settings.job_timeout_seconds)
+        except InvalidJobOperation:  # another DELETE cancelled it first: the same answer as that one's
+            pass
+        except RedisError as exc:
+            raise Unavailable(f"job queue unreachable: {exc}") from exc
         return self.status(job_id)
 
     def job_state(self, job_id: str) -> JobState | None:
