@@ -62,3 +62,14 @@ def test_unknown_architecture():
     with pytest.raises(ValueError, match="unknown architecture"):
         build_segmenter("transformer-of-doom")
     assert set(ARCHITECTURES) == {"unet", "backbone"}
+
+
+@pytest.mark.parametrize(("architecture", "options", "encoder_part"),
+                         [("unet", {"width": 4}, "down"), ("backbone", {"backbone": "resnet18", "embed_dim": 16}, "backbone")])
+def test_encoder_parameters_are_the_encoders_and_only_them(architecture, options, encoder_part):
+    model = build_segmenter(architecture, num_regions=2, **options)
+    encoder = {id(p) for p in model.encoder_parameters()}
+    names = {name for name, p in model.named_parameters() if id(p) in encoder}
+    assert names and any(name.startswith(encoder_part) for name in names)
+    assert not any(name.startswith(("head", "up.", "queries", "lateral")) for name in names)
+    assert len(names) < len(list(model.parameters()))

@@ -138,6 +138,20 @@ def test_two_runs_average_the_weights_of_each_run_seeded_apart(single_thread):
             assert torch.allclose(value, expected, atol=1e-6), name
 
 
+def test_held_encoder_stays_as_it_was_while_the_decoder_adapts(single_thread):
+    frames, _, flows, valid = make_video(0)
+    model = _model()
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    encoder = {id(p) for p in model.encoder_parameters()}
+    settings = AdaptationSettings(steps=4, batch_size=4, lr=1e-2, holdout_every=0, adapt_encoder=False)
+    adapt(model, _dataset(flows, valid, frames), settings, torch.device("cpu"))
+    names = {name: id(p) in encoder for name, p in model.named_parameters()}
+    assert any(names.values()) and not all(names.values())
+    for name, is_encoder in names.items():
+        assert torch.equal(model.state_dict()[name], original[name]) == is_encoder, name
+    assert all(p.requires_grad for p in model.parameters())  # trainable again afterwards
+
+
 def test_fewer_than_one_run_is_refused():
     with pytest.raises(ValueError, match="runs"):
         AdaptationSettings(runs=0)

@@ -40,11 +40,12 @@ into pixels whose colours the original network's masks give to the background
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,9 @@ class AdaptationSettings:
     trust_check: bool = False
     #: Keep batch-norm statistics fixed while adapting (the paper's training setup updates them).
     freeze_norm: bool = False
+    #: Adapt the encoder's weights too (the paper adapts the whole network); False adapts the decoder
+    #: and head only (Segmenter.encoder_parameters), so the features the network learnt stay put.
+    adapt_encoder: bool = True
     #: The safeguard: every n-th frame is held out (0 disables the safeguard: always keep).
     holdout_every: int = 5
     check_every: int = 5
@@ -230,6 +234,20 @@ def _check_cancel_in_layers(model: torch.nn.Module, should_cancel: Callable[[], 
         parameter.register_hook(check)
 
 
+@contextlib.contextmanager
+def _encoder_held(model: Segmenter, hold: bool) -> Iterator[None]:
+    """With ``hold``, the encoder's weights get no gradient inside the block, so AdamW leaves them
+    (weight decay included) as they are; afterwards they are trainable again."""
+    held = [parameter for parameter in model.encoder_parameters() if parameter.requires_grad] if hold else []
+    for parameter in held:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter in held:
+            parameter.requires_grad_(True)
+
+
 def _average_states(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """The mean, weight by weight, of state dicts of one network (integer buffers from the first)."""
     if len(states) == 1:
@@ -272,29 +290,30 @@ def adapt(
     best_steps: list[int] = []
     if progress is not None:  # the stage starts now, not after its first step: stage timings stay true
         progress("adapting", 0, total_steps)
-    for run in range(settings.runs):
-        model.load_state_dict(original)
-        generator = torch.Generator().manual_seed(settings.seed + run)
-        optimizer = make_optimizer(model, config)
-        best_loss, best_step, best_state = before, 0, original
-        model.train()
-        if settings.freeze_norm:
-            _set_norm_frozen(model)
-        for step in range(1, settings.steps + 1):
-            _check_cancel(should_cancel)
-            batch: Batch = training_set.sample(batch_size, generator)
-            if settings.scale != 1.0:
-                batch = batch.rescaled(settings.scale)
-            loss, _ = train_step(model, optimizer, loss_fn, batch, config.lr, config)
-            losses.append(loss)
-            if safeguard and (step % settings.check_every == 0 or step == settings.steps):
-                current = check()
-                if current < best_loss:
-                    best_loss, best_step, best_state = current, step, copy.deepcopy(model.state_dict())
-            if progress is not None:
-                progress("adapting", run * settings.steps + step, total_steps)
-        run_states.append(best_state if safeguard else copy.deepcopy(model.state_dict()))
-        best_steps.append(best_step if safeguard else settings.steps)
+    with _encoder_held(model, not settings.adapt_encoder):
+        for run in range(settings.runs):
+            model.load_state_dict(original)
+            generator = torch.Generator().manual_seed(settings.seed + run)
+            optimizer = make_optimizer(model, config)
+            best_loss, best_step, best_state = before, 0, original
+            model.train()
+            if settings.freeze_norm:
+                _set_norm_frozen(model)
+            for step in range(1, settings.steps + 1):
+                _check_cancel(should_cancel)
+                batch: Batch = training_set.sample(batch_size, generator)
+                if settings.scale != 1.0:
+                    batch = batch.rescaled(settings.scale)
+                loss, _ = train_step(model, optimizer, loss_fn, batch, config.lr, config)
+                losses.append(loss)
+                if safeguard and (step % settings.check_every == 0 or step == settings.steps):
+                    current = check()
+                    if current < best_loss:
+                        best_loss, best_step, best_state = current, step, copy.deepcopy(model.state_dict())
+                if progress is not None:
+                    progress("adapting", run * settings.steps + step, total_steps)
+            run_states.append(best_state if safeguard else copy.deepcopy(model.state_dict()))
+            best_steps.append(best_step if safeguard else settings.steps)
     adapted = _average_states(run_states)
     if settings.interpolation < 1.0:
         adapted = interpolate_weights(original, adapted, settings.interpolation)

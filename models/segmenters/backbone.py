@@ -13,6 +13,7 @@ random weights, so the network still builds, trains and exports.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import timm
@@ -79,6 +80,9 @@ class BackboneSegmenter(Segmenter):
         self.query_mlp = nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.ReLU(inplace=True))
         self.upsample = nn.Sequential(_Upsample2x(embed_dim), _Upsample2x(embed_dim))
         self.feature_dim = stage_channels[-1]
+
+    def encoder_parameters(self) -> Iterator[nn.Parameter]:
+        return self.backbone.parameters()
 
     def forward_with_features(self, image: torch.Tensor) -> SegmenterOutput:
         stages = self.backbone(image)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
@@ -42,3 +43,8 @@ class Segmenter(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Region logits (B, K, H, W) for a normalised image batch (B, 3, H, W)."""
         return self.forward_with_features(image).logits
+
+    def encoder_parameters(self) -> Iterator[nn.Parameter]:
+        """The parameters of the image encoder, the part before any decoding into regions: what
+        test-time adaptation may hold fixed (training.adapt.AdaptationSettings.adapt_encoder)."""
+        raise NotImplementedError

@@ -7,6 +7,9 @@ doubles it. A width of 16–32 keeps CPU training practical.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -66,6 +69,9 @@ class UNet(Segmenter):
         )
         self.head = nn.Conv2d(channels[0], num_regions, kernel_size=1)
         self.feature_dim = channels[0] + channels[-1]
+
+    def encoder_parameters(self) -> Iterator[nn.Parameter]:
+        return itertools.chain(self.stem.parameters(), self.down.parameters())
 
     def forward_with_features(self, image: torch.Tensor) -> SegmenterOutput:
         x = self.stem(image)
