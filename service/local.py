@@ -13,7 +13,7 @@ import glob
 import logging
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -216,7 +216,8 @@ def _segment_video(
         request = VideoJobRequest(video_path=str(job.source), steps=options.steps, stride=options.stride,
                                   max_frames=options.max_frames, limits=limits, result_format=format.value,
                                   refine=settings.refine, temporal=settings.temporal)
-        result = run_video_job(request, WorkerConfig.from_settings(settings), bars.report, lambda: False)
+        config = replace(WorkerConfig.from_settings(settings), timeout_seconds=None)  # the timeout is a server's limit
+        result = run_video_job(request, config, bars.report, lambda: False)
     except (ServiceError, OSError) as error:
         _failed(job, error, outcome)
         return
