@@ -15,8 +15,8 @@ step kept; the others add the safeguard unless named `-noguard`):
     paper, fast-noguard, fast, fast-trust, fast-frozen, fast-flow128, fast-raft, fast-raft-flow128,
     fast-raft-g1 (gaps -1, 1 only), fast-raft-g1-i4 (and 4 RAFT iterations), fast-full, fast-raft-full (the adapted
     weights, not the midpoint with the original ones), fast-lr2e-4 (adaptation rate 2e-4), fast-nocheck,
-    fast-raft-nocheck (without the appearance check, models/appearance.py), fast-soup2 (two adaptation runs
-    averaged), fast-decoder (the encoder's weights held)
+    fast-raft-nocheck (without the appearance check, models/appearance.py), fast-decoder (the encoder's weights
+    held)
 `fast` = batch 8, adaptation at half the input size, the midpoint weights, the appearance check (the service default); `-raft` variants need --raft-weights. The table prints per variant: mean J, gain
 over 0 steps, the worst video's change, kept/reverted counts, seconds of flow and adaptation per
 video, J gained per second and IoU0 (mean IoU of the adapted masks with the 0-step ones: how far
@@ -69,7 +69,6 @@ VARIANTS: dict[str, dict] = {
     "fast-nocheck": {**FAST, "appearance_check": False},  # masks may grow into background colours
     "fast-raft-nocheck": {**FAST, "flow_method": "raft", "appearance_check": False},
     "fast-lr2e-4": {**FAST, "lr": 2e-4},  # a third of the paper's rate: smaller moves away from the shipped weights
-    "fast-soup2": {**FAST, "runs": 2},  # two runs (seeds s, s + 1) averaged before the midpoint
     "fast-decoder": {**FAST, "adapt_encoder": False},  # the encoder's weights held: decoder and head adapt
 }
 

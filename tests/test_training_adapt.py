@@ -49,7 +49,7 @@ def test_adaptation_on_real_motion_is_kept(single_thread):
     frames, _, flows, valid = make_video(0)
     model = _model()
     report = adapt(model, _dataset(flows, valid, frames), SETTINGS, torch.device("cpu"))
-    assert report.decision == "kept" and report.best_steps[0] > 0
+    assert report.decision == "kept" and report.best_step > 0
     assert report.heldout_frames == 3
     assert report.heldout_loss_after < 0.98 * report.heldout_loss_before
     assert report.appearance_check  # kept weights segment behind the appearance check (models/appearance.py)
@@ -63,7 +63,7 @@ def test_adaptation_on_noise_flow_is_reverted_and_segments_as_before(single_thre
     original = {k: v.clone() for k, v in model.state_dict().items()}
     before = segment_frames(model, list(frames), (HEIGHT, WIDTH), torch.device("cpu"), "border")
     report = adapt(model, _dataset(noise, valid, frames), SETTINGS, torch.device("cpu"))
-    assert report.decision == "reverted" and report.best_steps == [0]
+    assert report.decision == "reverted" and report.best_step == 0
     assert not report.appearance_check  # the original weights have nothing to be checked against
     assert len(report.train_losses) == SETTINGS.steps  # it did adapt, then threw the result away
     assert all(torch.equal(model.state_dict()[k], v) for k, v in original.items())
@@ -77,7 +77,7 @@ def test_without_holdout_the_adapted_weights_are_kept(single_thread):
     model = _model()
     report = adapt(model, _dataset(noise, valid, frames),
                    AdaptationSettings(steps=2, holdout_every=0, appearance_check=False), torch.device("cpu"))
-    assert report.decision == "kept" and report.heldout_frames == 0 and report.best_steps == [2]
+    assert report.decision == "kept" and report.heldout_frames == 0 and report.best_step == 2
     assert not report.appearance_check  # switched off
 
 
@@ -121,23 +121,6 @@ def test_the_safeguard_judges_the_interpolated_weights(single_thread):
                                                    SETTINGS.scale)), rtol=1e-5)
 
 
-def test_two_runs_average_the_weights_of_each_run_seeded_apart(single_thread):
-    frames, _, flows, valid = make_video(0)
-    dataset = _dataset(flows, valid, frames)
-    settings = AdaptationSettings(steps=4, batch_size=4, lr=1e-2, holdout_every=0, interpolation=1.0)
-    singles = [_model(), _model()]
-    for seed, single in enumerate(singles):
-        adapt(single, dataset, dataclasses.replace(settings, seed=seed), torch.device("cpu"))
-    soup = _model()
-    report = adapt(soup, dataset, dataclasses.replace(settings, runs=2), torch.device("cpu"))
-    assert report.runs == 2 and report.best_steps == [4, 4] and len(report.train_losses) == 8
-    assert report.train_losses[4:] != report.train_losses[:4]  # the second run restarted with its own seed
-    for name, value in soup.state_dict().items():
-        if value.is_floating_point():
-            expected = (singles[0].state_dict()[name] + singles[1].state_dict()[name]) / 2
-            assert torch.allclose(value, expected, atol=1e-6), name
-
-
 def test_held_encoder_stays_as_it_was_while_the_decoder_adapts(single_thread):
     frames, _, flows, valid = make_video(0)
     model = _model()
@@ -150,11 +133,6 @@ def test_held_encoder_stays_as_it_was_while_the_decoder_adapts(single_thread):
     for name, is_encoder in names.items():
         assert torch.equal(model.state_dict()[name], original[name]) == is_encoder, name
     assert all(p.requires_grad for p in model.parameters())  # trainable again afterwards
-
-
-def test_fewer_than_one_run_is_refused():
-    with pytest.raises(ValueError, match="runs"):
-        AdaptationSettings(runs=0)
 
 
 @pytest.mark.parametrize("interpolation", [0.0, -0.5, 1.5])

@@ -119,16 +119,11 @@ class AdaptationSettings:
     interpolation: float = 0.5
     #: Hold the adapted foreground where it would grow into background colours (models/appearance.py).
     appearance_check: bool = True
-    #: Independent adaptation runs (seeds ``seed``, ``seed + 1``, …), each ``steps`` long, whose best
-    #: checked weights are averaged before the interpolation (a model soup; see the module docstring).
-    runs: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.interpolation <= 1.0:
             raise ValueError(f"interpolation must be in (0, 1], got {self.interpolation}")
-        if self.runs < 1:
-            raise ValueError(f"runs must be at least 1, got {self.runs}")
 
     def train_config(self) -> TrainConfig:
         """The training setup the steps follow, with this job's steps, batch and rate."""
@@ -142,9 +137,8 @@ class AdaptationReport:
     """What adaptation did, for the job result: ``kept`` or ``reverted``, and the evidence."""
 
     decision: str  # "kept": adapted weights segment the video; "reverted": the original ones do
-    steps: int  # steps taken by each run
-    runs: int  # independent adaptation runs averaged (AdaptationSettings.runs)
-    best_steps: list[int]  # per run, the step whose weights were kept (0: none improved, or reverted)
+    steps: int  # steps taken
+    best_step: int  # step whose weights were kept (0 when reverted)
     heldout_frames: int  # 0: the video was too short to hold frames out, and the steps were kept unjudged
     heldout_loss_before: float | None
     heldout_loss_after: float | None  # held-out loss of the weights judged: the best step's, interpolated
@@ -248,14 +242,6 @@ def _encoder_held(model: Segmenter, hold: bool) -> Iterator[None]:
             parameter.requires_grad_(True)
 
 
-def _average_states(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """The mean, weight by weight, of state dicts of one network (integer buffers from the first)."""
-    if len(states) == 1:
-        return states[0]
-    return {name: torch.stack([state[name] for state in states]).mean(dim=0) if value.is_floating_point() else value
-            for name, value in states[0].items()}
-
-
 def adapt(
     model: Segmenter,
     dataset: FlowPairDataset,
@@ -264,14 +250,14 @@ def adapt(
     progress: ProgressCallback | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> AdaptationReport:
-    """Adapt ``model`` in place on ``dataset`` for ``settings.runs`` × ``settings.steps`` steps,
-    behind the safeguard.
+    """Adapt ``model`` in place on ``dataset`` for ``settings.steps`` steps, behind the safeguard.
 
-    On return the model holds the kept weights (the best checked ones of each run, averaged, then
-    interpolated) or, when reverted, exactly the weights it came with; it is in eval mode either way.
+    On return the model holds the kept weights (the best checked ones, interpolated) or, when
+    reverted, exactly the weights it came with; it is in eval mode either way.
     """
     config = settings.train_config()
     loss_fn = LossFunction(config, device)
+    generator = torch.Generator().manual_seed(settings.seed)
     held_out = heldout_frames(len(dataset), settings.holdout_every)
     train_frames = torch.ones(len(dataset), dtype=torch.bool)
     train_frames[held_out] = False
@@ -283,66 +269,51 @@ def adapt(
 
     original = copy.deepcopy(model.state_dict())
     before = check()
+    best_loss, best_step, best_state = before, 0, original
+    optimizer = make_optimizer(model, config)
     batch_size = min(settings.batch_size, len(training_set))
-    total_steps = settings.runs * settings.steps
     losses: list[float] = []
-    run_states: list[dict[str, torch.Tensor]] = []
-    best_steps: list[int] = []
+    model.train()
+    if settings.freeze_norm:
+        _set_norm_frozen(model)
     if progress is not None:  # the stage starts now, not after its first step: stage timings stay true
-        progress("adapting", 0, total_steps)
+        progress("adapting", 0, settings.steps)
     with _encoder_held(model, not settings.adapt_encoder):
-        for run in range(settings.runs):
-            model.load_state_dict(original)
-            generator = torch.Generator().manual_seed(settings.seed + run)
-            optimizer = make_optimizer(model, config)
-            best_loss, best_step, best_state = before, 0, original
-            model.train()
-            if settings.freeze_norm:
-                _set_norm_frozen(model)
-            for step in range(1, settings.steps + 1):
-                _check_cancel(should_cancel)
-                batch: Batch = training_set.sample(batch_size, generator)
-                if settings.scale != 1.0:
-                    batch = batch.rescaled(settings.scale)
-                loss, _ = train_step(model, optimizer, loss_fn, batch, config.lr, config)
-                losses.append(loss)
-                if safeguard and (step % settings.check_every == 0 or step == settings.steps):
-                    current = check()
-                    if current < best_loss:
-                        best_loss, best_step, best_state = current, step, copy.deepcopy(model.state_dict())
-                if progress is not None:
-                    progress("adapting", run * settings.steps + step, total_steps)
-            run_states.append(best_state if safeguard else copy.deepcopy(model.state_dict()))
-            best_steps.append(best_step if safeguard else settings.steps)
-    adapted = _average_states(run_states)
+        for step in range(1, settings.steps + 1):
+            _check_cancel(should_cancel)
+            batch: Batch = training_set.sample(batch_size, generator)
+            if settings.scale != 1.0:
+                batch = batch.rescaled(settings.scale)
+            loss, _ = train_step(model, optimizer, loss_fn, batch, config.lr, config)
+            losses.append(loss)
+            if safeguard and (step % settings.check_every == 0 or step == settings.steps):
+                current = check()
+                if current < best_loss:
+                    best_loss, best_step, best_state = current, step, copy.deepcopy(model.state_dict())
+            if progress is not None:
+                progress("adapting", step, settings.steps)
+    adapted = best_state if safeguard else model.state_dict()
     if settings.interpolation < 1.0:
         adapted = interpolate_weights(original, adapted, settings.interpolation)
-    if not safeguard:
-        after = math.nan
-    elif not any(best_steps):  # no run improved on the start: the weights to judge are the original ones
-        after = before
-    elif settings.runs == 1 and settings.interpolation == 1.0:  # the kept weights are the checked ones
-        after = best_loss
-    else:  # the safeguard judges the weights that would be used
-        model.load_state_dict(adapted)
-        after = check()
-    keep = not safeguard or after <= before * (1 - settings.keep_margin)
+        if best_step > 0:  # the safeguard judges the weights that would be used
+            model.load_state_dict(adapted)
+            best_loss = check()
+    keep = not safeguard or best_loss <= before * (1 - settings.keep_margin)
     model.load_state_dict(adapted if keep else original)
     model.eval()
     report = AdaptationReport(
         decision="kept" if keep else "reverted",
         steps=settings.steps,
-        runs=settings.runs,
-        best_steps=best_steps if keep else [0] * settings.runs,
+        best_step=(best_step if safeguard else settings.steps) if keep else 0,
         heldout_frames=len(held_out),
         heldout_loss_before=before if safeguard else None,
-        heldout_loss_after=after if safeguard else None,
+        heldout_loss_after=best_loss if safeguard else None,
         interpolation=settings.interpolation,
         appearance_check=keep and settings.appearance_check,
         train_losses=losses,
     )
-    log.info("adaptation %s: held-out loss %.4f -> %.4f (best at steps %s of %d, %d run(s), %d held-out frames)",
-             report.decision, before, after, best_steps, settings.steps, settings.runs, len(held_out))
+    log.info("adaptation %s: held-out loss %.4f -> %.4f (best at step %d of %d, %d held-out frames)",
+             report.decision, before, best_loss, best_step, settings.steps, len(held_out))
     return report
 
 
