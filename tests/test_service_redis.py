@@ -211,6 +211,18 @@ def test_queue_length_is_bounded(redis_settings, davis_video) -> None:
     assert len(list(settings.upload_dir.iterdir())) == 2, "the refused upload was kept"
 
 
+def test_concurrent_submits_do_not_overshoot_the_queue_limit(redis_settings, davis_video) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = redis_settings.model_copy(update={"max_queued_jobs": 2})
+    video = davis_video.read_bytes()
+    with new_client(settings) as client, ThreadPoolExecutor(6) as pool:
+        codes = sorted(pool.map(lambda i: client.post("/adapt-and-segment", files={"file": (f"{i}.mp4", video)}).status_code,
+                                range(6)))
+    assert codes == [202, 202, 429, 429, 429, 429]
+    assert len(list(settings.upload_dir.iterdir())) == 2, "a refused upload was kept"
+
+
 def test_upload_space_is_bounded(redis_settings, davis_video) -> None:
     """Uploads waiting for workers may take GWM_MAX_UPLOAD_DIR_BYTES; beyond, 503 with Retry-After until one goes."""
     from helpers.service_process import metric

@@ -13,7 +13,7 @@ from service import encoding, rle
 from service.api.deps import StateDep
 from service.errors import Conflict, InvalidParameter, TooManyRequests
 from service.jobs import VideoJobRequest
-from service.queue.base import JobQueue, check_job_id, new_job_id
+from service.queue.base import JobQueue, check_job_id, check_room, new_job_id
 from service.results import ResultCache
 from service.schemas import JobState, JobStatus
 from service.uploads import save_upload
@@ -56,12 +56,7 @@ async def submit_video_job(
     if max_frames is not None and max_frames > settings.max_video_frames:
         raise InvalidParameter(f"max_frames={max_frames} exceeds the limit of {settings.max_video_frames}")
     limits = VideoLimits(settings.max_video_frames, settings.max_video_seconds, settings.max_video_side)
-    waiting = await run_in_threadpool(state.queue.depth)
-    if waiting >= settings.max_queued_jobs:
-        raise TooManyRequests(
-            f"{waiting} video jobs are waiting for a worker; the limit is {settings.max_queued_jobs}",
-            retry_after=settings.retry_after_seconds,
-        )
+    check_room(await run_in_threadpool(state.queue.depth), settings)  # a full queue answers before the upload
 
     job_id = new_job_id()
     path = await save_upload(
@@ -87,8 +82,12 @@ async def submit_video_job(
         refine=settings.refine if refine is None else refine,
         temporal=settings.temporal if temporal is None else temporal,
     )
-    # Should the queue fail after the upload is saved, the maintenance sweep removes the orphan.
-    status = await run_in_threadpool(state.queue.submit, job_id, request)
+    try:  # the queue checks its room again, atomically: others may have filled it during the upload
+        status = await run_in_threadpool(state.queue.submit, job_id, request)
+    except TooManyRequests:
+        path.unlink(missing_ok=True)
+        raise
+    # Should the queue fail otherwise, the maintenance sweep removes the orphaned upload.
     return JSONResponse(status.model_dump(mode="json"), status_code=202, headers={"Location": status.url})
 
 

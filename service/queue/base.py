@@ -8,9 +8,10 @@ import uuid
 from abc import ABC, abstractmethod
 from typing import Any
 
-from service.errors import BadInput, redact_paths
+from service.errors import BadInput, TooManyRequests, redact_paths
 from service.jobs import VideoJobRequest
 from service.schemas import JobProgress, JobState, JobStatus
+from service.settings import Settings
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -25,6 +26,13 @@ def check_job_id(job_id: str) -> str:
     if not _JOB_ID.fullmatch(job_id):
         raise BadInput("malformed job id: expected 32 lowercase hex characters")
     return job_id
+
+
+def check_room(waiting: int, settings: Settings) -> None:
+    """Raise TooManyRequests (with Retry-After) when ``waiting`` jobs fill ``GWM_MAX_QUEUED_JOBS``."""
+    if waiting >= settings.max_queued_jobs:
+        raise TooManyRequests(f"{waiting} video jobs are waiting for a worker; the limit is {settings.max_queued_jobs}",
+                              retry_after=settings.retry_after_seconds)
 
 
 def make_status(
@@ -55,7 +63,9 @@ class JobQueue(ABC):
 
     @abstractmethod
     def submit(self, job_id: str, request: VideoJobRequest) -> JobStatus:
-        """Queue a job; the uploaded file in ``request`` now belongs to the job."""
+        """Queue a job; the uploaded file in ``request`` now belongs to the job. Raises
+        TooManyRequests when ``GWM_MAX_QUEUED_JOBS`` jobs are already waiting, checked and queued
+        as one step, so concurrent submits cannot overshoot the limit."""
 
     @abstractmethod
     def status(self, job_id: str) -> JobStatus:

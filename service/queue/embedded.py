@@ -17,7 +17,7 @@ from typing import Any
 
 from service.errors import Conflict, NotFound, ServiceError
 from service.jobs import JobCancelled, VideoJobRequest, WorkerConfig, run_video_job
-from service.queue.base import JobQueue, make_status
+from service.queue.base import JobQueue, check_room, make_status
 from service.schemas import JobProgress, JobState, JobStatus
 from service.settings import Settings
 
@@ -50,6 +50,7 @@ class EmbeddedJobQueue(JobQueue):
 
     def submit(self, job_id: str, request: VideoJobRequest) -> JobStatus:
         with self._lock:
+            check_room(self._waiting(), self._settings)
             self._records[job_id] = _Record(request=request)
         self._pending.put(job_id)
         return self.status(job_id)
@@ -93,7 +94,10 @@ class EmbeddedJobQueue(JobQueue):
 
     def depth(self) -> int:
         with self._lock:
-            return sum(record.state is JobState.QUEUED for record in self._records.values())
+            return self._waiting()
+
+    def _waiting(self) -> int:
+        return sum(record.state is JobState.QUEUED for record in self._records.values())
 
     def ping(self) -> bool:
         return self._thread.is_alive()

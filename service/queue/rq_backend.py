@@ -44,13 +44,14 @@ from rq.timeouts import JobTimeoutException, TimerDeathPenalty
 
 from service.errors import Conflict, NotFound, ServiceError, Unavailable
 from service.jobs import JobCancelled, VideoJobRequest, WorkerConfig, run_video_job
-from service.queue.base import JobQueue, make_status
+from service.queue.base import JobQueue, check_room, make_status
 from service.schemas import JobProgress, JobState, JobStatus
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 _CANCEL_KEY = "gwm:cancel:{}"
+_SUBMIT_LOCK = "gwm:submit:{}"
 #: RQ's timeout of a job comes this long after the job's own (which it checks itself).
 RQ_TIMEOUT_GRACE_S = 60
 #: Seconds the API waits for Redis before a request gets a 503: an unreachable host must not hang it.
@@ -144,23 +145,30 @@ class RQJobQueue(JobQueue):
         return self._queue
 
     def submit(self, job_id: str, request: VideoJobRequest) -> JobStatus:
-        ttl = self._settings.job_ttl_seconds
-        retries = self._settings.job_retries
+        # under a Redis lock, since every API instance counts and fills the same queue
+        lock = self._redis.lock(_SUBMIT_LOCK.format(self._settings.queue_name), timeout=REDIS_SOCKET_TIMEOUT_S,
+                                blocking_timeout=REDIS_SOCKET_TIMEOUT_S)
         try:
-            self._queue.enqueue(
-                execute,
-                request,
-                job_id=job_id,
-                job_timeout=self._settings.job_timeout_seconds + RQ_TIMEOUT_GRACE_S,
-                result_ttl=ttl,
-                failure_ttl=ttl,
-                retry=Retry(max=retries) if retries else None,
-                on_failure=Callback(discard_upload_if_final),
-                meta={"stage": "queued", "options": request.options(), "upload": request.video_path},
-            )
-        except RedisError as exc:
+            with lock:
+                check_room(self._queue.count, self._settings)
+                self._enqueue(job_id, request)
+        except RedisError as exc:  # LockError included: no lock within the timeout
             raise Unavailable(f"job queue unreachable: {exc}") from exc
         return self.status(job_id)
+
+    def _enqueue(self, job_id: str, request: VideoJobRequest) -> None:
+        ttl, retries = self._settings.job_ttl_seconds, self._settings.job_retries
+        self._queue.enqueue(
+            execute,
+            request,
+            job_id=job_id,
+            job_timeout=self._settings.job_timeout_seconds + RQ_TIMEOUT_GRACE_S,
+            result_ttl=ttl,
+            failure_ttl=ttl,
+            retry=Retry(max=retries) if retries else None,
+            on_failure=Callback(discard_upload_if_final),
+            meta={"stage": "queued", "options": request.options(), "upload": request.video_path},
+        )
 
     def status(self, job_id: str) -> JobStatus:
         job = self._fetch(job_id)
