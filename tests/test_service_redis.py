@@ -85,6 +85,18 @@ def run_worker_burst(settings) -> None:
         worker.connection.close()
 
 
+def run_one_job(settings, video: bytes, steps: int) -> tuple[dict, int | None]:
+    """Submit one job, run it on a burst worker; its final status and RQ's retries left."""
+    from rq.job import Job
+
+    with new_client(settings) as client:
+        job_id = client.post(f"/adapt-and-segment?steps={steps}", files={"file": ("b.mp4", video)}).json()["id"]
+        run_worker_burst(settings)
+        status = client.get(f"/jobs/{job_id}").json()
+        retries_left = Job.fetch(job_id, connection=client.app.state.service.queue.queue.connection).retries_left
+    return status, retries_left
+
+
 def new_client(settings) -> TestClient:
     from service.api.app import create_app
 
@@ -141,16 +153,10 @@ def test_input_error_fails_without_retry(redis_settings, tmp_path) -> None:
 
 def test_retry_finds_the_upload_and_the_error_names_the_cause(redis_settings, davis_video, monkeypatch, tmp_path) -> None:
     """A job that raises unexpectedly is retried with its upload; the final error is the real one, path-free."""
-    from rq.job import Job
-
     missing = tmp_path / "weights" / "missing.pt"
     monkeypatch.setenv("GWM_CHECKPOINT_PATH", str(missing))  # the worker's setting, not the API's
     settings = redis_settings.model_copy(update={"job_retries": 1})
-    with new_client(settings) as client:
-        job_id = client.post("/adapt-and-segment?steps=1", files={"file": ("b.mp4", davis_video.read_bytes())}).json()["id"]
-        run_worker_burst(settings)
-        status = client.get(f"/jobs/{job_id}").json()
-        retries_left = Job.fetch(job_id, connection=client.app.state.service.queue.queue.connection).retries_left
+    status, retries_left = run_one_job(settings, davis_video.read_bytes(), steps=1)
     assert status["state"] == "failed", status
     assert "no longer available" not in status["error"], status["error"]
     assert "missing.pt" in status["error"] and str(missing.parent) not in status["error"], status["error"]
@@ -160,15 +166,9 @@ def test_retry_finds_the_upload_and_the_error_names_the_cause(redis_settings, da
 
 def test_a_job_past_its_timeout_fails_with_a_message_and_is_not_retried(redis_settings, davis_video,
                                                                           monkeypatch) -> None:
-    from rq.job import Job
-
     monkeypatch.setenv("GWM_JOB_TIMEOUT_SECONDS", "1")  # the worker's own setting
     settings = redis_settings.model_copy(update={"job_retries": 1})
-    with new_client(settings) as client:
-        job_id = client.post("/adapt-and-segment?steps=200", files={"file": ("b.mp4", davis_video.read_bytes())}).json()["id"]
-        run_worker_burst(settings)
-        status = client.get(f"/jobs/{job_id}").json()
-        retries_left = Job.fetch(job_id, connection=client.app.state.service.queue.queue.connection).retries_left
+    status, retries_left = run_one_job(settings, davis_video.read_bytes(), steps=200)
     assert status["state"] == "failed" and "exceeded its 1 s timeout" in status["error"], status
     assert status["ended_at"] - status["started_at"] < 1 + 2, status  # stopped within the 2 s of a cancel
     assert retries_left == 1, "a timed-out job ran again"

@@ -21,10 +21,10 @@ from service.api import docs, health, jobs, segment
 from service.api.errors import install_error_handlers
 from service.api.middleware import PUBLIC_PATHS, APIKeyGuard, BodySizeLimit
 from service.api.state import ServiceState
+from service.data_lock import hold_data_dir
 from service.inference import OnnxSegmenter
 from service.maintenance import Maintenance
 from service.queue import create_queue
-from service.data_lock import hold_data_dir
 from service.results import ResultCache
 from service.settings import Settings
 
