@@ -75,6 +75,11 @@ def test_swagger_ui_works_offline_and_authorises_with_the_key(keyed_settings, tm
         for path in ("/segment", "/adapt-and-segment", "/jobs/{job_id}/result", "/metrics"):
             assert page.locator(f".opblock-summary-path[data-path='{path}']").first.is_visible(), path
 
+        video = page.locator("#operations-videos-submit_video_job_adapt_and_segment_post")
+        video.locator(".opblock-summary").click()
+        video.locator(".try-out__btn").click()  # the streamed upload still gets a file picker
+        assert video.locator("input[type=file]").is_visible()
+
         metrics = page.locator("#operations-operations-prometheus_metrics_metrics_get")
 
         def try_metrics() -> str:

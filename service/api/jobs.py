@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Path as PathParam, Query, UploadFile
+from fastapi import APIRouter, Path as PathParam, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 
@@ -16,7 +16,7 @@ from service.jobs import VideoJobRequest
 from service.queue.base import JobQueue, check_job_id, check_room, new_job_id
 from service.results import ResultCache
 from service.schemas import JobState, JobStatus
-from service.uploads import save_upload
+from service.uploads import receive_upload, upload_request_body
 from service.video import VideoLimits, probe_video
 
 router = APIRouter(tags=["videos"])
@@ -32,10 +32,11 @@ class ResultFormat(StrEnum):
     video = "video"
 
 
-@router.post("/adapt-and-segment", status_code=202, response_model=JobStatus, summary="Adapt And Segment")
+@router.post("/adapt-and-segment", status_code=202, response_model=JobStatus, summary="Adapt And Segment",
+             openapi_extra=upload_request_body("file", "Video: mp4, webm, mov, mkv, avi or GIF."))
 async def submit_video_job(
     state: StateDep,
-    file: Annotated[UploadFile, File(description="Video: mp4, webm, mov, mkv, avi or GIF.")],
+    request: Request,
     steps: Annotated[int | None, Query(ge=0, description="Adaptation steps (default GWM_DEFAULT_ADAPTATION_STEPS)")] = None,
     stride: Annotated[int, Query(ge=1, le=100, description="Use every stride-th frame")] = 1,
     max_frames: Annotated[int | None, Query(ge=1, description="Stop after this many frames")] = None,
@@ -48,7 +49,10 @@ async def submit_video_job(
                                        "steadier masks (default GWM_TEMPORAL)")
     ] = None,
 ) -> JSONResponse:
-    """Queue test-time adaptation on the uploaded video; poll the returned URL for progress."""
+    """Queue test-time adaptation on the uploaded video; poll the returned URL for progress.
+
+    The video arrives as the multipart form field ``file``, read by service.uploads as it streams
+    in (declared to the docs by ``openapi_extra``), not by FastAPI's form parsing."""
     settings = state.settings
     steps = settings.default_adaptation_steps if steps is None else steps
     if steps > settings.max_adaptation_steps:
@@ -59,8 +63,9 @@ async def submit_video_job(
     check_room(await run_in_threadpool(state.queue.depth), settings)  # a full queue answers before the upload
 
     job_id = new_job_id()
-    path = await save_upload(
-        file,
+    path = await receive_upload(
+        request,
+        "file",
         settings.upload_dir,
         job_id,
         settings.max_upload_bytes,
@@ -72,7 +77,7 @@ async def submit_video_job(
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    request = VideoJobRequest(
+    job = VideoJobRequest(
         video_path=str(path),
         steps=steps,
         stride=stride,
@@ -83,7 +88,7 @@ async def submit_video_job(
         temporal=settings.temporal if temporal is None else temporal,
     )
     try:  # the queue checks its room again, atomically: others may have filled it during the upload
-        status = await run_in_threadpool(state.queue.submit, job_id, request)
+        status = await run_in_threadpool(state.queue.submit, job_id, job)
     except TooManyRequests:
         path.unlink(missing_ok=True)
         raise
