@@ -141,7 +141,7 @@ def main() -> int:
         truths = [read_annotation(args.data, video, i) for i in range(len(video))]
         row: dict = {"sequence": video.name, "frames": len(frames)}
         start = time.perf_counter()
-        masks0 = segment_frames(model, frames, input_size, device, merge)
+        masks0 = list(segment_frames(model, frames, input_size, device, merge))
         row["segment_s"] = time.perf_counter() - start
         row["J0"] = sequence_j(masks0, truths)
         datasets.clear()
@@ -166,7 +166,7 @@ def main() -> int:
                 report = adapt(adapted, dataset, dataclasses.replace(settings, seed=seed), device)
                 adapt_s = time.perf_counter() - start
                 original = model if report.appearance_check else None
-                masks = segment_frames(adapted, frames, input_size, device, merge, original=original)
+                masks = list(segment_frames(adapted, frames, input_size, device, merge, original=original))
                 runs.append({"J": sequence_j(masks, truths), "kept": report.decision == "kept", "adapt_s": adapt_s,
                              "agreement": np.mean([jaccard(a, b) for a, b in zip(masks0, masks)]),
                              "before": report.heldout_loss_before, "after": report.heldout_loss_after})
@@ -174,8 +174,9 @@ def main() -> int:
             row[name].update(flow_s=flow_s, before=runs[-1]["before"], after=runs[-1]["after"],
                              decision="kept" if runs[-1]["kept"] else "reverted")
             if name == detail:
-                fused = segment_frames(adapted, frames, input_size, device, merge, flow=dataset.flow, original=original)
-                fused0 = segment_frames(model, frames, input_size, device, merge, flow=dataset.flow)
+                fused = list(segment_frames(adapted, frames, input_size, device, merge, flow=dataset.flow,
+                                            original=original))
+                fused0 = list(segment_frames(model, frames, input_size, device, merge, flow=dataset.flow))
                 row["J0_temporal"], row["J_temporal"] = sequence_j(fused0, truths), sequence_j(fused, truths)
                 row["flicker0"], row["flicker"] = flicker(masks0, dataset), flicker(masks, dataset)
                 row["flicker0_temporal"], row["flicker_temporal"] = flicker(fused0, dataset), flicker(fused, dataset)

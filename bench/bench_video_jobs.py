@@ -106,7 +106,7 @@ def main() -> int:
         size = f"{854 if upscale == 2 else 427}x{480 if upscale == 2 else 240}"
         print(f"\n{size} H.264 crf 23 uploads, {len(rows)} videos, {args.steps} steps, through the service")
         print(f"{'sequence':<16}{'n':>4}{'J0':>6}{'J':>6}{'Δ':>6}{'safeguard':>10}{'J tmp':>7}{'flk0':>6}{'flk':>6}"
-              f"{'flk tmp':>8}{'t0 s':>6}{'t s':>6}{'flow':>6}{'adapt':>6}{'seg':>6}")
+              f"{'flk tmp':>8}{'t0 s':>6}{'t s':>6}{'flow':>6}{'adapt':>6}{'seg':>6}{'enc':>6}")
         for r in rows:
             adaptation = r["N"]["adaptation"] or {}
             timings = r["N"]["timings"]
@@ -115,7 +115,8 @@ def main() -> int:
                   f"{100 * r.get('N+temporal', {}).get('J', np.nan):7.1f}{100 * r['0']['flicker']:6.1f}"
                   f"{100 * r['N']['flicker']:6.1f}{100 * r.get('N+temporal', {}).get('flicker', np.nan):8.1f}"
                   f"{r['0']['wall_s']:6.1f}{r['N']['wall_s']:6.1f}"
-                  f"{timings.get('flow', 0):6.1f}{timings.get('adapting', 0):6.1f}{timings.get('segmenting', 0):6.1f}")
+                  f"{timings.get('flow', 0):6.1f}{timings.get('adapting', 0):6.1f}{timings.get('segmenting', 0):6.1f}"
+                  f"{timings.get('encoding', 0):6.1f}")
         mean = {k: 100 * np.mean([r[k]["J"] for r in rows]) for k in jobs}
         flk = {k: 100 * np.mean([r[k]["flicker"] for r in rows]) for k in jobs}
         worst = 100 * min(r["N"]["J"] - r["0"]["J"] for r in rows)

@@ -35,10 +35,11 @@ STAGES = ("decoding", "flow", "adapting", "segmenting", "encoding")
 #: model and the default settings on the 2-core development CPU, shared with other work at the time:
 #: the 12 val-dev videos as 854x480 H.264 uploads through the embedded server took, per video, flow
 #: 0.24-0.5 s a frame (dis-fine, 4 gaps), adapting 0.5-0.7 s a step (batch 8 at half size, with the
-#: safeguard's checks), segmenting ~0.08 s a frame (``python bench/bench_video_jobs.py``, the job's
-#: ``timings``). RAFT flow (GWM_FLOW_METHOD=raft on a CPU) is ~5x slower than this, and the percent
-#: then lags during flow.
-STAGE_SECONDS = {"decoding": 0.01, "flow": 0.3, "adapting": 0.5, "segmenting": 0.08, "encoding": 0.002}
+#: safeguard's checks) (``python bench/bench_video_jobs.py``, the job's ``timings``); segmenting (the
+#: networks, channels-last) ~0.05 s a frame and encoding (each full-size mask made, refined and RLE
+#: encoded as it is stored) 0.02-0.07 s a frame at 854x480, one thread. RAFT flow
+#: (GWM_FLOW_METHOD=raft on a CPU) is ~5x slower than this, and the percent then lags during flow.
+STAGE_SECONDS = {"decoding": 0.01, "flow": 0.3, "adapting": 0.5, "segmenting": 0.05, "encoding": 0.03}
 #: No ETA before this much of the job's time has passed and this share of it is done: an estimate from
 #: the first frames decoded is noise.
 ETA_MIN_ELAPSED_S = 2.0
@@ -263,13 +264,15 @@ def run_video_job(
             )
         except AdaptationCancelled as exc:
             raise stop() from exc
-        masks = segmentation.masks
-        timer.report("encoding", 0, len(masks))
+        total = len(video.frames)
+        timer.report("encoding", 0, total)
         encoded = []
-        for mask in masks:  # 300 masks of 1920x1080 take seconds: a cancel must not wait for all of them
+        # Each full-size mask is made (refined, with refine) as it is encoded, one held at a time; 300
+        # masks of 1920x1080 take seconds: a cancel must not wait for all of them.
+        for mask in segmentation.masks:
             check_cancel()
             encoded.append(rle.encode(mask))
-            timer.report("encoding", len(encoded), len(masks))
+            timer.report("encoding", len(encoded), total)
         height, width = video.frames[0].shape[:2]
         outcome = "succeeded"
         return {

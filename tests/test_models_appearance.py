@@ -65,6 +65,6 @@ def test_segment_frames_is_unchanged_when_the_network_did_not_move() -> None:
     torch.manual_seed(0)
     model = build_segmenter("unet", num_regions=4, width=8).eval()
     frames = [np.random.default_rng(i).integers(0, 256, (40, 60, 3), dtype=np.uint8) for i in range(3)]
-    plain = segment_frames(model, frames, SIZE, torch.device("cpu"), "border")
-    checked = segment_frames(model, frames, SIZE, torch.device("cpu"), "border", original=model)
+    plain = list(segment_frames(model, frames, SIZE, torch.device("cpu"), "border"))
+    checked = list(segment_frames(model, frames, SIZE, torch.device("cpu"), "border", original=model))
     assert all(np.array_equal(a, b) for a, b in zip(plain, checked))

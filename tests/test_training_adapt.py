@@ -61,13 +61,13 @@ def test_adaptation_on_noise_flow_is_reverted_and_segments_as_before(single_thre
     noise = np.random.default_rng(1).normal(0, 2.0, flows.shape).astype(np.float32) * valid[..., None, None, None]
     model = _model()
     original = {k: v.clone() for k, v in model.state_dict().items()}
-    before = segment_frames(model, list(frames), (HEIGHT, WIDTH), torch.device("cpu"), "border")
+    before = list(segment_frames(model, list(frames), (HEIGHT, WIDTH), torch.device("cpu"), "border"))
     report = adapt(model, _dataset(noise, valid, frames), SETTINGS, torch.device("cpu"))
     assert report.decision == "reverted" and report.best_step == 0
     assert not report.appearance_check  # the original weights have nothing to be checked against
     assert len(report.train_losses) == SETTINGS.steps  # it did adapt, then threw the result away
     assert all(torch.equal(model.state_dict()[k], v) for k, v in original.items())
-    after = segment_frames(model, list(frames), (HEIGHT, WIDTH), torch.device("cpu"), "border")
+    after = list(segment_frames(model, list(frames), (HEIGHT, WIDTH), torch.device("cpu"), "border"))
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
 
 

@@ -183,10 +183,11 @@ def test_checkpoint_round_trip(tmp_path):
     assert not list((tmp_path / "run").glob("*.partial"))
     loaded, loaded_spec = load_model(tmp_path / "run" / "model.pt")
     assert loaded_spec == spec and not loaded.training
+    assert all(torch.equal(value, loaded.state_dict()[name]) for name, value in model.state_dict().items())
     image = torch.randn(2, 3, 32, 48)
-    with torch.inference_mode():
+    with torch.inference_mode():  # channels-last convolutions sum in another order: equal to float rounding
         for a, b in zip(model.forward_with_features(image), loaded.forward_with_features(image)):
-            assert torch.equal(a, b)
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     assert load_checkpoint(tmp_path / "run" / "model.pt")["step"] == 7
     # the float16 shipping copy rebuilds the same network, to float16 precision
     slim_checkpoint(tmp_path / "run" / "model.pt", tmp_path / "slim.pt")

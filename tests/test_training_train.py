@@ -127,7 +127,7 @@ def test_adapt_and_segment_returns_a_mask_per_frame(tmp_path, restore_threads):
     stages = []
     result = adapt_and_segment(frames, checkpoint, AdaptationSettings(steps=2, flow_method="dis-ultrafast"),
                                progress=lambda stage, done, total: stages.append((stage, done, total)))
-    masks = result.masks
+    masks = list(result.masks)
     assert len(masks) == 4 and result.adaptation.decision == "kept"  # too short to hold frames out
     for mask, frame in zip(masks, frames):
         assert mask.shape == frame.shape[:2] and mask.dtype == bool

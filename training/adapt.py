@@ -129,7 +129,7 @@ class AdaptationSettings:
         """The training setup the steps follow, with this job's steps, batch and rate."""
         base = TrainConfig()
         return dataclasses.replace(base, steps=self.steps, batch_size=self.batch_size, lr=self.lr or base.lr,
-                                   flow_trust_check=self.trust_check, channels_last=False, seed=self.seed)
+                                   flow_trust_check=self.trust_check, seed=self.seed)
 
 
 @dataclass(frozen=True)
@@ -152,9 +152,12 @@ class AdaptationReport:
 
 @dataclass
 class VideoSegmentation:
-    """One mask per frame, and what adaptation did (None when no step was asked for)."""
+    """One mask per frame, and what adaptation did (None when no step was asked for).
 
-    masks: list[np.ndarray]
+    ``masks`` yields the full-size masks one at a time, in frame order, and only once: the networks
+    have run, and each mask is made as it is asked for (models.inference.segment_frames)."""
+
+    masks: Iterator[np.ndarray]
     adaptation: AdaptationReport | None
 
 
