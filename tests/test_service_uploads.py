@@ -46,7 +46,12 @@ def test_a_full_data_dir_answers_503_before_the_upload_has_ended(service_setting
             for _ in range(48):
                 connection.sendall(b"\0" * 65536)
             started = time.monotonic()
-            reply = connection.recv(65536).decode("latin-1")  # times out (10 s) if the server waits for the rest
+            reply = b""
+            while b"}" not in reply:  # headers, then the JSON body: times out (10 s) if the server waits for the rest
+                received = connection.recv(65536)
+                assert received, f"the server closed the connection after {reply!r}"
+                reply += received
+            reply = reply.decode("latin-1")
         assert reply.startswith("HTTP/1.1 503"), reply
         assert "retry-after: 7" in reply.lower() and "no room for this upload" in reply
         assert time.monotonic() - started < 5
