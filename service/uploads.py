@@ -162,7 +162,7 @@ async def receive_upload(
             raise InvalidParameter(f"{field}: Field required (a multipart form field named {field!r} with the video)")
         if not part.finished:
             raise BadInput("the upload ended before its file did")
-        if written == 0 or target is None:
+        if target is None:  # opened with the file's first byte
             raise BadInput("the uploaded file is empty")
     except BaseException:
         if target is not None:
