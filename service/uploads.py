@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -107,6 +107,52 @@ class _FilePart:
             self._inside, self.finished = False, True
 
 
+class _BudgetedFile:
+    """The upload's file in the data directory: opened with its first byte, written within the
+    per-upload and the directory budgets, removed by :meth:`discard` on any error."""
+
+    def __init__(self, directory: Path, stem: str, max_bytes: int, max_directory_bytes: int, retry_after: int) -> None:
+        self._directory = directory
+        self._stem = stem
+        self._max_bytes = max_bytes
+        self._max_directory_bytes = max_directory_bytes
+        self._retry_after = retry_after
+        self._out: BinaryIO | None = None
+        self._written = 0
+        self._unchecked = 0
+        self.path: Path | None = None
+
+    def write(self, data: bytes | bytearray, filename: str) -> None:
+        """Append ``data``; 413 past the upload's limit, 503 when the directory has no room for it."""
+        if self._out is None:
+            suffix = Path(filename).suffix.lower()
+            self.path = self._directory / f"{self._stem}{suffix if suffix in _SAFE_SUFFIXES else '.bin'}"
+            self._out = self.path.open("wb")
+            self._unchecked = _CHECK_EVERY_BYTES  # the first bytes are checked too: the directory may be full
+        self._written += len(data)
+        self._unchecked += len(data)
+        if self._written > self._max_bytes:
+            raise TooLarge(f"upload exceeds the limit of {self._max_bytes} bytes")
+        if self._unchecked >= _CHECK_EVERY_BYTES:
+            self._out.flush()  # the directory's size must include what this upload wrote so far
+            if directory_bytes(self._directory) + len(data) > self._max_directory_bytes:
+                raise Unavailable(
+                    f"no room for this upload: videos waiting for workers take up to {self._max_directory_bytes} bytes",
+                    retry_after=self._retry_after,
+                )
+            self._unchecked = 0
+        self._out.write(data)
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+
+    def discard(self) -> None:
+        self.close()
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
 async def receive_upload(
     request: Request, field: str, directory: Path, stem: str, max_bytes: int, max_directory_bytes: int,
     retry_after: int,
@@ -124,48 +170,24 @@ async def receive_upload(
         raise InvalidParameter(f"{field}: send the video as multipart/form-data, in a field named {field!r}")
     part = _FilePart(field)
     parser = MultipartParser(options[b"boundary"], part.callbacks())
-    target: Path | None = None
-    written = unchecked = 0
+    file = _BudgetedFile(directory, stem, max_bytes, max_directory_bytes, retry_after)
     try:
-        out = None
-        try:
-            async for chunk in request.stream():
-                try:
-                    parser.write(chunk)
-                except MultipartParseError as exc:
-                    raise BadInput(f"the multipart body is malformed: {exc}") from exc
-                if not part.pending:
-                    continue
-                if out is None:
-                    suffix = Path(part.filename).suffix.lower()
-                    target = directory / f"{stem}{suffix if suffix in _SAFE_SUFFIXES else '.bin'}"
-                    out = target.open("wb")
-                    unchecked = _CHECK_EVERY_BYTES  # the first bytes are checked too: the directory may be full
-                written += len(part.pending)
-                unchecked += len(part.pending)
-                if written > max_bytes:
-                    raise TooLarge(f"upload exceeds the limit of {max_bytes} bytes")
-                if unchecked >= _CHECK_EVERY_BYTES:
-                    out.flush()  # the directory's size must include what this upload wrote so far
-                    if directory_bytes(directory) + len(part.pending) > max_directory_bytes:
-                        raise Unavailable(
-                            f"no room for this upload: videos waiting for workers take up to {max_directory_bytes} bytes",
-                            retry_after=retry_after,
-                        )
-                    unchecked = 0
-                out.write(part.pending)
+        async for chunk in request.stream():
+            try:
+                parser.write(chunk)
+            except MultipartParseError as exc:
+                raise BadInput(f"the multipart body is malformed: {exc}") from exc
+            if part.pending:
+                file.write(part.pending, part.filename)
                 part.pending.clear()
-        finally:
-            if out is not None:
-                out.close()
+        file.close()
         if not part.found:
             raise InvalidParameter(f"{field}: Field required (a multipart form field named {field!r} with the video)")
         if not part.finished:
             raise BadInput("the upload ended before its file did")
-        if target is None:  # opened with the file's first byte
+        if file.path is None:  # opened with the file's first byte
             raise BadInput("the uploaded file is empty")
     except BaseException:
-        if target is not None:
-            target.unlink(missing_ok=True)
+        file.discard()
         raise
-    return target
+    return file.path
