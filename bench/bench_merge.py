@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.merging import _border_strips, _region_subsets, foreground_probability, is_degenerate
+from models.merging import border_strips, region_subsets, foreground_probability, is_degenerate
 from models.preprocessing import prepare_image
-from training.evaluate import _read_mask, read_annotation
+from training.evaluate import read_mask, read_annotation
 from training.export import load_network
 from training.frames import DEFAULT_EVAL_DATA, DEFAULT_EVAL_SPLIT, list_sequences, read_rgb
 
@@ -70,11 +70,11 @@ def rule_scores(network, images: Sequence[np.ndarray], truths: Sequence[np.ndarr
     probabilities = logits.softmax(1)
     truth = torch.from_numpy(np.stack([cv2.resize(t.astype(np.float32), (width, height),
                                                   interpolation=cv2.INTER_AREA) > 0.5 for t in truths]))
-    subsets = _region_subsets(probabilities.shape[1], probabilities, include_all=True)
+    subsets = region_subsets(probabilities.shape[1], probabilities, include_all=True)
     candidates = torch.einsum("sk,nkhw->nshw", subsets, probabilities)
     candidate_iou = _iou(candidates > 0.5, truth[:, None])
     area = candidates.mean((-2, -1))
-    ratio = _border_strips(candidates).mean(-1) / area.clamp_min(1e-9)
+    ratio = border_strips(candidates).mean(-1) / area.clamp_min(1e-9)
     eligible = (area >= MIN_AREA) & ~is_degenerate(candidates)
     contrast = _colour_contrast(probabilities, subsets, np.stack(
         [cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA) for image in images]))
@@ -120,7 +120,7 @@ def main() -> None:
     per_photo: dict[str, list[float]] = defaultdict(list)
     for chunk in tqdm(list(_batches(photos)), desc="ECSSD", unit="batch"):
         batch = rule_scores(network, [read_rgb(p) for p in chunk],
-                            [_read_mask(Path(args.ecssd) / "masks" / f"{p.stem}.png") for p in chunk], input_size)
+                            [read_mask(Path(args.ecssd) / "masks" / f"{p.stem}.png") for p in chunk], input_size)
         for rule, values in batch.items():
             per_photo[rule].extend(values)
     print(f"\n| rule | val-dev J | ECSSD J |  (model {Path(args.model).name}, {len(photos)} photos)\n| --- | --- | --- |")

@@ -44,6 +44,8 @@ __all__ = [
     "region_affinity",
     "spectral_bipartition",
     "background_group",
+    "border_strips",
+    "region_subsets",
     "border_contrast_groups",
     "foreground_probability",
     "is_degenerate",
@@ -104,7 +106,7 @@ def spectral_bipartition(affinity: torch.Tensor) -> torch.Tensor:
     return groups
 
 
-def _border_strips(masks: torch.Tensor) -> torch.Tensor:
+def border_strips(masks: torch.Tensor) -> torch.Tensor:
     """Mean soft mass of masks (..., H, W) on the top, bottom, left and right 2-pixel strips: (..., 4)."""
     w = BORDER_WIDTH
     return torch.stack(
@@ -120,13 +122,13 @@ def _border_strips(masks: torch.Tensor) -> torch.Tensor:
 
 def background_group(group_probability: torch.Tensor) -> torch.Tensor:
     """Which of two merged soft masks (B, 2, H, W) is background, by border ownership: (B,) long."""
-    strips = _border_strips(group_probability)  # (B, 2, 4)
+    strips = border_strips(group_probability)  # (B, 2, 4)
     owned = (strips > BORDER_OWNERSHIP).sum(dim=-1).double()
     score = owned + strips.mean(dim=-1).double() * 1e-3  # mean border mass breaks ties only
     return score.argmax(dim=-1)
 
 
-def _region_subsets(k: int, like: torch.Tensor, include_all: bool = False) -> torch.Tensor:
+def region_subsets(k: int, like: torch.Tensor, include_all: bool = False) -> torch.Tensor:
     """Non-empty subsets of K regions as 0/1 rows (S, K), in ``like``'s dtype and device; without
     ``include_all`` only the 2^K − 2 proper ones (each a split into two non-empty groups)."""
     rows = list(product([0.0, 1.0], repeat=k))[1:]
@@ -139,7 +141,7 @@ def _border_contrast_choice(candidates: torch.Tensor, eligible: torch.Tensor) ->
     (within 10 %) going to the larger candidate. Where none is eligible, every candidate is."""
     eligible = eligible | ~eligible.any(dim=-1, keepdim=True)
     area = candidates.mean(dim=(-2, -1)).double()
-    ratio = _border_strips(candidates).mean(dim=-1).double() / area.clamp_min(1e-12)
+    ratio = border_strips(candidates).mean(dim=-1).double() / area.clamp_min(1e-12)
     ratio = torch.where(eligible, ratio, torch.full_like(ratio, float("inf")))
     best = ratio.min(dim=-1, keepdim=True).values
     near_best = eligible & (ratio <= best * (1 + RATIO_TIE_TOLERANCE) + 1e-12)
@@ -154,7 +156,7 @@ def border_contrast_groups(probabilities: torch.Tensor, min_area: float = MIN_FO
     regions' masses sum to 1 per pixel. Near-ties (within 10 %) go to the larger group, so an object
     split over two regions that both stay off the border is taken whole.
     """
-    subsets = _region_subsets(probabilities.shape[1], probabilities)
+    subsets = region_subsets(probabilities.shape[1], probabilities)
     candidates = torch.einsum("sk,bkhw->bshw", subsets, probabilities)
     eligible = candidates.mean(dim=(-2, -1)) >= min_area
     return subsets[_border_contrast_choice(candidates, eligible)].bool()
@@ -173,7 +175,7 @@ def is_degenerate(soft: torch.Tensor) -> torch.Tensor:
 
 def _fallback_foreground(probabilities: torch.Tensor) -> torch.Tensor:
     """Soft foreground (B, H, W) for images whose merge was degenerate (see the module docstring)."""
-    subsets = _region_subsets(probabilities.shape[1], probabilities)
+    subsets = region_subsets(probabilities.shape[1], probabilities)
     candidates = torch.einsum("sk,bkhw->bshw", subsets, probabilities)
     admissible = ~is_degenerate(candidates)
     chosen = candidates[torch.arange(len(candidates)), _border_contrast_choice(candidates, admissible)]
@@ -226,7 +228,7 @@ def masks_at_size(soft: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def oracle_merge(probabilities: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """Evaluation only: the soft foreground from the subset of regions whose mask best matches the
     ground truth (B, H, W) bool at the same resolution. Returns (B, H, W) soft foreground."""
-    subsets = _region_subsets(probabilities.shape[1], probabilities, include_all=True)
+    subsets = region_subsets(probabilities.shape[1], probabilities, include_all=True)
     candidates = torch.einsum("sk,bkhw->bshw", subsets, probabilities) > 0.5
     truth = truth.unsqueeze(1)
     intersection = (candidates & truth).flatten(2).sum(-1).double()

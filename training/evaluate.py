@@ -36,6 +36,7 @@ __all__ = [
     "jaccard",
     "davis_sequence_scores",
     "f_beta_curve",
+    "read_mask",
     "read_annotation",
     "evaluate_sequence",
     "evaluate_davis",
@@ -89,13 +90,15 @@ def f_beta_curve(
     return (1 + beta2) * precision * recall / np.maximum(beta2 * precision + recall, 1e-12)
 
 
-def _read_mask(path: Path) -> np.ndarray:
+def read_mask(path: Path) -> np.ndarray:
+    """A ground-truth mask file (DAVIS-2016 annotation or saliency PNG, both 0/255 greyscale) as a
+    boolean array: above half is object."""
     return read_rgb(path)[..., 0] > 127
 
 
 def read_annotation(data_root: str | Path, video: VideoFolder, index: int) -> np.ndarray:
     """The 480p ground-truth mask (bool, H×W) of frame ``index`` of a DAVIS-style sequence."""
-    return _read_mask(Path(data_root) / "Annotations" / "480p" / video.name / f"{video.frames[index].stem}.png")
+    return read_mask(Path(data_root) / "Annotations" / "480p" / video.name / f"{video.frames[index].stem}.png")
 
 
 def evaluate_sequence(
@@ -192,7 +195,7 @@ def evaluate_images(
         rgbs = [read_rgb(p) for p in chunk]
         _, merged = predict(model, rgbs, input_size, device, merge)
         for path, rgb, soft in zip(chunk, rgbs, merged):
-            truth = _read_mask(Path(mask_dir) / f"{path.stem}.png")
+            truth = read_mask(Path(mask_dir) / f"{path.stem}.png")
             up = torch.nn.functional.interpolate(soft[None, None], size=truth.shape, mode="bilinear",
                                                  align_corners=False)[0, 0].numpy()
             if refine:
