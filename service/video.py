@@ -89,11 +89,16 @@ def decode_frames(
     can report progress (and raise to stop); ``total`` is the number of frames this call will keep,
     from the container's frame count (:func:`expected_frames`), never below ``done``, and equal to it
     in the last call.
+
+    ``limits.max_seconds`` holds here too, by the frames' own timestamps: a stream whose header
+    records no duration (a webm written as a live stream) passed :func:`probe_video` unmeasured, and
+    with a stride it could otherwise keep a worker decoding ``stride`` × ``max_frames`` frames.
     """
     wanted = min(max_frames or limits.max_frames, limits.max_frames)
     frames: list[np.ndarray] = []
     indices: list[int] = []
     geometry: tuple[int, int, int] | None = None  # (width, height, quarter turns) of the first frame
+    first_time: float | None = None  # presentation time of the first frame, seconds
     with _open(path) as container:
         stream = _video_stream(container)
         fps = _frame_rate(stream)
@@ -102,6 +107,8 @@ def decode_frames(
             on_frame(0, expected)
         try:
             for index, frame in enumerate(container.decode(stream)):
+                _check_elapsed(frame, first_time, limits)
+                first_time = frame.time if first_time is None else first_time
                 if index % stride:
                     continue
                 _check_size(frame.width, frame.height, limits, check_min=geometry is None)
@@ -122,6 +129,12 @@ def decode_frames(
     if on_frame is not None and len(frames) < expected:  # the header promised more than the stream held
         on_frame(len(frames), len(frames))
     return DecodedVideo(frames=frames, indices=indices, fps=fps / stride)
+
+
+def _check_elapsed(frame: av.VideoFrame, first_time: float | None, limits: VideoLimits) -> None:
+    """Reject the video once a frame is shown later than ``max_seconds`` after the first one."""
+    if frame.time is not None and first_time is not None and frame.time - first_time > limits.max_seconds:
+        raise TooLarge(f"video lasts more than {limits.max_seconds:g} s, the limit")
 
 
 def expected_frames(

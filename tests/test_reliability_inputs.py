@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers.service_media import encode_image, encode_video, gradient_rgb, undecodable_video
+from helpers.service_media import encode_image, encode_live_webm, encode_video, gradient_rgb, undecodable_video
 from test_service_images import _error
 from test_service_video import submit, wait_for_end
 
@@ -252,6 +252,25 @@ def test_longer_than_the_duration_limit_is_413(service_settings, tmp_path) -> No
     with TestClient(create_app(settings)) as client:
         code, message = _error(submit(client, small_clip(tmp_path / "a.mp4", frames=12).read_bytes()))
     assert code == 413 and "lasts" in message
+    assert not list(settings.upload_dir.iterdir())
+
+
+def test_stream_without_a_duration_is_held_to_the_duration_limit_while_decoding(service_settings, tmp_path) -> None:
+    """A live-muxed webm states no duration, so the upload is accepted; its frames' timestamps
+    then show 2 s against a 0.5 s limit, and the job fails saying so instead of decoding on."""
+    from fastapi.testclient import TestClient
+
+    from service.api.app import create_app
+
+    clip = encode_live_webm([np.roll(gradient_rgb(64, 48), 3 * i, axis=1) for i in range(24)], tmp_path / "live.webm")
+    with av.open(str(clip)) as container:
+        assert container.duration is None and container.streams.video[0].duration is None
+    settings = service_settings.model_copy(update={"max_video_seconds": 0.5})
+    with TestClient(create_app(settings)) as client:
+        response = submit(client, clip.read_bytes(), "live.webm", "steps=0")
+        assert response.status_code == 202, response.text
+        status = wait_for_end(client, response.json()["url"])
+    assert status["state"] == "failed" and "lasts more than 0.5 s" in status["error"], status
     assert not list(settings.upload_dir.iterdir())
 
 

@@ -71,6 +71,35 @@ def encode_video(
     return path
 
 
+class _Pipe(io.RawIOBase):
+    """A write-only, unseekable byte sink: what a muxer streaming to a socket or stdout sees."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, chunk) -> int:
+        self.data += bytes(chunk)
+        return len(chunk)
+
+
+def encode_live_webm(frames: list[np.ndarray], path: Path, fps: int = 12) -> Path:
+    """A VP8 webm muxed as a live stream (browsers' MediaRecorder, ffmpeg to a pipe): the muxer
+    cannot seek back, so the file records no duration and no frame count."""
+    height, width = frames[0].shape[:2]
+    pipe = _Pipe()
+    with av.open(pipe, mode="w", format="webm") as container:
+        stream = container.add_stream("libvpx", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode(None))
+    path.write_bytes(pipe.data)
+    return path
+
+
 def encode_mjpeg_avi(frames: list[np.ndarray], path: Path, fps: int = 12) -> Path:
     """An AVI of JPEG frames, each at its own size: a stream whose resolution changes midway."""
     height, width = frames[0].shape[:2]
