@@ -84,7 +84,7 @@ def main() -> None:
         merge = config.recorded_merge()
         davis = evaluate_davis(model, config.eval_data, size, progress=False, merge=merge)["overall"]
         ecssd = evaluate_images(model, SHARED / "ecssd" / "images", SHARED / "ecssd" / "masks", size,
-                                limit=args.ecssd_limit, progress=False, merge=merge)
+                                limit=args.ecssd_limit, progress=False)
         row = {"variant": name, "minutes": minutes, "J_merged": 100 * davis["merged"]["J_mean"],
                "J_oracle": 100 * davis["oracle"]["J_mean"], "ecssd_J": 100 * ecssd["J"],
                "ecssd_F": 100 * ecssd["max_F_beta"]}

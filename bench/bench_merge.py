@@ -3,13 +3,17 @@
     python bench/bench_merge.py models/weights/gwm-default.onnx
     python bench/bench_merge.py runs/long/last.pt --ecssd-limit 300
 
+ECSSD is also scored on its two halves (images 1–500, 501–1000): a rule fitted to one half
+should hold on the other.
+
 For every image of DAVIS val-dev (frames 1 … n−2, J per video then averaged) and ECSSD, every
 non-empty subset of the K regions is a candidate foreground, and each rule below picks one; the
 table prints the J of each rule's pick (on the network's grid, the truth area-resized to it, so the
 figures sit near, not on, ``gwm eval``'s), with the oracle (best subset by the truth) as the ceiling.
 
 Rules (none sees the truth):
-- ``border``: the shipped ``border`` strategy (models/merging.py), fallback included;
+- ``border``: the ``border`` strategy (models/merging.py, what video frames use), fallback included;
+- ``framed``: the ``framed`` strategy (what ``/segment`` uses for photos), fallback included;
 - ``spectral``: the paper's Eq. 6 on the network's own features, with the authors' border rule;
 - ``colour contrast``: the candidate whose colour histogram (4×4×4 RGB bins, soft-weighted) differs
   most from the rest of the image (χ²), a classical saliency cue;
@@ -36,7 +40,7 @@ from training.export import load_network
 from training.frames import DEFAULT_EVAL_DATA, DEFAULT_EVAL_SPLIT, list_sequences, read_rgb
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-RULES = ("oracle", "border", "spectral", "colour contrast", "contrast / border ratio")
+RULES = ("oracle", "border", "framed", "spectral", "colour contrast", "contrast / border ratio")
 MIN_AREA = 0.02
 
 
@@ -86,7 +90,7 @@ def rule_scores(network, images: Sequence[np.ndarray], truths: Sequence[np.ndarr
     out = {"oracle": candidate_iou.max(1).values.numpy(),
            "colour contrast": pick(contrast),
            "contrast / border ratio": pick(contrast / ratio.clamp_min(1e-3))}
-    for strategy in ("border", "spectral"):
+    for strategy in ("border", "framed", "spectral"):
         merged = foreground_probability(logits, features, strategy) > 0.5
         out[strategy] = _iou(merged, truth).numpy()
     return out
@@ -123,9 +127,13 @@ def main() -> None:
                             [read_mask(Path(args.ecssd) / "masks" / f"{p.stem}.png") for p in chunk], input_size)
         for rule, values in batch.items():
             per_photo[rule].extend(values)
-    print(f"\n| rule | val-dev J | ECSSD J |  (model {Path(args.model).name}, {len(photos)} photos)\n| --- | --- | --- |")
+    half = len(photos) // 2
+    print(f"\n| rule | val-dev J | ECSSD J | ECSSD J, first / second half |  (model {Path(args.model).name}, "
+          f"{len(photos)} photos)\n| --- | --- | --- | --- |")
     for rule in RULES:
-        print(f"| {rule} | {100 * np.mean(per_video[rule]):.1f} | {100 * np.mean(per_photo[rule]):.1f} |")
+        photo = np.asarray(per_photo[rule])
+        print(f"| {rule} | {100 * np.mean(per_video[rule]):.1f} | {100 * photo.mean():.1f} | "
+              f"{100 * photo[:half].mean():.1f} / {100 * photo[half:].mean():.1f} |")
 
 
 if __name__ == "__main__":

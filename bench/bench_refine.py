@@ -52,7 +52,7 @@ def main() -> None:
     for refine in (False, True):
         davis = evaluate_davis(model, DEFAULT_EVAL_DATA, size, progress=False, merge=merge, refine=refine)
         ecssd = evaluate_images(model, SHARED / "ecssd" / "images", SHARED / "ecssd" / "masks", size,
-                                limit=args.ecssd_limit, progress=False, merge=merge, refine=refine)
+                                limit=args.ecssd_limit, progress=False, refine=refine)
         print(f"| {'guided filter' if refine else 'none'} | {100 * davis['overall']['merged']['J_mean']:.1f} | "
               f"{100 * ecssd['J']:.1f} | {100 * ecssd['max_F_beta']:.1f} |", flush=True)
     print(f"\nguided filter on one 854×480 frame: {filter_milliseconds():.1f} ms (median, {args.threads} thread(s))")

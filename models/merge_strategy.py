@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["MergeStrategy", "PAPER_MERGE"]
+__all__ = ["MergeStrategy", "PAPER_MERGE", "PHOTO_MERGE"]
 
 
 class MergeStrategy(StrEnum):
@@ -16,6 +16,7 @@ class MergeStrategy(StrEnum):
 
     SPECTRAL = "spectral"
     BORDER = "border"
+    FRAMED = "framed"
 
     @classmethod
     def _missing_(cls, value: object) -> None:
@@ -24,3 +25,7 @@ class MergeStrategy(StrEnum):
 
 #: The paper's merge; also what models that record no merge (gwm < 0.1.1) were measured with.
 PAPER_MERGE = MergeStrategy.SPECTRAL
+
+#: The merge for still photos (``/segment``, ``gwm eval --images``): a photo frames its subject,
+#: which a video frame often does not (models/merging.py, ``framed``); video frames keep the model's.
+PHOTO_MERGE = MergeStrategy.FRAMED

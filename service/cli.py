@@ -111,7 +111,10 @@ def configure_segment(segment: argparse.ArgumentParser) -> None:
     model.add_argument("--device", choices=get_args(Device),
                        help=f"auto: CUDA when available (default {settings.device}, GWM_DEVICE)")
     model.add_argument("--merge", choices=[strategy.value for strategy in MergeStrategy],
-                       help=f"foreground merge (default {settings.merge or 'the one recorded in the model'}, GWM_MERGE)")
+                       help=f"foreground merge of video frames (default {settings.merge or 'the one recorded in the model'}, "
+                            "GWM_MERGE)")
+    model.add_argument("--image-merge", choices=[strategy.value for strategy in MergeStrategy],
+                       help=f"foreground merge of still images (default {settings.image_merge}, GWM_IMAGE_MERGE)")
     model.add_argument("--flow-method", choices=sorted(FLOW_METHODS),
                        help=f"optical flow for video adaptation (default {settings.flow_method}, GWM_FLOW_METHOD; "
                             "raft needs --raft-weights)")
@@ -126,8 +129,9 @@ def _segment(args: argparse.Namespace) -> int:
     from service.settings import Settings
 
     overrides = {name: getattr(args, name)
-                 for name in ("model_path", "checkpoint_path", "device", "merge", "flow_method", "raft_weights", "refine",
-                              "temporal", "adaptation_interpolation", "adaptation_appearance_check")}
+                 for name in ("model_path", "checkpoint_path", "device", "merge", "image_merge", "flow_method",
+                              "raft_weights", "refine", "temporal", "adaptation_interpolation",
+                              "adaptation_appearance_check")}
     settings = Settings(**{name: value for name, value in overrides.items() if value is not None})
     format = OutputFormat(args.format)
     if args.steps < 0 or args.stride < 1 or args.max_frames < 1:

@@ -40,7 +40,7 @@ class ModelInfo:
     architecture: str
     input_size: tuple[int, int]
     num_regions: int
-    merge: MergeStrategy
+    merge: MergeStrategy  # of the images this segmenter segments (/segment); video frames: service.jobs
     providers: list[str]
 
 

@@ -185,7 +185,7 @@ def _segment_images(
     from service.imaging import decode_image
     from service.inference import OnnxSegmenter
 
-    segmenter = OnnxSegmenter(settings.model_path, settings.device, settings.merge)
+    segmenter = OnnxSegmenter(settings.model_path, settings.device, settings.image_merge)
     for job in tqdm(jobs, desc="images", unit="image", disable=not progress or len(jobs) == 1):
         try:
             with job.source.open("rb") as file:

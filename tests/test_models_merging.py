@@ -18,6 +18,7 @@ from models.merging import (
     background_group,
     border_contrast_groups,
     foreground_probability,
+    framed_groups,
     is_degenerate,
     masks_at_size,
     oracle_merge,
@@ -118,7 +119,7 @@ def _scene(object_region: int, k: int = 4, h: int = 32, w: int = 48):
 
 @pytest.mark.parametrize("object_region", [0, 1, 2, 3])
 @pytest.mark.parametrize("flip_labels", [False, True])
-@pytest.mark.parametrize("strategy", ["spectral", "border"])
+@pytest.mark.parametrize("strategy", ["spectral", "border", "framed"])
 def test_foreground_is_the_centre_object_whatever_the_cluster_labels(object_region, flip_labels, strategy,
                                                                      monkeypatch):
     if flip_labels:  # the eigenvector's sign is arbitrary: the rule must not depend on it
@@ -192,6 +193,42 @@ def test_border_merge_prefers_an_object_touching_one_border_over_the_background(
     assert groups.tolist() == [[False, False, False, True]]
 
 
+def _photo_with_a_split_subject() -> torch.Tensor:
+    """Background: left and right halves (each owning two or three sides). The subject, standing on
+    the bottom edge, split as a network trained on video splits a large one: an inner upper part
+    (region 2) and a lower part owning the bottom side (region 3)."""
+    h, w = 40, 60
+    labels = torch.zeros(h, w, dtype=torch.long)
+    labels[:, w // 2:] = 1
+    labels[8:24, 16:44] = 2
+    labels[24:, 16:44] = 3
+    return labels
+
+
+def test_framed_merge_takes_a_photo_subject_split_over_regions_whole():
+    labels = _photo_with_a_split_subject()
+    probabilities = _one_hot_regions(labels)
+    assert border_contrast_groups(probabilities).tolist() == [[False, False, True, False]]  # the inner part only
+    assert framed_groups(probabilities).tolist() == [[False, False, True, True]]
+    soft = foreground_probability(8 * probabilities, torch.zeros(1, 8, 10, 15), "framed")
+    assert ((soft[0] > 0.5) == (labels >= 2)).all()
+
+
+def test_framed_merge_keeps_regions_owning_two_sides_as_background():
+    labels = _photo_with_a_split_subject()
+    labels[24:, :16] = 3  # the lower part now reaches the left edge too: it owns two sides
+    assert framed_groups(_one_hot_regions(labels)).tolist() == [[False, False, True, False]]
+
+
+def test_framed_merge_leaves_some_background():
+    """Four horizontal bands own one side (top, bottom) or none: growing would take every region,
+    so the border choice stands alone."""
+    labels = torch.arange(4).repeat_interleave(10)[:, None].expand(40, 60).clone()
+    probabilities = _one_hot_regions(labels)
+    chosen = border_contrast_groups(probabilities)
+    assert not chosen.all() and (framed_groups(probabilities) == chosen).all()
+
+
 def test_background_group_is_the_one_owning_the_border():
     h, w = 20, 30
     centre = torch.zeros(h, w)
@@ -259,7 +296,7 @@ def _iou(mask: torch.Tensor, truth: torch.Tensor) -> float:
     return float((mask & truth).sum() / (mask | truth).sum().clamp_min(1))
 
 
-@pytest.mark.parametrize("strategy", ["border", "spectral"])
+@pytest.mark.parametrize("strategy", ["border", "spectral", "framed"])
 @pytest.mark.parametrize(
     "object_value, rest_value",
     [

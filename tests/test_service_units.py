@@ -147,14 +147,15 @@ def test_web_page_and_docs_are_served(client) -> None:
     assert {"/segment", "/adapt-and-segment", "/jobs/{job_id}", "/jobs/{job_id}/result"} <= set(paths)
 
 
-def test_readyz_reports_the_merge_and_the_setting_overrides_the_model(service_settings) -> None:
+def test_readyz_reports_the_merges_and_the_settings_override_them(service_settings) -> None:
     from service.api.app import create_app
 
     with TestClient(create_app(service_settings)) as client:
-        assert client.get("/readyz").json()["model"]["merge"] == "spectral"  # what the tiny model records
-    settings = service_settings.model_copy(update={"merge": "border"})
+        # photos: framed by default; video frames: what the tiny model records
+        assert client.get("/readyz").json()["model"]["merge"] == {"images": "framed", "video": "spectral"}
+    settings = service_settings.model_copy(update={"merge": "border", "image_merge": "spectral"})
     with TestClient(create_app(settings)) as client:
-        assert client.get("/readyz").json()["model"]["merge"] == "border"
+        assert client.get("/readyz").json()["model"]["merge"] == {"images": "spectral", "video": "border"}
         response = client.post("/segment", files={"file": ("a.png", image_variants()["rgba.png"])})
         assert response.status_code == 200
 

@@ -15,7 +15,7 @@ from dataclasses import fields, replace
 from enum import Enum
 from pathlib import Path
 
-from models.merge_strategy import MergeStrategy
+from models.merge_strategy import PHOTO_MERGE, MergeStrategy
 from models.preprocessing import DEFAULT_INPUT_SIZE
 
 from .flow import DEFAULT_FLOW_METHOD, DEFAULT_RAFT_ITERATIONS, DEFAULT_RAFT_SCALE, FLOW_METHODS
@@ -120,7 +120,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(format_table(davis))
     if args.images:
         images = evaluate_images(model, Path(args.images) / "images", Path(args.images) / "masks", input_size,
-                                 device=device, limit=args.limit, merge=merge, refine=args.refine)
+                                 device=device, limit=args.limit, merge=args.image_merge, refine=args.refine)
         report["images"] = images
         print(f"images: {images['images']}  accuracy {100 * images['pixel_accuracy']:.1f}  "
               f"J {100 * images['J']:.1f}  max F-beta {100 * images['max_F_beta']:.1f}")
@@ -296,7 +296,10 @@ def configure_eval(evaluate: argparse.ArgumentParser) -> None:
     evaluate.add_argument("--images", help="ECSSD-style folder with images/ and masks/ for image metrics (default: none)")
     evaluate.add_argument("--limit", type=int, help="evaluate only the first N images (default: all)")
     evaluate.add_argument("--merge", choices=_names(MergeStrategy),
-                          help="label-free merge to evaluate (default: the one recorded in the model)")
+                          help="label-free merge of the DAVIS frames (default: the one recorded in the model)")
+    evaluate.add_argument("--image-merge", choices=_names(MergeStrategy), default=PHOTO_MERGE.value,
+                          help=f"label-free merge of the --images photos (default {PHOTO_MERGE.value}, what /segment "
+                               "uses)")
     evaluate.add_argument("--refine", action="store_true",
                           help="snap masks to image edges with a guided filter before scoring (default off)")
     evaluate.add_argument("--skip-davis", action="store_true", help="only image metrics")

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from models.inference import predict
-from models.merge_strategy import PAPER_MERGE
+from models.merge_strategy import PAPER_MERGE, PHOTO_MERGE
 from models.merging import oracle_merge
 from models.refinement import foreground_mask, refine_soft_mask
 from models.segmenters import Segmenter
@@ -178,7 +178,7 @@ def evaluate_images(
     limit: int | None = None,
     batch_size: int = 16,
     progress: bool = True,
-    merge: str = PAPER_MERGE,
+    merge: str = PHOTO_MERGE,  # what /segment uses for photos
     refine: bool = False,
 ) -> dict[str, Any]:
     """Pixel accuracy, mean J and max F-β (β² = 0.3) over a folder of images with 0/255 masks.

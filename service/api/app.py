@@ -36,7 +36,7 @@ STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 def _load_segmenter(settings: Settings) -> tuple[OnnxSegmenter | None, str | None]:
     """Load the ONNX model; a failure keeps the service up (health, jobs) and /readyz says why."""
     try:
-        return OnnxSegmenter(settings.model_path, settings.device, settings.merge), None
+        return OnnxSegmenter(settings.model_path, settings.device, settings.image_merge), None
     except Exception as exc:
         logger.error("could not load model %s: %s", settings.model_path, exc)
         return None, f"{type(exc).__name__}: {exc}"

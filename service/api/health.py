@@ -25,13 +25,16 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(state: StateDep) -> JSONResponse:
-    """Ready when the model is loaded and the queue is reachable; reports the execution providers.
+    """Ready when the model is loaded and the queue is reachable; reports the execution providers and
+    the foreground merge of still images and of video frames.
 
     Unauthenticated, so it names the model file but never shows where the server keeps it.
     """
     queue_ok = await run_in_threadpool(state.queue.ping)
     if state.segmenter is not None:
-        model = {**asdict(state.segmenter.info), "path": Path(state.segmenter.info.path).name}
+        info = state.segmenter.info
+        video_merge = state.settings.merge or state.segmenter.spec.merge
+        model = {**asdict(info), "path": Path(info.path).name, "merge": {"images": info.merge, "video": video_merge}}
     else:
         model = {"error": redact_paths(state.model_error or "not loaded")}
     ready = state.segmenter is not None and queue_ok
