@@ -118,6 +118,7 @@ class WorkerConfig:
     checkpoint_path: Path
     device: str
     flow_method: str
+    flow_size: tuple[int, int]  # see Settings.flow_size
     adaptation_interpolation: float  # see Settings.adaptation_interpolation
     adaptation_appearance_check: bool  # see Settings.adaptation_appearance_check
     merge: str | None = None  # None: the checkpoint's own
@@ -128,7 +129,7 @@ class WorkerConfig:
     def from_settings(cls, settings: Settings) -> WorkerConfig:
         """The worker's own settings (``auto`` devices are resolved by ``training``)."""
         return cls(checkpoint_path=settings.checkpoint_path, device=settings.device, flow_method=settings.flow_method,
-                   merge=settings.merge, flow_options=settings.flow_options(),
+                   flow_size=settings.flow_size, merge=settings.merge, flow_options=settings.flow_options(),
                    adaptation_interpolation=settings.adaptation_interpolation,
                    adaptation_appearance_check=settings.adaptation_appearance_check,
                    timeout_seconds=settings.job_timeout_seconds)
@@ -248,7 +249,7 @@ def run_video_job(
                            "ask for steps=0")
         try:
             settings = AdaptationSettings(steps=request.steps, flow_method=config.flow_method,
-                                          flow_options=dict(config.flow_options),
+                                          flow_options=dict(config.flow_options), flow_size=config.flow_size,
                                           interpolation=config.adaptation_interpolation,
                                           appearance_check=config.adaptation_appearance_check)
             segmentation = adapt_and_segment(

@@ -18,10 +18,13 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.merge_strategy import PHOTO_MERGE, MergeStrategy
-from training.flow import DEFAULT_FLOW_METHOD, FLOW_METHODS
+from training.flow import DEFAULT_FLOW_METHOD, DEFAULT_FLOW_SIZE, FLOW_METHODS
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 _WEIGHTS = _REPO_ROOT / "models" / "weights"
+
+#: Bounds of GWM_FLOW_SIZE's sides (pixels).
+MIN_FLOW_SIDE, MAX_FLOW_SIDE = 32, 1920
 
 #: Where models run: ``auto`` takes CUDA when it is available.
 Device = Literal["auto", "cpu", "cuda"]
@@ -45,10 +48,15 @@ class Settings(BaseSettings):
         None, description="Local RAFT weights file (official or torchvision format); needed for flow_method=raft, "
         "which is meant for GPU workers (RAFT-small costs ~0.2 s per 240p frame pair on one CPU core)."
     )
+    flow_size: tuple[int, int] = Field(
+        DEFAULT_FLOW_SIZE, description="(height, width) video frames with more pixels are area-downscaled to "
+        "before optical flow, e.g. GWM_FLOW_SIZE='[128, 224]': DIS flow 3.2x faster, J after 20 steps 0.4 lower on "
+        "the val-dev uploads (bench/bench_adapt.py --variants fast fast-flow128)."
+    )
     refine: bool = Field(
         True, description="Default of the refine option: snap masks to image edges (guided filter). On because it "
-        "raised zero-shot J on DAVIS val-dev (48.0 -> 48.7) and ECSSD (41.9 -> 42.4) for model 0.4.0, at ~15 ms per "
-        "854x480 image (bench/bench_refine.py)."
+        "raised zero-shot J on DAVIS val-dev (48.0 -> 48.7) and ECSSD (47.3 -> 48.7 with the framed merge) for model "
+        "0.4.0, at ~15-19 ms per 854x480 image (bench/bench_refine.py)."
     )
     temporal: bool = Field(
         True, description="Default of the temporal option of video jobs: fuse each frame's soft mask with its "
@@ -136,6 +144,14 @@ class Settings(BaseSettings):
         """Fail at start-up, not in the first video job."""
         if value not in FLOW_METHODS:
             raise ValueError(f"unknown flow method {value!r}; choose from {', '.join(sorted(FLOW_METHODS))}")
+        return value
+
+    @field_validator("flow_size")
+    @classmethod
+    def _flow_size_in_range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        """Flow on a few pixels is noise, and no larger size than 1080p is worth its time."""
+        if not all(MIN_FLOW_SIDE <= side <= MAX_FLOW_SIDE for side in value):
+            raise ValueError(f"GWM_FLOW_SIZE sides must be within {MIN_FLOW_SIDE}..{MAX_FLOW_SIDE}, got {list(value)}")
         return value
 
     @model_validator(mode="after")

@@ -172,6 +172,22 @@ def test_settings_reject_an_unknown_flow_method_at_start_up(monkeypatch) -> None
         Settings()
 
 
+def test_flow_size_setting_reaches_the_worker_and_rejects_sizes_out_of_range(monkeypatch) -> None:
+    from pydantic import ValidationError
+
+    from service.jobs import WorkerConfig
+    from service.settings import Settings
+    from training.flow import DEFAULT_FLOW_SIZE
+
+    assert WorkerConfig.from_settings(Settings()).flow_size == DEFAULT_FLOW_SIZE
+    monkeypatch.setenv("GWM_FLOW_SIZE", "[128, 224]")
+    assert WorkerConfig.from_settings(Settings()).flow_size == (128, 224)
+    for bad in ("[8, 224]", "[128, 4000]"):
+        monkeypatch.setenv("GWM_FLOW_SIZE", bad)
+        with pytest.raises(ValidationError, match="GWM_FLOW_SIZE sides must be within"):
+            Settings()
+
+
 def test_settings_reject_default_steps_above_the_limit_at_start_up(monkeypatch) -> None:
     from pydantic import ValidationError
 

@@ -74,6 +74,30 @@ def test_compute_sequence_flow_indices_and_units():
     assert backward.shape == (1, 96, 128, 2) and calls == [(False, True)]  # frame 1 -> frame 0
 
 
+def test_video_flow_runs_at_the_flow_size_and_lands_in_the_same_grid_units():
+    """Video jobs downscale frames to ``flow_size`` (GWM_FLOW_SIZE) before flow: the estimator sees the
+    smaller frames, and the stored flow (input-grid pixels) is the same translation either way."""
+    from training.data import FlowPairDataset
+
+    class Recording:
+        def __init__(self):
+            self.sizes = set()
+
+        def __call__(self, a, b):
+            self.sizes.add(a.shape[:2])
+            return DISFlow("fine")(a, b)
+
+    frames = list(_translated_pair(shift=(4.0, -2.0)))
+    medians = {}
+    for flow_size, seen in [((96, 128), (96, 128)), ((48, 64), (48, 64))]:
+        estimator = Recording()
+        dataset = FlowPairDataset.from_frames(frames, estimator, (-1, 1), input_size=(48, 64), flow_size=flow_size)
+        assert estimator.sizes == {seen}
+        medians[flow_size] = dataset.flow.flows[0, 1, 8:-8, 8:-8].float().reshape(-1, 2).median(dim=0).values
+    assert medians[(96, 128)].tolist() == pytest.approx([2.0, -1.0], abs=0.25)  # 4, -2 px at half the size
+    assert medians[(48, 64)].tolist() == pytest.approx(medians[(96, 128)].tolist(), abs=0.25)
+
+
 class _CountingEstimator:
     def __init__(self):
         self.inner = DISFlow("ultrafast")

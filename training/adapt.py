@@ -58,7 +58,7 @@ from models.segmenters import Segmenter
 
 from .checkpoint import interpolate_weights, load_model
 from .data import Batch, FlowPairDataset, rescale_grid, rescale_images, to_reference_units
-from .flow import DEFAULT_FLOW_METHOD, build_flow_estimator
+from .flow import DEFAULT_FLOW_METHOD, DEFAULT_FLOW_SIZE, build_flow_estimator
 from .flow_cache import PAPER_GAPS
 from .train import LossFunction, TrainConfig, make_optimizer, select_device, train_step
 
@@ -102,7 +102,7 @@ class AdaptationSettings:
     flow_method: str = DEFAULT_FLOW_METHOD
     flow_options: dict[str, Any] = field(default_factory=dict)  # e.g. RAFT weights file, device
     #: Frames are area-downscaled to at most this many pixels (h, w) before flow estimation.
-    flow_size: tuple[int, int] = (240, 427)
+    flow_size: tuple[int, int] = DEFAULT_FLOW_SIZE
     #: Zero weight for flow failing the forward–backward check (models/video_flow.py).
     trust_check: bool = False
     #: Keep batch-norm statistics fixed while adapting (the paper's training setup updates them).

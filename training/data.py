@@ -27,7 +27,7 @@ from models.preprocessing import DEFAULT_INPUT_SIZE, prepare_image
 from models.video_flow import VideoFlow
 
 from .augment import Augmentation, augment
-from .flow import FlowEstimator
+from .flow import DEFAULT_FLOW_SIZE, FlowEstimator
 from .flow_cache import FlowCache, compute_sequence_flow
 from .frames import VideoFolder
 
@@ -150,14 +150,13 @@ class FlowPairDataset:
         gaps: Sequence[int],
         input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
         progress: Callable[[int, int], None] | None = None,
-        flow_size: tuple[int, int] | None = (240, 427),
+        flow_size: tuple[int, int] | None = DEFAULT_FLOW_SIZE,
         **options,
     ) -> FlowPairDataset:
         """One video's frames (RGB uint8) with flow computed now and stored on the input grid.
 
-        Frames larger than ``flow_size`` are area-downscaled before flow estimation: the loss only
-        sees the input grid, and 240×427 is the resolution the default model's training flow was
-        computed at, so a 1080p upload costs no more flow time than a 240p one.
+        Frames with more pixels than ``flow_size`` (height, width) are area-downscaled to it before
+        flow estimation (see :data:`~training.flow.DEFAULT_FLOW_SIZE`).
 
         ``progress`` is called before the first frame pair and after every pair as (pairs done, pairs
         in all gaps); it may raise to stop the computation between two pairs (cancellation).
