@@ -12,12 +12,15 @@ the network grid with the video's own +1 flow.
 
 Variants (AdaptationSettings overrides; `paper` is App. C.1: batch 16 at full input size, every
 step kept; the others add the safeguard unless named `-noguard`):
-    paper, fast-noguard, fast, fast-trust, fast-frozen, fast-flow128, fast-raft, fast-raft-flow128,
+    paper, fast-noguard, fast, fast-trust, fast-frozen, fast-flow240 (DIS at 240×427, not at the network's grid),
+    fast-raft, fast-raft-flow128,
     fast-raft-g1 (gaps -1, 1 only), fast-raft-g1-i4 (and 4 RAFT iterations), fast-full, fast-raft-full (the adapted
     weights, not the midpoint with the original ones), fast-lr2e-4 (adaptation rate 2e-4), fast-nocheck,
     fast-raft-nocheck (without the appearance check, models/appearance.py), fast-decoder (the encoder's weights
     held)
-`fast` = batch 8, adaptation at half the input size, the midpoint weights, the appearance check (the service default); `-raft` variants need --raft-weights. The table prints per variant: mean J, gain
+`fast` = batch 8, adaptation at half the input size, the midpoint weights, the appearance check, DIS flow
+at the network's grid (the service default); `-raft` variants need --raft-weights. The table prints per variant:
+mean J, gain
 over 0 steps, the worst video's change, kept/reverted counts, seconds of flow and adaptation per
 video, J gained per second and IoU0 (mean IoU of the adapted masks with the 0-step ones: how far
 adaptation moved them); then per video for --detail (default: the service default, i.e. the
@@ -59,7 +62,7 @@ VARIANTS: dict[str, dict] = {
     "fast": FAST,
     "fast-trust": {**FAST, "trust_check": True},
     "fast-frozen": {**FAST, "freeze_norm": True},
-    "fast-flow128": {**FAST, "flow_size": (128, 224)},
+    "fast-flow240": {**FAST, "flow_size": (240, 427)},  # the default before 2026-12-03: DIS at 240p
     "fast-raft": {**FAST, "flow_method": "raft"},
     "fast-raft-full": {**FAST, "flow_method": "raft", "interpolation": 1.0},
     "fast-raft-flow128": {**FAST, "flow_method": "raft", "flow_size": (128, 224)},
@@ -149,13 +152,14 @@ def main() -> int:
             settings = AdaptationSettings(steps=args.steps, **VARIANTS[name])
             if settings.flow_method == "raft":
                 settings = dataclasses.replace(settings, flow_options={**settings.flow_options, "weights": args.raft_weights})
-            key = (settings.flow_method, settings.flow_size, settings.trust_check, settings.gaps,
+            flow_size = settings.flow_frame_size(input_size)
+            key = (settings.flow_method, flow_size, settings.trust_check, settings.gaps,
                    tuple(sorted(settings.flow_options.items())))
             start = time.perf_counter()
             if key not in datasets:
                 estimator = build_flow_estimator(settings.flow_method, **settings.flow_options)
                 datasets[key] = FlowPairDataset.from_frames(frames, estimator,
-                                                            settings.gaps, input_size, flow_size=settings.flow_size,
+                                                            settings.gaps, input_size, flow_size=flow_size,
                                                             trust_check=settings.trust_check)
             dataset = datasets[key]
             flow_s = time.perf_counter() - start

@@ -32,14 +32,15 @@ STAGES = ("decoding", "flow", "adapting", "segmenting", "encoding")
 #: Expected seconds of each stage per unit of its work: per frame of the video, except adapting (per
 #: step). Only their ratios matter: they weigh each stage's share of the job's one percentage, so that
 #: it moves at a steady pace across stages instead of restarting at each. Measured with the shipped
-#: model and the default settings on the 2-core development CPU, shared with other work at the time:
-#: the 12 val-dev videos as 854x480 H.264 uploads through the embedded server took, per video, flow
-#: 0.24-0.5 s a frame (dis-fine, 4 gaps), adapting 0.5-0.7 s a step (batch 8 at half size, with the
-#: safeguard's checks) (``python bench/bench_video_jobs.py``, the job's ``timings``); segmenting (the
-#: networks, channels-last) ~0.05 s a frame and encoding (each full-size mask made, refined and RLE
-#: encoded as it is stored) 0.02-0.07 s a frame at 854x480, one thread. RAFT flow
-#: (GWM_FLOW_METHOD=raft on a CPU) is ~5x slower than this, and the percent then lags during flow.
-STAGE_SECONDS = {"decoding": 0.01, "flow": 0.3, "adapting": 0.5, "segmenting": 0.05, "encoding": 0.03}
+#: model and the default settings on the 2-core development CPU (2026-12-03): the 12 val-dev videos
+#: as 854x480 H.264 uploads through the embedded server took, per video, decoding ~0.004 s a frame,
+#: flow 0.034-0.036 s a frame (dis-fine at the network's grid, 4 gaps), adapting 0.19-0.23 s a step
+#: (batch 8 at half size, with the safeguard's checks), segmenting (the networks, channels-last, and
+#: the appearance check's pass of the original) ~0.037 s a frame and encoding (each full-size mask
+#: made, refined and RLE encoded as it is stored) ~0.014 s a frame (``python bench/bench_video_jobs.py``,
+#: the job's ``timings``). RAFT flow (GWM_FLOW_METHOD=raft on a CPU, at 240x427) is ~20x slower than
+#: this, and the percent then lags during flow.
+STAGE_SECONDS = {"decoding": 0.004, "flow": 0.035, "adapting": 0.2, "segmenting": 0.04, "encoding": 0.015}
 #: No ETA before this much of the job's time has passed and this share of it is done: an estimate from
 #: the first frames decoded is noise.
 ETA_MIN_ELAPSED_S = 2.0
@@ -118,7 +119,7 @@ class WorkerConfig:
     checkpoint_path: Path
     device: str
     flow_method: str
-    flow_size: tuple[int, int]  # see Settings.flow_size
+    flow_size: tuple[int, int] | None  # see Settings.flow_size
     adaptation_interpolation: float  # see Settings.adaptation_interpolation
     adaptation_appearance_check: bool  # see Settings.adaptation_appearance_check
     merge: str | None = None  # None: the checkpoint's own
@@ -162,7 +163,9 @@ class ProgressMeter:
         seconds = [self._expected_seconds(name) for name in self._stages]
         within = min(current / total, 1.0) if total > 0 else 0.0
         done = sum(seconds[:index]) + seconds[index] * within
-        self._percent = max(self._percent, math.floor(1000 * done / sum(seconds)) / 10)
+        # floored to 0.1 so that 100 means done; the epsilon keeps a finished job's float sum of the
+        # weights (0.99999...) from flooring to 99.9
+        self._percent = max(self._percent, math.floor(1000 * done / sum(seconds) + 1e-9) / 10)
         elapsed = self._clock() - self._started
         eta = None
         if elapsed >= ETA_MIN_ELAPSED_S and self._percent >= ETA_MIN_PERCENT:

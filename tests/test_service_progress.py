@@ -149,8 +149,12 @@ def cancel_in_stage(client, url: str, stage: str) -> tuple[float, dict]:
     return time.monotonic() - asked, status
 
 
-#: (stage, frames, steps): flow lasts seconds on 60 frames (234 pairs); adapting on thousands of steps.
+#: (stage, frames, steps): flow lasts seconds on 60 frames (234 pairs at SLOW_FLOW_SIZE); adapting on
+#: thousands of steps.
 LONG_STAGES = [("flow", 60, 1), ("adapting", 8, 4000)]
+#: Flow at the training resolution rather than the tiny test model's grid (the DIS default), where
+#: 234 pairs would take well under a second and a cancel or timeout test could miss the stage.
+SLOW_FLOW_SIZE = (240, 427)
 
 
 @pytest.mark.parametrize(("stage", "frames", "steps"), LONG_STAGES)
@@ -159,7 +163,8 @@ def test_cancel_stops_a_running_job_within_two_seconds(service_settings, tmp_pat
 
     from service.api.app import create_app
 
-    settings = service_settings.model_copy(update={"max_video_frames": frames, "max_adaptation_steps": steps})
+    settings = service_settings.model_copy(update={"max_video_frames": frames, "max_adaptation_steps": steps,
+                                                   "flow_size": SLOW_FLOW_SIZE})
     video = davis_video_bytes(tmp_path, frames)
     with TestClient(create_app(settings)) as client:
         url = client.post(f"/adapt-and-segment?steps={steps}", files={"file": ("bear.mp4", video)}).json()["url"]
@@ -196,7 +201,8 @@ def test_timeout_stops_a_job_in_flow_within_two_seconds(service_settings, tmp_pa
 
     from service.api.app import create_app
 
-    settings = service_settings.model_copy(update={"max_video_frames": 60, "job_timeout_seconds": 3})
+    settings = service_settings.model_copy(update={"max_video_frames": 60, "job_timeout_seconds": 3,
+                                                   "flow_size": SLOW_FLOW_SIZE})
     video = davis_video_bytes(tmp_path, 60)
     with TestClient(create_app(settings)) as client:
         url = client.post("/adapt-and-segment?steps=1", files={"file": ("bear.mp4", video)}).json()["url"]

@@ -6,6 +6,7 @@ the Redis may be shared, so nothing here ever flushes a database.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import uuid
@@ -264,10 +265,11 @@ def test_cleanup_deletes_only_this_queues_keys(redis_settings, davis_video) -> N
         connection.close()
 
 
-def test_cancel_stops_a_job_on_an_rq_worker_within_two_seconds(redis_settings, tmp_path) -> None:
+def test_cancel_stops_a_job_on_an_rq_worker_within_two_seconds(redis_settings, tmp_path, monkeypatch) -> None:
     """The worker runs here (RQ needs the main thread for its signals); the API client cancels from a thread."""
-    from test_service_progress import STOP_BUDGET_S, cancel_in_stage, davis_video_bytes
+    from test_service_progress import SLOW_FLOW_SIZE, STOP_BUDGET_S, cancel_in_stage, davis_video_bytes
 
+    monkeypatch.setenv("GWM_FLOW_SIZE", json.dumps(SLOW_FLOW_SIZE))  # the worker reads its own environment
     settings = redis_settings.model_copy(update={"max_video_frames": 60})
     video = davis_video_bytes(tmp_path, 60)
     outcome: dict = {}

@@ -177,9 +177,8 @@ def test_flow_size_setting_reaches_the_worker_and_rejects_sizes_out_of_range(mon
 
     from service.jobs import WorkerConfig
     from service.settings import Settings
-    from training.flow import DEFAULT_FLOW_SIZE
 
-    assert WorkerConfig.from_settings(Settings()).flow_size == DEFAULT_FLOW_SIZE
+    assert WorkerConfig.from_settings(Settings()).flow_size is None  # the flow method's own
     monkeypatch.setenv("GWM_FLOW_SIZE", "[128, 224]")
     assert WorkerConfig.from_settings(Settings()).flow_size == (128, 224)
     for bad in ("[8, 224]", "[128, 4000]"):

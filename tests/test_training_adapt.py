@@ -39,6 +39,14 @@ def _model() -> torch.nn.Module:
     return build_segmenter("unet", num_regions=2, width=8).eval()
 
 
+def test_flow_runs_at_the_network_grid_for_classical_flow_and_at_240p_for_raft():
+    """What GWM_FLOW_SIZE unset means (training.flow.video_flow_size); a size set wins."""
+    assert AdaptationSettings().flow_frame_size((128, 224)) == (128, 224)
+    assert AdaptationSettings(flow_method="farneback").flow_frame_size((96, 160)) == (96, 160)
+    assert AdaptationSettings(flow_method="raft").flow_frame_size((128, 224)) == (240, 427)
+    assert AdaptationSettings(flow_size=(240, 427)).flow_frame_size((128, 224)) == (240, 427)
+
+
 def test_heldout_frames_spare_the_ends_and_short_videos():
     assert heldout_frames(20, 5).tolist() == [2, 7, 12, 17]
     assert heldout_frames(9, 5).numel() == 0  # fewer than two periods: nothing to spare

@@ -58,7 +58,7 @@ from models.segmenters import Segmenter
 
 from .checkpoint import interpolate_weights, load_model
 from .data import Batch, FlowPairDataset, rescale_grid, rescale_images, to_reference_units
-from .flow import DEFAULT_FLOW_METHOD, DEFAULT_FLOW_SIZE, build_flow_estimator
+from .flow import DEFAULT_FLOW_METHOD, build_flow_estimator, video_flow_size
 from .flow_cache import PAPER_GAPS
 from .train import LossFunction, TrainConfig, make_optimizer, select_device, train_step
 
@@ -101,8 +101,9 @@ class AdaptationSettings:
     gaps: tuple[int, ...] = PAPER_GAPS
     flow_method: str = DEFAULT_FLOW_METHOD
     flow_options: dict[str, Any] = field(default_factory=dict)  # e.g. RAFT weights file, device
-    #: Frames are area-downscaled to at most this many pixels (h, w) before flow estimation.
-    flow_size: tuple[int, int] = DEFAULT_FLOW_SIZE
+    #: Frames with more pixels are area-downscaled to this (h, w) before flow estimation; None: the
+    #: flow method's own (:func:`~training.flow.video_flow_size`, see :meth:`flow_frame_size`).
+    flow_size: tuple[int, int] | None = None
     #: Zero weight for flow failing the forward–backward check (models/video_flow.py).
     trust_check: bool = False
     #: Keep batch-norm statistics fixed while adapting (the paper's training setup updates them).
@@ -124,6 +125,10 @@ class AdaptationSettings:
     def __post_init__(self) -> None:
         if not 0.0 < self.interpolation <= 1.0:
             raise ValueError(f"interpolation must be in (0, 1], got {self.interpolation}")
+
+    def flow_frame_size(self, input_size: tuple[int, int]) -> tuple[int, int]:
+        """The (height, width) flow runs at for a network of ``input_size``: ``flow_size`` if set."""
+        return self.flow_size or video_flow_size(self.flow_method, input_size)
 
     def train_config(self) -> TrainConfig:
         """The training setup the steps follow, with this job's steps, batch and rate."""
@@ -366,7 +371,8 @@ def adapt_and_segment(
 
         gaps = settings.gaps if settings.steps > 0 else (-1, 1)
         dataset = FlowPairDataset.from_frames(frames, estimator, gaps, input_size, progress=on_flow_pair,
-                                              flow_size=settings.flow_size, trust_check=settings.trust_check)
+                                              flow_size=settings.flow_frame_size(input_size),
+                                              trust_check=settings.trust_check)
     # the network before adaptation, for the appearance check: a copy in memory (with the cancel hooks)
     original = copy.deepcopy(model) if settings.steps > 0 and settings.appearance_check else None
     report = adapt(model, dataset, settings, torch_device, progress, should_cancel) if settings.steps > 0 else None

@@ -27,7 +27,7 @@ from models.preprocessing import DEFAULT_INPUT_SIZE, prepare_image
 from models.video_flow import VideoFlow
 
 from .augment import Augmentation, augment
-from .flow import DEFAULT_FLOW_SIZE, FlowEstimator
+from .flow import TRAINING_FLOW_SIZE, FlowEstimator
 from .flow_cache import FlowCache, compute_sequence_flow
 from .frames import VideoFolder
 
@@ -150,13 +150,13 @@ class FlowPairDataset:
         gaps: Sequence[int],
         input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
         progress: Callable[[int, int], None] | None = None,
-        flow_size: tuple[int, int] | None = DEFAULT_FLOW_SIZE,
+        flow_size: tuple[int, int] | None = TRAINING_FLOW_SIZE,
         **options,
     ) -> FlowPairDataset:
         """One video's frames (RGB uint8) with flow computed now and stored on the input grid.
 
         Frames with more pixels than ``flow_size`` (height, width) are area-downscaled to it before
-        flow estimation (see :data:`~training.flow.DEFAULT_FLOW_SIZE`).
+        flow estimation (what video jobs choose: :func:`~training.flow.video_flow_size`).
 
         ``progress`` is called before the first frame pair and after every pair as (pairs done, pairs
         in all gaps); it may raise to stop the computation between two pairs (cancellation).

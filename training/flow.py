@@ -119,12 +119,21 @@ WEIGHTLESS_FLOW_METHODS: tuple[str, ...] = tuple(sorted(m for m in FLOW_METHODS 
 #: (``bench/bench_flow_quality.py``) and, as training flow, +3 J over ``dis`` (model 0.2.0).
 DEFAULT_FLOW_METHOD = "dis-fine"
 
-#: (height, width) larger video frames are area-downscaled to before flow estimation: the loss only
-#: sees the network's input grid, and 240×427 is the resolution the default model's training flow
-#: was computed at, so a 1080p upload costs no more flow time than a 240p one. 128×224 (the input
-#: grid itself) makes DIS flow 3.2× faster for 0.4 J less after 20 adaptation steps on the val-dev
-#: uploads (``bench/bench_adapt.py --variants fast fast-flow128``): a choice for slow CPUs.
-DEFAULT_FLOW_SIZE: tuple[int, int] = (240, 427)
+#: (height, width) the default model's training flow was computed at (DAVIS 240p).
+TRAINING_FLOW_SIZE: tuple[int, int] = (240, 427)
+
+
+def video_flow_size(method: str, input_size: tuple[int, int]) -> tuple[int, int]:
+    """(height, width) a video job area-downscales larger frames to before flow estimation, so that a
+    1080p upload costs no more flow time than a small one.
+
+    The loss only sees the network's input grid. Classical flows run at that grid: on the val-dev
+    uploads DIS at 128×224 instead of 240×427 was 2.8–3.2× faster for the same J after 20 steps
+    (−0.4 on the library path, +1.1 through the service; ``bench/bench_adapt.py --variants fast
+    fast-flow240``). RAFT runs at the training flow's 240×427: its features are 1/8 of the frame, and
+    at 128×224 blackswan lost 17 J.
+    """
+    return TRAINING_FLOW_SIZE if method == "raft" else (int(input_size[0]), int(input_size[1]))
 
 
 def build_flow_estimator(method: str = DEFAULT_FLOW_METHOD, **options) -> FlowEstimator:
