@@ -19,10 +19,9 @@ step kept; the others add the safeguard unless named `-noguard`):
     fast-raft-nocheck (without the appearance check, models/appearance.py), fast-decoder (the encoder's weights
     held)
 `fast` = batch 8, adaptation at half the input size, the midpoint weights, the appearance check, DIS flow
-at the network's grid (the service default); `-raft` variants need --raft-weights. The table prints per variant:
-mean J, gain
-over 0 steps, the worst video's change, kept/reverted counts, seconds of flow and adaptation per
-video, J gained per second and IoU0 (mean IoU of the adapted masks with the 0-step ones: how far
+at the network's grid (the service default); `-raft` variants need --raft-weights. The table prints per
+variant: mean J, gain over 0 steps, the worst video's change, kept/reverted counts, seconds of flow and
+adaptation per video, J gained per second and IoU0 (mean IoU of the adapted masks with the 0-step ones: how far
 adaptation moved them); then per video for --detail (default: the service default, i.e. the
 variant matching AdaptationSettings()) with and without temporal fusion.
 """

@@ -17,6 +17,7 @@ import pytest
 from service.jobs import STAGES, ProgressMeter
 from service.video import VideoLimits, decode_frames
 from helpers.service_media import DAVIS_FRAMES, davis_frames, encode_video, gradient_rgb
+from training.flow import TRAINING_FLOW_SIZE
 
 #: How long a running job may take to stop after a DELETE or its timeout.
 STOP_BUDGET_S = 2.0
@@ -154,7 +155,7 @@ def cancel_in_stage(client, url: str, stage: str) -> tuple[float, dict]:
 LONG_STAGES = [("flow", 60, 1), ("adapting", 8, 4000)]
 #: Flow at the training resolution rather than the tiny test model's grid (the DIS default), where
 #: 234 pairs would take well under a second and a cancel or timeout test could miss the stage.
-SLOW_FLOW_SIZE = (240, 427)
+SLOW_FLOW_SIZE = TRAINING_FLOW_SIZE
 
 
 @pytest.mark.parametrize(("stage", "frames", "steps"), LONG_STAGES)
