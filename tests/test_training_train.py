@@ -3,6 +3,7 @@ and test-time adaptation (training/adapt.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -70,25 +71,30 @@ class _Interrupted(Exception):
     pass
 
 
-def test_resume_after_interruption_is_exact(tiny_training_data, tmp_path, monkeypatch, restore_threads):
-    straight = load_checkpoint(train(_config(tiny_training_data, tmp_path / "a"), progress=False))
-    assert straight["step"] == 6
-
-    # same run, killed during step 5 (after the step-3 checkpoint), then resumed
+def _train_interrupted(config: TrainConfig, monkeypatch, failing_call: int) -> None:
+    """Run ``config`` until its ``failing_call``-th training step raises, as a killed run would."""
     real_step = train_module.train_step
     calls = []
 
     def failing_step(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 5:
+        if len(calls) == failing_call:
             raise _Interrupted
         return real_step(*args, **kwargs)
 
     monkeypatch.setattr(train_module, "train_step", failing_step)
     with pytest.raises(_Interrupted):
-        train(_config(tiny_training_data, tmp_path / "b"), progress=False)
-    assert load_checkpoint(tmp_path / "b" / "last.pt")["step"] == 3
+        train(config, progress=False)
     monkeypatch.setattr(train_module, "train_step", real_step)
+
+
+def test_resume_after_interruption_is_exact(tiny_training_data, tmp_path, monkeypatch, restore_threads):
+    straight = load_checkpoint(train(_config(tiny_training_data, tmp_path / "a"), progress=False))
+    assert straight["step"] == 6
+
+    # same run, killed during step 5 (after the step-3 checkpoint), then resumed
+    _train_interrupted(_config(tiny_training_data, tmp_path / "b"), monkeypatch, failing_call=5)
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["step"] == 3
     resumed = load_checkpoint(train(_config(tiny_training_data, tmp_path / "b"), progress=False))
 
     assert resumed["step"] == 6
@@ -104,6 +110,35 @@ def test_resume_after_interruption_is_exact(tiny_training_data, tmp_path, monkey
     assert [r["step"] for r in log] == [2, 4, 6] and all(np.isfinite(r["loss"]) for r in log)
     config = json.loads((tmp_path / "b" / "config.json").read_text())
     assert config["steps"] == 6 and config["width"] == 4
+
+
+def test_weight_average_follows_the_run_and_resumes_exactly(tiny_training_data, tmp_path, monkeypatch,
+                                                           restore_threads):
+    decay = 0.6
+    config = _config(tiny_training_data, tmp_path / "ema", steps=4, checkpoint_every=1, snapshot_every=1,
+                     ema_decay=decay)
+    train(config, progress=False)
+    snapshots = [load_checkpoint(tmp_path / "ema" / f"step_{n:06d}.pt")["model"] for n in range(1, 5)]
+    expected = [dict(snapshots[0])]  # the first update copies the weights
+    for weights in snapshots[1:]:
+        expected.append({name: decay * value + (1 - decay) * weights[name] if value.is_floating_point()
+                         else weights[name] for name, value in expected[-1].items()})
+    averaged = load_checkpoint(tmp_path / "ema" / "ema.pt")
+    assert averaged["step"] == 4 and averaged["spec"] == load_checkpoint(tmp_path / "ema" / "last.pt")["spec"]
+    for written, want in ((averaged["model"], expected[3]),
+                          (load_checkpoint(tmp_path / "ema" / "ema_step_000002.pt")["model"], expected[1])):
+        assert written.keys() == want.keys()
+        for name, value in want.items():
+            if value.is_floating_point():  # batch-norm running statistics are averaged like the weights
+                torch.testing.assert_close(written[name], value, rtol=1e-5, atol=1e-6, msg=name)
+    assert not torch.allclose(averaged["model"]["head.weight"], snapshots[-1]["head.weight"])
+
+    # killed during step 3 (after the step-2 checkpoint), resumed: the same average as the straight run
+    _train_interrupted(dataclasses.replace(config, output_dir=str(tmp_path / "killed")), monkeypatch, failing_call=3)
+    train(dataclasses.replace(config, output_dir=str(tmp_path / "killed")), progress=False)
+    resumed = load_checkpoint(tmp_path / "killed" / "ema.pt")["model"]
+    for name, value in averaged["model"].items():
+        assert torch.equal(value, resumed[name]), name
 
 
 def test_train_coarse_steps_and_restart(tiny_training_data, tmp_path, restore_threads):

@@ -228,6 +228,9 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--coarse-steps", dest="coarse_steps", type=int,
                        help=f"first N steps at {defaults.coarse_scale:g} x the input size (a cheap resolution "
                             f"schedule; default {defaults.coarse_steps})")
+    group.add_argument("--ema-decay", dest="ema_decay", type=float,
+                       help="keep an exponential moving average of the weights beside them, written as ema.pt and "
+                            f"scored by --eval-every, e.g. 0.999 (default {defaults.ema_decay:g}: none, as the paper)")
     group.add_argument("--snapshot-every", dest="snapshot_every", type=int, help=f"keep step_<N>.pt every N steps (default {defaults.snapshot_every}: never)")
     group.add_argument("--eval-every", dest="eval_every", type=int, help=f"J on val-dev every N steps (0 = never; default {defaults.eval_every})")
     group.add_argument("--init-from", dest="init_from",

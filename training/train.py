@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from models.merge_strategy import PAPER_MERGE, MergeStrategy
@@ -79,6 +80,10 @@ class TrainConfig:
     # trusts every vector. Needs opposite gaps in the cache (the paper's gaps have them).
     flow_trust_check: bool = False
     flip: bool = True
+    # Exponential moving average of the weights (batch-norm statistics included), kept beside the trained
+    # ones and written as ema.pt: 0 = off (the paper keeps none). An average over the last ~1/(1 − decay)
+    # steps is a cheap ensemble along the run, like the WiSE-FT midpoint, which model 0.4.0 gained from.
+    ema_decay: float = 0.0
     # Augmentation (training/augment.py; the paper has none): colour jitter strength, greyscale and blur
     # probabilities, largest zoom of random crops (1.0 = no crops).
     colour_jitter: float = 0.0
@@ -225,11 +230,23 @@ def _build_model(config: TrainConfig, device: torch.device, from_scratch: bool) 
     return model
 
 
+def _weight_average(model: Segmenter, decay: float) -> AveragedModel | None:
+    """The EMA of ``model``'s weights and buffers (``TrainConfig.ema_decay``); None when off. Its first
+    update copies the weights, every later one moves the average ``1 − decay`` of the way to them."""
+    if decay <= 0.0:
+        return None
+    if not decay < 1.0:
+        raise ValueError(f"ema_decay must be below 1, got {decay}")
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Path:
     """Train (or resume) a run in ``config.output_dir``; returns the final checkpoint path.
 
     ``<output_dir>/last.pt`` is rewritten every ``checkpoint_every`` steps and resumed from when
     present; ``<output_dir>/log.jsonl`` gets one JSON line per logged step (and per evaluation).
+    With ``ema_decay``, ``<output_dir>/ema.pt`` holds the weights' moving average, written with
+    ``last.pt`` (snapshots ``ema_step_<N>.pt``), and evaluations score it too.
     """
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -253,6 +270,11 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
     elif config.init_from:
         model.load_state_dict({k: v.float() for k, v in load_checkpoint(config.init_from)["model"].items()})
         log.info("initialised from %s", config.init_from)
+    ema = _weight_average(model, config.ema_decay)
+    if ema is not None and resuming:
+        if "ema" not in state:
+            raise ValueError(f"{last} was written without a weight average; resume with ema_decay=0")
+        ema.load_state_dict(state["ema"])
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
 
     videos = list_sources(config.data, config.resolution)
@@ -267,8 +289,11 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
     evaluate_fn = _periodic_evaluator(config) if config.eval_every else None
 
     def checkpoint() -> None:
+        averaged = {} if ema is None else {"ema": ema.state_dict()}
         save_checkpoint(last, model, spec, optimizer=optimizer.state_dict(), step=step,
-                        generator=generator.get_state(), config=asdict(config))
+                        generator=generator.get_state(), config=asdict(config), **averaged)
+        if ema is not None:
+            save_checkpoint(out / "ema.pt", ema.module, spec, step=step)
 
     model.train()
     window_loss, window_start, window_steps = 0.0, time.perf_counter(), 0
@@ -283,6 +308,8 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
             loss, norm = train_step(model, optimizer, loss_fn, batch, lr, config)
             if not math.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss} at step {step}")
+            if ema is not None:
+                ema.update_parameters(model)
             step += 1
             window_loss += loss
             window_steps += 1
@@ -300,9 +327,13 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
                 checkpoint()
             if config.snapshot_every and step % config.snapshot_every == 0:
                 save_checkpoint(out / f"step_{step:06d}.pt", model, spec, step=step)
+                if ema is not None:
+                    save_checkpoint(out / f"ema_step_{step:06d}.pt", ema.module, spec, step=step)
             if evaluate_fn is not None and (step % config.eval_every == 0 or step == config.steps):
                 model.eval()
                 record = {"step": step, **evaluate_fn(model, device)}
+                if ema is not None:
+                    record.update({f"{name}_ema": value for name, value in evaluate_fn(ema.module, device).items()})
                 log_file.write(json.dumps(record) + "\n")
                 log_file.flush()
                 log.info("step %d: %s", step, record)
