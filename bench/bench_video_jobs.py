@@ -62,9 +62,9 @@ def run_job(client: httpx.Client, video: bytes, query: str, time_cap: float) -> 
     return {"status": status, "result": result, "wall_s": time.perf_counter() - started}
 
 
-def j(row: dict, job: str) -> float:
-    """J of one of the row's jobs; NaN where the job was not run (``--no-temporal``)."""
-    return row.get(job, {}).get("J", np.nan)
+def j(row: dict, job: str, metric: str = "J") -> float:
+    """A metric (J, flicker) of one of the row's jobs; NaN where the job was not run (``--no-temporal``)."""
+    return row.get(job, {}).get(metric, np.nan)
 
 
 def main() -> int:
@@ -122,7 +122,7 @@ def main() -> int:
                   f"{100 * (r['N']['J'] - r['0']['J']):+6.1f}{adaptation.get('decision', '-'):>10}"
                   f"{100 * j(r, '0+temporal'):7.1f}{100 * j(r, 'N+temporal'):7.1f}"
                   f"{100 * (j(r, 'N+temporal') - j(r, '0+temporal')):+7.1f}{100 * r['0']['flicker']:6.1f}"
-                  f"{100 * r['N']['flicker']:6.1f}{100 * r.get('N+temporal', {}).get('flicker', np.nan):8.1f}"
+                  f"{100 * r['N']['flicker']:6.1f}{100 * j(r, 'N+temporal', 'flicker'):8.1f}"
                   f"{r['0']['wall_s']:6.1f}{r['N']['wall_s']:6.1f}"
                   f"{timings.get('flow', 0):6.1f}{timings.get('adapting', 0):6.1f}{timings.get('segmenting', 0):6.1f}"
                   f"{timings.get('encoding', 0):6.1f}")
