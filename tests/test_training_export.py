@@ -182,6 +182,11 @@ def test_card_of_a_fine_tuned_run_keeps_the_starting_weights_history(tmp_path):
     interpolation = json.loads((tmp_path / "card.json").read_text())["training"]["weight_interpolation"]
     assert (interpolation["start_version"], interpolation["alpha"]) == ("1.0", 0.5)
     assert interpolation["command"].endswith(f"{run / 'last.pt'} --alpha 0.5")
+    # ... or towards the run's weight average (`gwm train --ema-decay`)
+    assert main([*card, "--run-dir", str(run), "--interpolation-alpha", "0.5", "--interpolation-end", "ema.pt"]) == 0
+    interpolation = json.loads((tmp_path / "card.json").read_text())["training"]["weight_interpolation"]
+    assert interpolation["end"] == "ema.pt" and "moving average" in interpolation["method"]
+    assert interpolation["command"].endswith(f"{run / 'ema.pt'} --alpha 0.5")
     with pytest.raises(SystemExit, match="--initialised-from"):
         main([*card[:-2], "--run-dir", str(run), "--interpolation-alpha", "0.5"])
 

@@ -164,7 +164,8 @@ def _cmd_card(args: argparse.Namespace) -> int:
         if args.initialised_from:
             training = with_initial_training(training, json.loads(Path(args.initialised_from).read_text()))
         if args.interpolation_alpha is not None:
-            training["weight_interpolation"] = interpolation_record(training, args.interpolation_alpha, args.run_dir)
+            training["weight_interpolation"] = interpolation_record(training, args.interpolation_alpha, args.run_dir,
+                                                                    args.interpolation_end)
     else:
         training = json.loads(Path(args.training_from).read_text())["training"]
     card = build_model_card(
@@ -365,6 +366,9 @@ def configure_card(card: argparse.ArgumentParser) -> None:
     card.add_argument("--interpolation-alpha", dest="interpolation_alpha", type=float,
                       help="with --initialised-from: the checkpoint is `gwm interpolate --alpha` of the "
                            "starting weights and the run's last.pt (default: it is the run's own)")
+    card.add_argument("--interpolation-end", dest="interpolation_end", default="last.pt",
+                      help="with --interpolation-alpha: the run's file that was interpolated towards, e.g. "
+                           "ema.pt for the moving average of `gwm train --ema-decay` (default last.pt)")
     card.add_argument("--eval", required=True, help="report from `gwm eval --output`")
     card.add_argument("--name", default="gwm-default", help="model name in the card (default gwm-default)")
     card.add_argument("--output", required=True, help="card JSON file to write")

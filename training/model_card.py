@@ -88,12 +88,15 @@ def with_initial_training(training: dict[str, Any], earlier_card: dict[str, Any]
     return {**training, "initialised_from": earlier, "total_training_hours": total}
 
 
-def interpolation_record(training: dict[str, Any], alpha: float, run_dir: str | Path) -> dict[str, Any]:
+def interpolation_record(training: dict[str, Any], alpha: float, run_dir: str | Path,
+                         end: str = "last.pt") -> dict[str, Any]:
     """How shipped weights made by ``gwm interpolate`` relate to the run: ``(1 - alpha)`` × the weights
-    the run started from + ``alpha`` × the run's last weights (see training.checkpoint)."""
-    return {"method": "weight-space interpolation (WiSE-FT) of the starting weights and this run's last weights",
-            "start_version": training["initialised_from"]["version"], "alpha": alpha,
-            "command": f"gwm interpolate START.pt {Path(run_dir) / 'last.pt'} --alpha {alpha:g}"}
+    the run started from + ``alpha`` × the run's ``end`` file (``last.pt``, or ``ema.pt``: the moving
+    average of its weights, `gwm train --ema-decay`; see training.checkpoint)."""
+    which = "the moving average of this run's weights" if end.startswith("ema") else f"this run's {end}"
+    return {"method": f"weight-space interpolation (WiSE-FT) of the starting weights and {which}",
+            "start_version": training["initialised_from"]["version"], "alpha": alpha, "end": end,
+            "command": f"gwm interpolate START.pt {Path(run_dir) / end} --alpha {alpha:g}"}
 
 
 def build_model_card(
