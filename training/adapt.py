@@ -70,6 +70,7 @@ __all__ = [
     "VideoSegmentation",
     "adapt",
     "adapt_and_segment",
+    "frame_schedule",
     "heldout_frames",
 ]
 
@@ -120,6 +121,10 @@ class AdaptationSettings:
     interpolation: float = 0.5
     #: Hold the adapted foreground where it would grow into background colours (models/appearance.py).
     appearance_check: bool = True
+    #: Batches that visit every training frame equally often (shuffled passes over the video,
+    #: :func:`frame_schedule`) instead of frames drawn at random with replacement, as in training: over
+    #: 20 steps of 8 frames random draws leave some frames unseen and repeat others.
+    balanced_frames: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -177,6 +182,14 @@ def heldout_frames(n: int, every: int) -> torch.Tensor:
     if every <= 1 or n < 2 * every:
         return torch.empty(0, dtype=torch.long)
     return torch.arange(every // 2, n, every)
+
+
+def frame_schedule(n: int, batch_size: int, steps: int, generator: torch.Generator) -> torch.Tensor:
+    """Frame indices of every step's batch, (steps, batch_size): shuffled passes over all ``n`` frames
+    laid end to end, so that each frame is drawn equally often (± 1) over the whole adaptation."""
+    passes = math.ceil(steps * batch_size / n)
+    order = torch.cat([torch.randperm(n, generator=generator) for _ in range(passes)])
+    return order[:steps * batch_size].view(steps, batch_size)
 
 
 @torch.no_grad()
@@ -280,6 +293,8 @@ def adapt(
     best_loss, best_step, best_state = before, 0, original
     optimizer = make_optimizer(model, config)
     batch_size = min(settings.batch_size, len(training_set))
+    schedule = (frame_schedule(len(training_set), batch_size, settings.steps, generator)
+                if settings.balanced_frames else None)
     losses: list[float] = []
     model.train()
     if settings.freeze_norm:
@@ -289,7 +304,8 @@ def adapt(
     with _encoder_held(model, not settings.adapt_encoder):
         for step in range(1, settings.steps + 1):
             _check_cancel(should_cancel)
-            batch: Batch = training_set.sample(batch_size, generator)
+            batch: Batch = training_set.sample(batch_size, generator,
+                                               None if schedule is None else schedule[step - 1])
             if settings.scale != 1.0:
                 batch = batch.rescaled(settings.scale)
             loss, _ = train_step(model, optimizer, loss_fn, batch, config.lr, config)
