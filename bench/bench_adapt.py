@@ -17,10 +17,9 @@ step kept; the others add the safeguard unless named `-noguard`):
     fast-raft-g1 (gaps -1, 1 only), fast-raft-g1-i4 (and 4 RAFT iterations), fast-full, fast-raft-full (the adapted
     weights, not the midpoint with the original ones), fast-lr2e-4 (adaptation rate 2e-4), fast-nocheck,
     fast-raft-nocheck (without the appearance check, models/appearance.py), fast-decoder (the encoder's weights
-    held), fast-balanced (batches that visit every frame equally often),
-    fast-b16 (the paper's batch of 16, at half the input size)
+    held), fast-b16 (the paper's batch of 16, at half the input size: the service default)
 `fast` = batch 8, adaptation at half the input size, the midpoint weights, the appearance check, DIS flow
-at the network's grid (the service default); `-raft` variants need --raft-weights. The table prints per
+at the network's grid (the service default until 2026-12-03; `fast-b16`, batch 16, is the default now); `-raft` variants need --raft-weights. The table prints per
 variant: mean J, gain over 0 steps, the worst video's change (of the seeds' mean; "worst run": of any single
 seed, what one user's job gets), the seeds' spread (standard deviation of a video's J over seeds, mean over
 videos), kept/reverted counts, seconds of flow and
@@ -75,8 +74,7 @@ VARIANTS: dict[str, dict] = {
     "fast-raft-nocheck": {**FAST, "flow_method": "raft", "appearance_check": False},
     "fast-lr2e-4": {**FAST, "lr": 2e-4},  # a third of the paper's rate: smaller moves away from the shipped weights
     "fast-decoder": {**FAST, "adapt_encoder": False},  # the encoder's weights held: decoder and head adapt
-    "fast-balanced": {**FAST, "balanced_frames": True},  # every training frame drawn equally often
-    "fast-b16": {**FAST, "batch_size": 16},  # the paper's batch, at half the input size
+    "fast-b16": {**FAST, "batch_size": 16},  # the paper's batch, at half the input size: the default since 2026-12-03
 }
 
 

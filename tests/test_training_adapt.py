@@ -14,7 +14,7 @@ from models.preprocessing import prepare_image
 from models.segmenters import build_segmenter
 from models.video_flow import VideoFlow
 from test_training_synthetic import GAPS, HEIGHT, WIDTH, make_video
-from training.adapt import AdaptationSettings, adapt, frame_schedule, heldout_frames, heldout_loss
+from training.adapt import AdaptationSettings, adapt, heldout_frames, heldout_loss
 from training.data import FlowPairDataset
 from training.train import LossFunction
 
@@ -53,22 +53,13 @@ def test_heldout_frames_spare_the_ends_and_short_videos():
     assert heldout_frames(50, 0).numel() == 0
 
 
-def test_frame_schedule_draws_every_frame_equally_often():
-    schedule = frame_schedule(37, 8, 20, torch.Generator().manual_seed(0))
-    assert schedule.shape == (20, 8)
-    counts = torch.bincount(schedule.flatten(), minlength=37)
-    assert counts.min() >= 4 and counts.max() <= 5  # 160 draws over 37 frames: 4 or 5 each
-    random_draws = torch.randint(37, (160,), generator=torch.Generator().manual_seed(0))
-    assert torch.bincount(random_draws, minlength=37).min() < 4  # what sampling with replacement does
-
-
-@pytest.mark.parametrize("balanced", [False, True])
-def test_adaptation_on_real_motion_is_kept(single_thread, balanced):
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_adaptation_on_real_motion_is_kept(single_thread, seed):
     frames, _, flows, valid = make_video(0)
     model = _model()
-    # 40 steps: the network is untrained, its batch-norm statistics lag in inference mode, and after 20
-    # steps the held-out drop of some seeds is still within the keep margin
-    settings = dataclasses.replace(SETTINGS, steps=40, balanced_frames=balanced)
+    # any seed; 40 steps: the network is untrained, its batch-norm statistics lag in inference mode, and
+    # after 20 steps the held-out drop of some seeds is still within the keep margin
+    settings = dataclasses.replace(SETTINGS, steps=40, seed=seed)
     report = adapt(model, _dataset(flows, valid, frames), settings, torch.device("cpu"))
     assert report.decision == "kept" and report.best_step > 0
     assert report.heldout_frames == 3

@@ -199,12 +199,9 @@ class FlowPairDataset:
     def __len__(self) -> int:
         return len(self.images)
 
-    def sample(self, batch_size: int, generator: torch.Generator, index: torch.Tensor | None = None) -> Batch:
-        """Draw a random batch (or the frames ``index``, with random gaps, flips and augmentation); all
-        randomness comes from ``generator`` so runs resume exactly."""
-        if index is None:
-            index = torch.randint(len(self), (batch_size,), generator=generator)
-        batch_size = len(index)
+    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+        """Draw a random batch; all randomness comes from ``generator`` so runs resume exactly."""
+        index = torch.randint(len(self), (batch_size,), generator=generator)
         # One valid gap per frame: random scores, invalid gaps pushed below every valid one.
         scores = torch.rand(batch_size, len(self.flow.gaps), generator=generator)
         scores = scores.masked_fill(~self.flow.valid[index], -1.0)
