@@ -35,12 +35,13 @@ STAGES = ("decoding", "flow", "adapting", "segmenting", "encoding")
 #: model and the default settings on the 2-core development CPU (2026-12-03): the 12 val-dev videos
 #: as 854x480 H.264 uploads through the embedded server took, per video, decoding ~0.004 s a frame,
 #: flow 0.034-0.036 s a frame (dis-fine at the network's grid, 4 gaps), adapting 0.19-0.23 s a step
-#: (batch 8 at half size, with the safeguard's checks), segmenting (the networks, channels-last, and
+#: (then batch 8 at half size, with the safeguard's checks; batch 16 since, 1.7x that per step in
+#: bench/bench_adapt.py, hence 0.35), segmenting (the networks, channels-last, and
 #: the appearance check's pass of the original) ~0.037 s a frame and encoding (each full-size mask
 #: made, refined and RLE encoded as it is stored) ~0.014 s a frame (``python bench/bench_video_jobs.py``,
 #: the job's ``timings``). RAFT flow (GWM_FLOW_METHOD=raft on a CPU, at 240x427) is ~20x slower than
 #: this, and the percent then lags during flow.
-STAGE_SECONDS = {"decoding": 0.004, "flow": 0.035, "adapting": 0.2, "segmenting": 0.04, "encoding": 0.015}
+STAGE_SECONDS = {"decoding": 0.004, "flow": 0.035, "adapting": 0.35, "segmenting": 0.04, "encoding": 0.015}
 #: No ETA before this much of the job's time has passed and this share of it is done: an estimate from
 #: the first frames decoded is noise.
 ETA_MIN_ELAPSED_S = 2.0
