@@ -19,10 +19,10 @@ step kept; the others add the safeguard unless named `-noguard`):
     fast-raft-nocheck (without the appearance check, models/appearance.py), fast-decoder (the encoder's weights
     held), fast-b16 (the paper's batch of 16, at half the input size: the service default)
 `fast` = batch 8, adaptation at half the input size, the midpoint weights, the appearance check, DIS flow
-at the network's grid (the service default until 2026-12-03; `fast-b16`, batch 16, is the default now); `-raft` variants need --raft-weights. The table prints per
-variant: mean J, gain over 0 steps, the worst video's change (of the seeds' mean; "worst run": of any single
-seed, what one user's job gets), the seeds' spread (standard deviation of a video's J over seeds, mean over
-videos), kept/reverted counts, seconds of flow and
+at the network's grid (the service default until 2026-12-03; `fast-b16`, batch 16, is the default now);
+`-raft` variants need --raft-weights. The table prints per variant: mean J, gain over 0 steps, the worst
+video's change (of the seeds' mean; "worst run": of any single seed, what one user's job gets), the seeds'
+spread (standard deviation of a video's J over seeds, mean over videos), kept/reverted counts, seconds of flow and
 adaptation per video, J gained per second and IoU0 (mean IoU of the adapted masks with the 0-step ones: how far
 adaptation moved them); then per video for --detail (default: the service default, i.e. the
 variant matching AdaptationSettings()) with and without temporal fusion.
