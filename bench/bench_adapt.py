@@ -2,6 +2,7 @@
 
     python bench/bench_adapt.py models/weights/gwm-default.pt
     python bench/bench_adapt.py models/weights/gwm-default.pt --variants paper fast --max-sequences 4
+    python bench/bench_adapt.py models/weights/gwm-default.pt --variants fast-b16 --interpolations 0.5 0.75 1 --seeds 4
 
 Each sequence is made into an H.264 MP4 with PyAV (crf 23, by default 2x upscaled to 854x480, the
 way a phone video arrives), decoded again, and adapted in isolation from the checkpoint, exactly
@@ -48,7 +49,7 @@ sys.path.insert(0, str(REPO))
 
 from models.inference import segment_frames  # noqa: E402
 from models.temporal import temporal_iou  # noqa: E402
-from training.adapt import AdaptationSettings, adapt  # noqa: E402
+from training.adapt import AdaptationSettings, run_adaptation_steps, settle  # noqa: E402
 from training.checkpoint import load_model  # noqa: E402
 from training.data import FlowPairDataset  # noqa: E402
 from training.evaluate import jaccard, read_annotation  # noqa: E402
@@ -120,24 +121,43 @@ def flicker(masks: list[np.ndarray], dataset: FlowPairDataset) -> float:
     return 1.0 - float(temporal_iou(small, dataset.flow).mean())
 
 
+def label_of(variant: str, alpha: float, interpolations: list[float] | None) -> str:
+    """A table row's name: the variant, with the interpolation when --interpolations asks for several."""
+    return f"{variant}@{alpha:g}" if interpolations else variant
+
+
+def summarise(runs: list[dict], flow_s: float) -> dict:
+    """One video's figures for one row: the seeds' means, and the spread and worst case a user can meet."""
+    summary = {key: float(np.mean([run[key] for run in runs])) for key in ("J", "kept", "adapt_s", "agreement")}
+    js = [run["J"] for run in runs]  # a user gets one run: its spread and its worst case count too
+    summary.update(J_sd=float(np.std(js)), J_min=float(min(js)), flow_s=flow_s, before=runs[-1]["before"],
+                   after=runs[-1]["after"], decision="kept" if runs[-1]["kept"] else "reverted")
+    return summary
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint")
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--steps", type=int, default=AdaptationSettings.steps)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
-    parser.add_argument("--detail", choices=list(VARIANTS), help="variant shown per video (default: the last)")
+    parser.add_argument("--detail", help="row shown per video, a variant or VARIANT@ALPHA (default: the last)")
     parser.add_argument("--max-sequences", type=int)
     parser.add_argument("--seeds", type=int, default=1, help="adapt each video with seeds 0..N-1; J is their mean")
     parser.add_argument("--upscale", type=int, default=2, help="upload size: 2 = 854x480 (default), 1 = 427x240")
     parser.add_argument("--threads", type=int, default=2, help="torch threads, as a worker has (default 2)")
     parser.add_argument("--raft-weights", help="local RAFT-small weights, for the -raft variants")
+    parser.add_argument("--interpolations", type=float, nargs="+",
+                        help="judge each run of steps at these interpolations too (rows VARIANT@ALPHA): the same "
+                             "steps, so the rows differ by the interpolation alone")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     model, spec = load_model(args.checkpoint)
     input_size, merge = spec.input_size, spec.merge
-    detail = args.detail or args.variants[-1]
+    labels = [label_of(name, alpha, args.interpolations) for name in args.variants
+              for alpha in (args.interpolations or [None])]
+    detail = args.detail or labels[-1]
     videos = list_sequences(args.data, "240p", ["val-dev"])[: args.max_sequences]
     rows: list[dict] = []
     datasets: dict[tuple, FlowPairDataset] = {}
@@ -165,33 +185,38 @@ def main() -> int:
                                                             trust_check=settings.trust_check)
             dataset = datasets[key]
             flow_s = time.perf_counter() - start
-            runs = []
+            alphas = args.interpolations or [settings.interpolation]
+            variant_labels = [label_of(name, alpha, args.interpolations) for alpha in alphas]
+            runs: dict[str, list[dict]] = {label: [] for label in variant_labels}
             for seed in range(args.seeds):  # adaptation is stochastic (batches, flips): the mean over seeds
                 adapted = copy.deepcopy(model)
                 start = time.perf_counter()
-                report = adapt(adapted, dataset, dataclasses.replace(settings, seed=seed), device)
-                adapt_s = time.perf_counter() - start
-                original = model if report.appearance_check else None
-                masks = list(segment_frames(adapted, frames, input_size, device, merge, original=original))
-                runs.append({"J": sequence_j(masks, truths), "kept": report.decision == "kept", "adapt_s": adapt_s,
-                             "agreement": np.mean([jaccard(a, b) for a, b in zip(masks0, masks)]),
-                             "before": report.heldout_loss_before, "after": report.heldout_loss_after})
-            row[name] = {key: float(np.mean([run[key] for run in runs])) for key in ("J", "kept", "adapt_s", "agreement")}
-            js = [run["J"] for run in runs]  # a user gets one run: its spread and its worst case count too
-            row[name].update(J_sd=float(np.std(js)), J_min=float(min(js)),
-                             flow_s=flow_s, before=runs[-1]["before"], after=runs[-1]["after"],
-                             decision="kept" if runs[-1]["kept"] else "reverted")
-            if name == detail:
-                fused = list(segment_frames(adapted, frames, input_size, device, merge, flow=dataset.flow,
-                                            original=original))
-                fused0 = list(segment_frames(model, frames, input_size, device, merge, flow=dataset.flow))
-                row["J0_temporal"], row["J_temporal"] = sequence_j(fused0, truths), sequence_j(fused, truths)
-                row["flicker0"], row["flicker"] = flicker(masks0, dataset), flicker(masks, dataset)
-                row["flicker0_temporal"], row["flicker_temporal"] = flicker(fused0, dataset), flicker(fused, dataset)
+                steps = run_adaptation_steps(adapted, dataset, dataclasses.replace(settings, seed=seed), device)
+                steps_s = time.perf_counter() - start
+                for label, alpha in zip(variant_labels, alphas):  # one run of steps, judged at each interpolation
+                    start = time.perf_counter()
+                    report = settle(adapted, steps, dataset, dataclasses.replace(settings, interpolation=alpha), device)
+                    adapt_s = steps_s + time.perf_counter() - start
+                    original = model if report.appearance_check else None
+                    masks = list(segment_frames(adapted, frames, input_size, device, merge, original=original))
+                    runs[label].append({"J": sequence_j(masks, truths), "kept": report.decision == "kept",
+                                        "adapt_s": adapt_s,
+                                        "agreement": np.mean([jaccard(a, b) for a, b in zip(masks0, masks)]),
+                                        "before": report.heldout_loss_before, "after": report.heldout_loss_after})
+                    if label == detail and seed == args.seeds - 1:
+                        fused = list(segment_frames(adapted, frames, input_size, device, merge, flow=dataset.flow,
+                                                    original=original))
+                        fused0 = list(segment_frames(model, frames, input_size, device, merge, flow=dataset.flow))
+                        row["J0_temporal"], row["J_temporal"] = sequence_j(fused0, truths), sequence_j(fused, truths)
+                        row["flicker0"], row["flicker"] = flicker(masks0, dataset), flicker(masks, dataset)
+                        row["flicker0_temporal"] = flicker(fused0, dataset)
+                        row["flicker_temporal"] = flicker(fused, dataset)
+            for label in variant_labels:
+                row[label] = summarise(runs[label], flow_s)
         rows.append(row)
         print(f"{video.name}: J0 {100 * row['J0']:.1f}  " + "  ".join(
             f"{n} {100 * row[n]['J']:.1f} ({row[n]['decision']}, IoU0 {100 * row[n]['agreement']:.0f}, "
-            f"{row[n]['adapt_s']:.1f} s)" for n in args.variants),
+            f"{row[n]['adapt_s']:.1f} s)" for n in labels),
             flush=True)
 
     source = f"H.264 crf 23, {'854x480' if args.upscale == 2 else f'{args.upscale}x of 427x240'}"
@@ -202,7 +227,7 @@ def main() -> int:
     print(f"{'variant':<14}{'J':>7}{'gain':>7}{'worst':>7}{'worst run':>10}{'seed sd':>8}{'kept':>6}{'revert':>7}"
           f"{'flow s':>8}{'adapt s':>9}{'J/s':>7}{'IoU0':>6}")
     print(f"{'0 steps':<14}{100 * j0.mean():7.1f}")
-    for name in args.variants:
+    for name in labels:
         j = np.array([r[name]["J"] for r in rows])
         kept = sum(r[name]["kept"] for r in rows)
         flow_s = np.mean([r[name]["flow_s"] for r in rows if r[name]["flow_s"] > 0.05] or [0.0])

@@ -189,6 +189,8 @@ def test_card_of_a_fine_tuned_run_keeps_the_starting_weights_history(tmp_path):
     assert interpolation["command"].endswith(f"{run / 'ema.pt'} --alpha 0.5")
     with pytest.raises(SystemExit, match="--initialised-from"):
         main([*card[:-2], "--run-dir", str(run), "--interpolation-alpha", "0.5"])
+    with pytest.raises(SystemExit, match="--interpolation-alpha"):  # an end without an alpha is not ignored
+        main([*card, "--run-dir", str(run), "--interpolation-end", "ema.pt"])
 
 
 def test_interpolated_checkpoint_is_the_weighted_mean_of_the_two(tmp_path):

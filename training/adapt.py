@@ -65,12 +65,15 @@ from .train import LossFunction, TrainConfig, make_optimizer, select_device, tra
 __all__ = [
     "AdaptationCancelled",
     "AdaptationReport",
+    "AdaptationRun",
     "AdaptationSettings",
     "ProgressCallback",
     "VideoSegmentation",
     "adapt",
     "adapt_and_segment",
     "heldout_frames",
+    "run_adaptation_steps",
+    "settle",
 ]
 
 log = logging.getLogger(__name__)
@@ -251,19 +254,35 @@ def _encoder_held(model: Segmenter, hold: bool) -> Iterator[None]:
             parameter.requires_grad_(True)
 
 
-def adapt(
+@dataclass
+class AdaptationRun:
+    """The steps' outcome before the safeguard's verdict: what :func:`settle` needs to decide which
+    weights segment the video. Split from the verdict so that one run of steps can be judged under
+    several interpolations (bench/bench_adapt.py) without adapting again."""
+
+    original: dict[str, torch.Tensor]  # the weights the model came with
+    best_state: dict[str, torch.Tensor]  # the checked step with the lowest held-out loss (the last without a safeguard)
+    best_step: int  # 0: no checked step beat the starting weights
+    best_loss: float  # held-out loss of best_state (nan without a safeguard)
+    held_out: torch.Tensor  # indices of the held-out frames (empty: no safeguard)
+    loss_before: float  # held-out loss of the original weights (nan without a safeguard)
+    train_losses: list[float]
+
+    @property
+    def safeguarded(self) -> bool:
+        return len(self.held_out) > 0
+
+
+def run_adaptation_steps(
     model: Segmenter,
     dataset: FlowPairDataset,
     settings: AdaptationSettings,
     device: torch.device,
     progress: ProgressCallback | None = None,
     should_cancel: Callable[[], bool] | None = None,
-) -> AdaptationReport:
-    """Adapt ``model`` in place on ``dataset`` for ``settings.steps`` steps, behind the safeguard.
-
-    On return the model holds the kept weights (the best checked ones, interpolated) or, when
-    reverted, exactly the weights it came with; it is in eval mode either way.
-    """
+) -> AdaptationRun:
+    """Take ``settings.steps`` steps on ``model`` in place (the held-out frames left out), checking the
+    held-out loss every ``check_every`` steps; the model ends in the last step's weights."""
     config = settings.train_config()
     loss_fn = LossFunction(config, device)
     generator = torch.Generator().manual_seed(settings.seed)
@@ -273,11 +292,8 @@ def adapt(
     training_set = dataset.subset(torch.nonzero(train_frames).flatten()) if len(held_out) else dataset
     safeguard = len(held_out) > 0
 
-    def check() -> float:
-        return heldout_loss(model, dataset, held_out, loss_fn, settings.scale) if safeguard else math.nan
-
     original = copy.deepcopy(model.state_dict())
-    before = check()
+    before = heldout_loss(model, dataset, held_out, loss_fn, settings.scale) if safeguard else math.nan
     best_loss, best_step, best_state = before, 0, original
     optimizer = make_optimizer(model, config)
     batch_size = min(settings.batch_size, len(training_set))
@@ -296,34 +312,68 @@ def adapt(
             loss, _ = train_step(model, optimizer, loss_fn, batch, config.lr, config)
             losses.append(loss)
             if safeguard and (step % settings.check_every == 0 or step == settings.steps):
-                current = check()
+                current = heldout_loss(model, dataset, held_out, loss_fn, settings.scale)
                 if current < best_loss:
                     best_loss, best_step, best_state = current, step, copy.deepcopy(model.state_dict())
             if progress is not None:
                 progress("adapting", step, settings.steps)
-    adapted = best_state if safeguard else model.state_dict()
+    if not safeguard:
+        best_state, best_step = copy.deepcopy(model.state_dict()), settings.steps
+    return AdaptationRun(original=original, best_state=best_state, best_step=best_step, best_loss=best_loss,
+                         held_out=held_out, loss_before=before, train_losses=losses)
+
+
+def settle(
+    model: Segmenter,
+    run: AdaptationRun,
+    dataset: FlowPairDataset,
+    settings: AdaptationSettings,
+    device: torch.device,
+) -> AdaptationReport:
+    """The safeguard's verdict on ``run``: load into ``model`` the weights that segment the video — the
+    best step's, ``settings.interpolation`` of the way from the original ones, if their held-out loss is
+    at least ``keep_margin`` below the start, else the original weights — and say which, in eval mode."""
+    adapted, after = run.best_state, run.best_loss
     if settings.interpolation < 1.0:
-        adapted = interpolate_weights(original, adapted, settings.interpolation)
-        if best_step > 0:  # the safeguard judges the weights that would be used
-            model.load_state_dict(adapted)
-            best_loss = check()
-    keep = not safeguard or best_loss <= before * (1 - settings.keep_margin)
-    model.load_state_dict(adapted if keep else original)
+        adapted = interpolate_weights(run.original, adapted, settings.interpolation)
+    if run.safeguarded and run.best_step > 0 and settings.interpolation < 1.0:  # judge the weights used
+        model.load_state_dict(adapted)
+        after = heldout_loss(model, dataset, run.held_out, LossFunction(settings.train_config(), device),
+                             settings.scale)
+    keep = not run.safeguarded or after <= run.loss_before * (1 - settings.keep_margin)
+    model.load_state_dict(adapted if keep else run.original)
     model.eval()
     report = AdaptationReport(
         decision="kept" if keep else "reverted",
         steps=settings.steps,
-        best_step=(best_step if safeguard else settings.steps) if keep else 0,
-        heldout_frames=len(held_out),
-        heldout_loss_before=before if safeguard else None,
-        heldout_loss_after=best_loss if safeguard else None,
+        best_step=run.best_step if keep else 0,
+        heldout_frames=len(run.held_out),
+        heldout_loss_before=run.loss_before if run.safeguarded else None,
+        heldout_loss_after=after if run.safeguarded else None,
         interpolation=settings.interpolation,
         appearance_check=keep and settings.appearance_check,
-        train_losses=losses,
+        train_losses=run.train_losses,
     )
     log.info("adaptation %s: held-out loss %.4f -> %.4f (best at step %d of %d, %d held-out frames)",
-             report.decision, before, best_loss, best_step, settings.steps, len(held_out))
+             report.decision, run.loss_before, after, run.best_step, settings.steps, len(run.held_out))
     return report
+
+
+def adapt(
+    model: Segmenter,
+    dataset: FlowPairDataset,
+    settings: AdaptationSettings,
+    device: torch.device,
+    progress: ProgressCallback | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> AdaptationReport:
+    """Adapt ``model`` in place on ``dataset`` for ``settings.steps`` steps, behind the safeguard.
+
+    On return the model holds the kept weights (the best checked ones, interpolated) or, when
+    reverted, exactly the weights it came with; it is in eval mode either way.
+    """
+    run = run_adaptation_steps(model, dataset, settings, device, progress, should_cancel)
+    return settle(model, run, dataset, settings, device)
 
 
 def adapt_and_segment(

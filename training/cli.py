@@ -158,6 +158,8 @@ def _cmd_card(args: argparse.Namespace) -> int:
         raise SystemExit("--initialised-from goes with --run-dir (the run that started from those weights)")
     if args.interpolation_alpha is not None and not args.initialised_from:
         raise SystemExit("--interpolation-alpha goes with --initialised-from (the weights interpolated from)")
+    if args.interpolation_end is not None and args.interpolation_alpha is None:
+        raise SystemExit("--interpolation-end goes with --interpolation-alpha (how far the weights were interpolated)")
     model, spec = load_model(args.checkpoint)
     if args.run_dir:
         training = training_summary(args.run_dir)
@@ -165,7 +167,7 @@ def _cmd_card(args: argparse.Namespace) -> int:
             training = with_initial_training(training, json.loads(Path(args.initialised_from).read_text()))
         if args.interpolation_alpha is not None:
             training["weight_interpolation"] = interpolation_record(training, args.interpolation_alpha, args.run_dir,
-                                                                    args.interpolation_end)
+                                                                    args.interpolation_end or "last.pt")
     else:
         training = json.loads(Path(args.training_from).read_text())["training"]
     card = build_model_card(
@@ -366,7 +368,7 @@ def configure_card(card: argparse.ArgumentParser) -> None:
     card.add_argument("--interpolation-alpha", dest="interpolation_alpha", type=float,
                       help="with --initialised-from: the checkpoint is `gwm interpolate --alpha` of the "
                            "starting weights and the run's last.pt (default: it is the run's own)")
-    card.add_argument("--interpolation-end", dest="interpolation_end", default="last.pt",
+    card.add_argument("--interpolation-end", dest="interpolation_end",
                       help="with --interpolation-alpha: the run's file that was interpolated towards, e.g. "
                            "ema.pt for the moving average of `gwm train --ema-decay` (default last.pt)")
     card.add_argument("--eval", required=True, help="report from `gwm eval --output`")
