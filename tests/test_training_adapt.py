@@ -14,7 +14,7 @@ from models.preprocessing import prepare_image
 from models.segmenters import build_segmenter
 from models.video_flow import VideoFlow
 from test_training_synthetic import GAPS, HEIGHT, WIDTH, make_video
-from training.adapt import AdaptationSettings, adapt, heldout_frames, heldout_loss
+from training.adapt import AdaptationSettings, adapt, heldout_frames, heldout_loss, run_adaptation_steps, settle
 from training.data import FlowPairDataset
 from training.train import LossFunction
 
@@ -131,6 +131,22 @@ def test_the_safeguard_judges_the_interpolated_weights(single_thread):
                          torch.tensor(heldout_loss(model, _dataset(flows, valid, frames), heldout_frames(len(frames), 4),
                                                    LossFunction(SETTINGS.train_config(), torch.device("cpu")),
                                                    SETTINGS.scale)), rtol=1e-5)
+
+
+def test_one_run_of_steps_settled_at_each_interpolation_is_what_adapt_gives(single_thread):
+    """bench_adapt --interpolations judges one run of steps at several interpolations: each verdict
+    and its weights must be exactly those of a whole adaptation at that interpolation."""
+    frames, _, flows, valid = make_video(0)
+    dataset = _dataset(flows, valid, frames)
+    shared = _model()
+    run = run_adaptation_steps(shared, dataset, SETTINGS, torch.device("cpu"))
+    for alpha in (0.5, 1.0):
+        settings = dataclasses.replace(SETTINGS, interpolation=alpha)
+        alone = _model()
+        expected = adapt(alone, dataset, settings, torch.device("cpu"))
+        report = settle(shared, run, dataset, settings, torch.device("cpu"))
+        assert report == expected and report.decision == "kept"
+        assert all(torch.equal(a, b) for a, b in zip(shared.state_dict().values(), alone.state_dict().values()))
 
 
 def test_held_encoder_stays_as_it_was_while_the_decoder_adapts(single_thread):
