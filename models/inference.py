@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .appearance import colour_indices, restrict_growth
+from .appearance import ColourHistograms, colour_indices, restrict_growth
 from .merge_strategy import PAPER_MERGE
 from .merging import foreground_probability
 from .preprocessing import prepare_image
@@ -99,6 +99,8 @@ def segment_frames(
     raises to stop.
     """
     soft_masks = []
+    checked: list[tuple[torch.Tensor, torch.Tensor]] = []  # per batch: the original's soft masks, colours
+    histograms = ColourHistograms.empty()  # the original's colours over the whole video (models/appearance.py)
     if progress is not None:
         progress(0, len(frames))
     for start in range(0, len(frames), batch_size):
@@ -106,12 +108,16 @@ def segment_frames(
             check_cancel()
         batch = frames[start:start + batch_size]
         network_input = _network_input(batch, input_size, device)  # once, for both networks
-        soft = _foreground(model, network_input, merge)
+        soft_masks.append(_foreground(model, network_input, merge))
         if original is not None:
-            soft = restrict_growth(soft, _foreground(original, network_input, merge), colour_indices(batch, input_size))
-        soft_masks.append(soft)
+            colours = colour_indices(batch, input_size)
+            checked.append((_foreground(original, network_input, merge), colours.short()))
+            histograms.add(colours, checked[-1][0])
         if progress is not None:
             progress(min(start + batch_size, len(frames)), len(frames))
+    if original is not None:  # the check needs every frame's colours counted first
+        soft_masks = [restrict_growth(soft, before, colours.long(), histograms)
+                      for soft, (before, colours) in zip(soft_masks, checked)]
     soft = torch.cat(soft_masks)
     if flow is not None:
         soft = temporal_fuse(soft, flow)

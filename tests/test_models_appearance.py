@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from models.appearance import BINS, background_like, colour_indices, restrict_growth
+from models.appearance import BINS, ColourHistograms, colour_indices, restrict_growth
 from models.inference import segment_frames
 from models.segmenters import build_segmenter
 
@@ -41,7 +41,8 @@ def test_colour_indices_quantise_lab_per_pixel() -> None:
 
 def test_background_colours_are_background_like() -> None:
     frame, obj, wake, original = _scene()
-    held = background_like(colour_indices([frame], SIZE), original[None])[0]
+    indices = colour_indices([frame], SIZE)
+    held = ColourHistograms.of(indices, original[None]).background_like(indices)[0]
     assert not held[obj].any()  # red: owned by the foreground, though half the object is missed
     assert held[wake].all() and held[~(obj | wake)].all()
 
@@ -53,6 +54,33 @@ def test_growth_into_the_wake_is_held_and_into_the_object_is_kept() -> None:
     result = restrict_growth(adapted[None], original[None], colour_indices([frame], SIZE))[0]
     assert torch.equal(result[obj], adapted[obj])
     assert torch.equal(result[wake], original[wake])
+
+
+def test_the_videos_colours_hold_the_wake_in_a_frame_whose_own_masks_missed_the_object() -> None:
+    """Pooled over the video: in the second frame the original network saw no object, so that frame's
+    own histograms cannot tell the wake from the object; the first frame's can."""
+    frame, obj, wake, original = _scene()
+    missed = torch.full(SIZE, 0.05)  # nothing found in the second frame
+    indices = colour_indices([frame, frame], SIZE)
+    adapted = torch.stack([original, missed]).clone()
+    adapted[:, obj | wake] = 0.95
+    alone = restrict_growth(adapted[1:], missed[None], indices[1:])[0]  # that frame's own histograms
+    assert torch.equal(alone[wake], adapted[1][wake])  # uniform weights: no colour is background-like
+    pooled = restrict_growth(adapted, torch.stack([original, missed]), indices)[1]
+    assert torch.equal(pooled[wake], missed[wake]) and torch.equal(pooled[obj], adapted[1][obj])
+
+
+def test_segment_frames_counts_the_colours_of_every_batch_before_holding_any() -> None:
+    """The histograms are the whole video's, whatever the batch size of the networks' passes."""
+    torch.manual_seed(0)
+    original = build_segmenter("unet", num_regions=4, width=8).eval()
+    adapted = build_segmenter("unet", num_regions=4, width=8).eval()
+    frames = [np.random.default_rng(i).integers(0, 256, (40, 60, 3), dtype=np.uint8) for i in range(5)]
+    whole = list(segment_frames(adapted, frames, SIZE, torch.device("cpu"), "border", original=original, batch_size=8))
+    batched = list(segment_frames(adapted, frames, SIZE, torch.device("cpu"), "border", original=original, batch_size=2))
+    plain = list(segment_frames(adapted, frames, SIZE, torch.device("cpu"), "border"))
+    assert all(np.array_equal(a, b) for a, b in zip(whole, batched))
+    assert not all(np.array_equal(a, b) for a, b in zip(whole, plain))  # the check did hold something
 
 
 def test_shrinking_is_never_held() -> None:
