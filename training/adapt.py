@@ -336,10 +336,10 @@ def settle(
     adapted, after = run.best_state, run.best_loss
     if settings.interpolation < 1.0:
         adapted = interpolate_weights(run.original, adapted, settings.interpolation)
-    if run.safeguarded and run.best_step > 0 and settings.interpolation < 1.0:  # judge the weights used
-        model.load_state_dict(adapted)
-        after = heldout_loss(model, dataset, run.held_out, LossFunction(settings.train_config(), device),
-                             settings.scale)
+        if run.safeguarded and run.best_step > 0:  # the safeguard judges the weights that would be used
+            model.load_state_dict(adapted)
+            after = heldout_loss(model, dataset, run.held_out, LossFunction(settings.train_config(), device),
+                                 settings.scale)
     keep = not run.safeguarded or after <= run.loss_before * (1 - settings.keep_margin)
     model.load_state_dict(adapted if keep else run.original)
     model.eval()
