@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -77,15 +78,27 @@ def bare_latencies(model: Path, jpeg: bytes, count: int) -> list[float]:
     return times
 
 
+#: Each bench server's own data directory (removed by stop_server): an embedded server holds its
+#: directory alone (service/data_lock.py), so two benches side by side would otherwise refuse each other.
+_DATA_DIRS: dict[subprocess.Popen, str] = {}
+
+
 def start_server(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """A uvicorn server of the service with ``env`` (GWM_* settings) on a free port, once ready."""
+    env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
+    own_data_dir = "GWM_DATA_DIR" not in env
+    if own_data_dir:
+        env["GWM_DATA_DIR"] = tempfile.mkdtemp(prefix="gwm-bench-")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "service.api.app:create_app", "--factory",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"],
-        cwd=REPO, env={**os.environ, **env, "PYTHONPATH": str(REPO)},
+        cwd=REPO, env=env,
     )
+    if own_data_dir:
+        _DATA_DIRS[server] = env["GWM_DATA_DIR"]
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -95,13 +108,15 @@ def start_server(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
         except httpx.TransportError:
             pass
         time.sleep(0.2)
-    server.kill()
+    stop_server(server)
     raise SystemExit("server did not become ready")
 
 
 def stop_server(server: subprocess.Popen) -> None:
     server.terminate()
     server.wait(timeout=30)
+    if server in _DATA_DIRS:
+        shutil.rmtree(_DATA_DIRS.pop(server), ignore_errors=True)
 
 
 def http_latencies(url: str, jpeg: bytes, clients: int, count: int, time_cap: float) -> tuple[list[float], float]:
