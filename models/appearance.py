@@ -11,8 +11,8 @@ The rule, with nothing tuned: from the soft foreground of the original network o
 frames, the foreground's and the background's colour histograms (CIELAB, :data:`BINS` per channel,
 each pixel weighted by its probability; :class:`ColourHistograms`); a pixel whose colour is more
 frequent in the background than in the foreground is *background-like*, and there adaptation may
-lower the foreground probability but not raise it. Elsewhere — colours the original foreground owns — adaptation adds what the flow shows,
-and it may remove foreground anywhere. Measured on the 12 val-dev uploads (README, Benchmarks).
+lower the foreground probability but not raise it. Elsewhere — colours the original foreground owns
+— adaptation adds what the flow shows, and it may remove foreground anywhere. Measured on the 12 val-dev uploads (README, Benchmarks).
 No I/O.
 """
 
@@ -89,6 +89,7 @@ def restrict_growth(adapted: torch.Tensor, original: torch.Tensor, indices: torc
     """The adapted soft foreground (N, h, w), held at the original one wherever it would rise on a
     background-like pixel (see the module docstring). ``histograms``: the video's, from the original's
     masks of all its frames; None counts the ``N`` frames given."""
-    histograms = histograms or ColourHistograms.of(indices, original)
+    if histograms is None:
+        histograms = ColourHistograms.of(indices, original)
     held = histograms.background_like(indices)
     return torch.where(held, torch.minimum(adapted, original), adapted)
