@@ -55,7 +55,7 @@ from training.checkpoint import load_model  # noqa: E402
 from training.data import FlowPairDataset  # noqa: E402
 from training.evaluate import jaccard, read_annotation  # noqa: E402
 from training.flow import build_flow_estimator  # noqa: E402
-from training.frames import DEFAULT_EVAL_DATA, list_sequences  # noqa: E402
+from training.frames import DEFAULT_EVAL_DATA, VideoFolder, list_sequences  # noqa: E402
 
 DATA = (REPO / DEFAULT_EVAL_DATA).resolve()
 FAST = {"batch_size": 8, "scale": 0.5}
@@ -105,6 +105,24 @@ def h264_round_trip(frames: list[np.ndarray], scale: int = 2, crf: int = 23) -> 
     return decode_video(encode_h264(frames, scale, crf))
 
 
+def val_dev_videos(data: str, names: list[str] | None = None, limit: int | None = None) -> list[VideoFolder]:
+    """The val-dev sequences of ``data``: those ``names`` (all when None), the first ``limit`` of them."""
+    videos = list_sequences(data, "240p", ["val-dev"])
+    if names:
+        unknown = set(names) - {video.name for video in videos}
+        if unknown:
+            raise SystemExit(f"not in val-dev: {', '.join(sorted(unknown))}")
+        videos = [video for video in videos if video.name in names]
+    return videos[:limit]
+
+
+def add_video_arguments(parser: argparse.ArgumentParser) -> None:
+    """--data, --sequences and --max-sequences: which val-dev videos a bench runs on."""
+    parser.add_argument("--data", default=str(DATA))
+    parser.add_argument("--sequences", nargs="+", metavar="NAME", help="only these val-dev sequences")
+    parser.add_argument("--max-sequences", type=int)
+
+
 def sequence_j(masks: list[np.ndarray], truths: list[np.ndarray]) -> float:
     """DAVIS J mean: first and last frames excluded, masks scaled (nearest) to the annotation."""
     scores = []
@@ -140,11 +158,10 @@ def summarise(runs: list[dict], flow_s: float) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint")
-    parser.add_argument("--data", default=str(DATA))
+    add_video_arguments(parser)
     parser.add_argument("--steps", type=int, default=AdaptationSettings.steps)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--detail", help="row shown per video, a variant or VARIANT@ALPHA (default: the last)")
-    parser.add_argument("--max-sequences", type=int)
     parser.add_argument("--seeds", type=int, default=1, help="adapt each video with seeds 0..N-1; J is their mean")
     parser.add_argument("--upscale", type=int, default=2, help="upload size: 2 = 854x480 (default), 1 = 427x240")
     parser.add_argument("--threads", type=int, default=2, help="torch threads, as a worker has (default 2)")
@@ -160,7 +177,7 @@ def main() -> int:
     labels = [label_of(name, alpha, args.interpolations) for name in args.variants
               for alpha in (args.interpolations or [None])]
     detail = args.detail or labels[-1]
-    videos = list_sequences(args.data, "240p", ["val-dev"])[: args.max_sequences]
+    videos = val_dev_videos(args.data, args.sequences, args.max_sequences)
     rows: list[dict] = []
     datasets: dict[tuple, FlowPairDataset] = {}
     for video in videos:

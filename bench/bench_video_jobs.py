@@ -30,16 +30,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_adapt import decode_video, encode_h264, flicker, sequence_j  # noqa: E402
+from bench_adapt import add_video_arguments, decode_video, encode_h264, flicker, sequence_j, val_dev_videos  # noqa: E402
 from bench_service import start_server, stop_server  # noqa: E402
 from service import rle  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from training.data import FlowPairDataset  # noqa: E402
 from training.evaluate import read_annotation  # noqa: E402
 from training.flow import build_flow_estimator  # noqa: E402
-from training.frames import DEFAULT_EVAL_DATA, list_sequences  # noqa: E402
-
-DATA = (REPO / DEFAULT_EVAL_DATA).resolve()
 
 
 def run_job(client: httpx.Client, video: bytes, query: str, time_cap: float) -> dict:
@@ -69,16 +66,15 @@ def j(row: dict, job: str, metric: str = "J") -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(DATA))
+    add_video_arguments(parser)
     parser.add_argument("--upscale", type=int, nargs="+", default=[2, 1], help="2: 854x480, 1: 427x240")
-    parser.add_argument("--max-sequences", type=int)
     parser.add_argument("--steps", type=int, default=Settings().default_adaptation_steps)
     parser.add_argument("--time-cap", type=float, default=600, help="seconds per job at most")
     parser.add_argument("--env", nargs="*", default=[], metavar="GWM_X=VALUE", help="extra server settings")
     parser.add_argument("--no-temporal", action="store_true", help="skip the jobs with temporal=true")
     args = parser.parse_args()
     env = {"GWM_QUEUE_MODE": "embedded", **dict(item.split("=", 1) for item in args.env)}
-    videos = list_sequences(args.data, "240p", ["val-dev"])[: args.max_sequences]
+    videos = val_dev_videos(args.data, args.sequences, args.max_sequences)
     jobs = {"0": "steps=0&temporal=false", "N": f"steps={args.steps}&temporal=false"}
     if not args.no_temporal:
         jobs["0+temporal"] = "steps=0&temporal=true"
