@@ -18,8 +18,7 @@ step kept; the others add the safeguard unless named `-noguard`):
     fast-raft-g1 (gaps -1, 1 only), fast-raft-g1-i4 (and 4 RAFT iterations), fast-full, fast-raft-full (the adapted
     weights, not the midpoint with the original ones), fast-lr2e-4 (adaptation rate 2e-4), fast-nocheck,
     fast-raft-nocheck (without the appearance check, models/appearance.py), fast-decoder (the encoder's weights
-    held), fast-b16 (the paper's batch of 16, at half the input size: the service default), fast-b16-everygap (16
-    distinct frames a step, each scored against the flow of every gap it has)
+    held), fast-b16 (the paper's batch of 16, at half the input size: the service default)
 `fast` = batch 8, adaptation at half the input size, the midpoint weights, the appearance check, DIS flow
 at the network's grid (the service default until 2026-12-03; `fast-b16`, batch 16, is the default now);
 `-raft` variants need --raft-weights. The table prints per variant: mean J, gain over 0 steps, the worst
@@ -77,7 +76,6 @@ VARIANTS: dict[str, dict] = {
     "fast-lr2e-4": {**FAST, "lr": 2e-4},  # a third of the paper's rate: smaller moves away from the shipped weights
     "fast-decoder": {**FAST, "adapt_encoder": False},  # the encoder's weights held: decoder and head adapt
     "fast-b16": {**FAST, "batch_size": 16},  # the paper's batch, at half the input size: the default since 2026-12-03
-    "fast-b16-everygap": {**FAST, "batch_size": 16, "every_gap": True},  # distinct frames, each against all its flows
 }
 
 

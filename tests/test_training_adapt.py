@@ -15,8 +15,8 @@ from models.segmenters import build_segmenter
 from models.video_flow import VideoFlow
 from test_training_synthetic import GAPS, HEIGHT, WIDTH, make_video
 from training.adapt import AdaptationSettings, adapt, heldout_frames, heldout_loss, run_adaptation_steps, settle
-from training.data import Batch, FlowPairDataset, to_reference_units
-from training.train import LossFunction, make_optimizer, train_step
+from training.data import FlowPairDataset
+from training.train import LossFunction
 
 SETTINGS = AdaptationSettings(steps=20, batch_size=8, lr=1e-2, holdout_every=4, check_every=5)
 
@@ -105,50 +105,6 @@ def test_trust_check_masks_the_flow_that_fails_the_round_trip():
     noisy = FlowPairDataset(images, VideoFlow(torch.from_numpy(noise), torch.from_numpy(valid), GAPS), trust_check=True)
     assert noisy.sample(8, torch.Generator().manual_seed(0)).confidence.mean() < 0.3
     assert FlowPairDataset(images, exact.flow).sample(2, torch.Generator()).confidence is None  # off by default
-
-
-def _frame_indices(batch_images: torch.Tensor, dataset: FlowPairDataset) -> list[int]:
-    """Which of the dataset's frames each batch image is, as drawn or mirrored."""
-    return [next(i for i, frame in enumerate(dataset.images) if torch.equal(image, frame) or torch.equal(image, frame.flip(-1)))
-            for image in batch_images]
-
-
-def test_every_gap_batch_holds_distinct_frames_each_with_the_flow_of_all_its_gaps():
-    frames, _, flows, valid = make_video(0)
-    dataset = _dataset(flows, valid, frames)
-    batch = dataset.sample(6, torch.Generator().manual_seed(0), every_gap=True)
-    drawn = _frame_indices(batch.images, dataset)
-    assert len(set(drawn)) == 6  # without replacement
-    assert torch.bincount(batch.frame_of, minlength=6).tolist() == [int(valid[i].sum()) for i in drawn]
-    unflipped = FlowPairDataset(dataset.images, dataset.flow, flip=False).sample(6, torch.Generator().manual_seed(0),
-                                                                                  every_gap=True)
-    assert _frame_indices(unflipped.images, dataset) == drawn  # flips are drawn after the frames
-    for row, frame in enumerate(drawn):
-        mine = batch.frame_of == row
-        expected = torch.stack([
-            dataset.flow.flows[frame, column].permute(2, 0, 1).float() for column in range(len(GAPS)) if valid[frame, column]])
-        assert torch.equal(unflipped.flows[mine], to_reference_units(expected, dataset.flow_clip))
-        if torch.equal(batch.images[row], unflipped.images[row]):
-            assert torch.equal(batch.flows[mine], unflipped.flows[mine])
-        else:  # a mirrored frame's flows are mirrored, u negated
-            assert torch.equal(batch.images[row], unflipped.images[row].flip(-1))
-            assert torch.equal(batch.flows[mine][:, 0], -unflipped.flows[mine][:, 0].flip(-1))
-            assert torch.equal(batch.flows[mine][:, 1], unflipped.flows[mine][:, 1].flip(-1))
-    assert dataset.sample(6, torch.Generator().manual_seed(0)).frame_of is None  # one flow per frame by default
-
-
-def test_a_step_on_every_gap_scores_each_flow_against_its_own_frame(single_thread):
-    frames, _, flows, valid = make_video(0)
-    batch = _dataset(flows, valid, frames).sample(4, torch.Generator().manual_seed(0), every_gap=True)
-    repeated = Batch(images=batch.images[batch.frame_of], flows=batch.flows)  # each frame once per flow
-    config = AdaptationSettings().train_config()
-    losses = []
-    for each in (batch, repeated):
-        model = _model()  # eval mode: batch-norm statistics do not depend on the batch's make-up
-        optimizer = make_optimizer(model, config)
-        losses.append(train_step(model, optimizer, LossFunction(config, torch.device("cpu")), each, 1e-3, config)[0])
-    assert len(batch.images) == 4 < len(repeated.images)
-    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
 
 
 def test_half_step_uses_the_midpoint_of_the_original_and_the_adapted_weights(single_thread):

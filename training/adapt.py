@@ -103,10 +103,6 @@ class AdaptationSettings:
     #: relative to the network's input size (paper: 1); the segmentation always runs at full size.
     scale: float = 0.5
     gaps: tuple[int, ...] = PAPER_GAPS
-    #: Each step's frames are distinct and each is scored against the flow of every gap it has, not one
-    #: gap drawn at random (paper App. A): the same network passes, less noise from the draw
-    #: (FlowPairDataset.sample).
-    every_gap: bool = False
     flow_method: str = DEFAULT_FLOW_METHOD
     flow_options: dict[str, Any] = field(default_factory=dict)  # e.g. RAFT weights file, device
     #: Frames with more pixels are area-downscaled to this (h, w) before flow estimation; None: the
@@ -310,7 +306,7 @@ def run_adaptation_steps(
     with _encoder_held(model, not settings.adapt_encoder):
         for step in range(1, settings.steps + 1):
             _check_cancel(should_cancel)
-            batch: Batch = training_set.sample(batch_size, generator, every_gap=settings.every_gap)
+            batch: Batch = training_set.sample(batch_size, generator)
             if settings.scale != 1.0:
                 batch = batch.rescaled(settings.scale)
             loss, _ = train_step(model, optimizer, loss_fn, batch, config.lr, config)

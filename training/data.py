@@ -58,16 +58,12 @@ def to_reference_units(flow: torch.Tensor, clip: float | None) -> torch.Tensor:
 
 @dataclass
 class Batch:
-    """Network input (B, 3, H, W), the matching flow (M, 2, h, w) in reference units, and optionally
-    how far each flow vector is trusted (M, 1, h, w) in [0, 1] (models/motion.py ``confidence``).
-
-    ``frame_of`` (M,) names the input each flow belongs to when a frame comes with several flows
-    (:meth:`FlowPairDataset.sample` with ``every_gap``); None: one flow per input, in order (M = B)."""
+    """Network input (B, 3, H, W), the matching flow (B, 2, h, w) in reference units, and optionally
+    how far each flow vector is trusted (B, 1, h, w) in [0, 1] (models/motion.py ``confidence``)."""
 
     images: torch.Tensor
     flows: torch.Tensor
     confidence: torch.Tensor | None = None
-    frame_of: torch.Tensor | None = None
 
     def rescaled(self, scale: float) -> Batch:
         """The same batch at ``scale`` × its resolution (images antialiased, flow nearest).
@@ -75,8 +71,7 @@ class Batch:
         Flow stays in reference units, so the loss keeps its scale across resolutions.
         """
         return Batch(images=rescale_images(self.images, scale), flows=rescale_grid(self.flows, scale),
-                     confidence=None if self.confidence is None else rescale_grid(self.confidence, scale),
-                     frame_of=self.frame_of)
+                     confidence=None if self.confidence is None else rescale_grid(self.confidence, scale))
 
 
 def rescale_images(images: torch.Tensor, scale: float) -> torch.Tensor:
@@ -204,31 +199,17 @@ class FlowPairDataset:
     def __len__(self) -> int:
         return len(self.images)
 
-    def sample(self, batch_size: int, generator: torch.Generator, every_gap: bool = False) -> Batch:
-        """Draw a random batch; all randomness comes from ``generator`` so runs resume exactly.
-
-        By default each drawn frame (with replacement) comes with the flow of one of its gaps, drawn at
-        random (paper App. A). With ``every_gap`` the frames are distinct and each comes with the flow
-        of every gap it has (``Batch.frame_of``): the same network passes, up to four flows' worth of
-        loss — for test-time adaptation, where twenty steps on one video leave little room for the
-        noise of drawing one gap. Zoom crops are drawn per flow, so they are not combined with it.
-        """
-        if every_gap:
-            if self.augmentation.max_zoom > 1.0:
-                raise ValueError("every_gap sampling does not combine with zoom crops")
-            index = torch.randperm(len(self), generator=generator)[:batch_size]
-            frame_of, gap = torch.nonzero(self.flow.valid[index], as_tuple=True)
-        else:
-            index = torch.randint(len(self), (batch_size,), generator=generator)
-            # One valid gap per frame: random scores, invalid gaps pushed below every valid one.
-            scores = torch.rand(batch_size, len(self.flow.gaps), generator=generator)
-            scores = scores.masked_fill(~self.flow.valid[index], -1.0)
-            frame_of, gap = torch.arange(batch_size), scores.argmax(dim=1)
-        batch_size = len(index)
+    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+        """Draw a random batch; all randomness comes from ``generator`` so runs resume exactly."""
+        index = torch.randint(len(self), (batch_size,), generator=generator)
+        # One valid gap per frame: random scores, invalid gaps pushed below every valid one.
+        scores = torch.rand(batch_size, len(self.flow.gaps), generator=generator)
+        scores = scores.masked_fill(~self.flow.valid[index], -1.0)
+        gap = scores.argmax(dim=1)
         flip = torch.rand(batch_size, generator=generator) < 0.5 if self.flip else torch.zeros(batch_size, dtype=torch.bool)
         images = self.images[index]
-        flows = self.flow.flows[index[frame_of], gap].permute(0, 3, 1, 2).float()  # (M, 2, h, w)
-        confidence = None if self.confidence is None else self.confidence[index[frame_of], gap].unsqueeze(1).float()
+        flows = self.flow.flows[index, gap].permute(0, 3, 1, 2).float()  # (B, 2, h, w)
+        confidence = None if self.confidence is None else self.confidence[index, gap].unsqueeze(1).float()
         if self.loss_size != tuple(flows.shape[-2:]):
             src_h, src_w = flows.shape[-2:]
             flows = F.interpolate(flows, size=self.loss_size, mode="nearest")
@@ -237,12 +218,10 @@ class FlowPairDataset:
                 confidence = F.interpolate(confidence, size=self.loss_size, mode="nearest")
         if flip.any():
             images[flip] = images[flip].flip(-1)
-            flipped_flow = flip[frame_of]
-            flipped = flows[flipped_flow].flip(-1)
+            flipped = flows[flip].flip(-1)
             flipped[:, 0] = -flipped[:, 0]
-            flows[flipped_flow] = flipped
+            flows[flip] = flipped
             if confidence is not None:
-                confidence[flipped_flow] = confidence[flipped_flow].flip(-1)
+                confidence[flip] = confidence[flip].flip(-1)
         images, flows, confidence = augment(images, flows, self.augmentation, generator, confidence)
-        return Batch(images=images, flows=to_reference_units(flows, self.flow_clip), confidence=confidence,
-                     frame_of=frame_of if every_gap else None)
+        return Batch(images=images, flows=to_reference_units(flows, self.flow_clip), confidence=confidence)

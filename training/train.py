@@ -212,10 +212,7 @@ def train_step(
     images = batch.images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
     flows = batch.flows.to(device, non_blocking=True)
     confidence = None if batch.confidence is None else batch.confidence.to(device, non_blocking=True)
-    logits = model(images)
-    if batch.frame_of is not None:  # several flows per frame: each flow is scored against its frame's regions
-        logits = logits[batch.frame_of.to(device)]
-    loss = loss_fn(logits, flows, confidence)
+    loss = loss_fn(model(images), flows, confidence)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
