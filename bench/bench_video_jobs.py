@@ -2,6 +2,7 @@
 
     python bench/bench_video_jobs.py                       # 12 videos, 854x480 and 427x240
     python bench/bench_video_jobs.py --max-sequences 3 --upscale 2
+    python bench/bench_video_jobs.py --sequences scooter-black blackswan --upscale 1
 
 Each val-dev sequence is encoded as an H.264 MP4 with PyAV (crf 23) at 427x240 (`--upscale 1`) and
 2x upscaled to 854x480 (`--upscale 2`), uploaded to `POST /adapt-and-segment` of a uvicorn server
