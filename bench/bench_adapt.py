@@ -3,6 +3,7 @@
     python bench/bench_adapt.py models/weights/gwm-default.pt
     python bench/bench_adapt.py models/weights/gwm-default.pt --variants paper fast --max-sequences 4
     python bench/bench_adapt.py models/weights/gwm-default.pt --variants fast-b16 --interpolations 0.5 0.75 1 --seeds 4
+    python bench/bench_adapt.py models/weights/gwm-default.pt --variants fast-b16 --compare-component-check --seeds 2
 
 Each sequence is made into an H.264 MP4 with PyAV (crf 23, by default 2x upscaled to 854x480, the
 way a phone video arrives), decoded again, and adapted in isolation from the checkpoint, exactly
@@ -139,9 +140,11 @@ def flicker(masks: list[np.ndarray], dataset: FlowPairDataset) -> float:
     return 1.0 - float(temporal_iou(small, dataset.flow).mean())
 
 
-def label_of(variant: str, alpha: float, interpolations: list[float] | None) -> str:
-    """A table row's name: the variant, with the interpolation when --interpolations asks for several."""
-    return f"{variant}@{alpha:g}" if interpolations else variant
+def label_of(variant: str, alpha: float | None, interpolations: list[float] | None, component_check: bool | None) -> str:
+    """A table row's name: the variant, with the interpolation when --interpolations asks for several,
+    and +cc / -cc when --compare-component-check judges each run with and without the component check."""
+    label = f"{variant}@{alpha:g}" if interpolations else variant
+    return label if component_check is None else label + ("+cc" if component_check else "-cc")
 
 
 def summarise(runs: list[dict], flow_s: float) -> dict:
@@ -167,13 +170,17 @@ def main() -> int:
     parser.add_argument("--interpolations", type=float, nargs="+",
                         help="judge each run of steps at these interpolations too (rows VARIANT@ALPHA): the same "
                              "steps, so the rows differ by the interpolation alone")
+    parser.add_argument("--compare-component-check", action="store_true",
+                        help="judge each run of steps with and without the component check (models/connectivity.py; "
+                             "rows VARIANT-cc and VARIANT+cc): the same weights, so the rows differ by the check alone")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     model, spec = load_model(args.checkpoint)
     input_size, merge = spec.input_size, spec.merge
-    labels = [label_of(name, alpha, args.interpolations) for name in args.variants
-              for alpha in (args.interpolations or [None])]
+    component_checks = [False, True] if args.compare_component_check else [None]
+    labels = [label_of(name, alpha, args.interpolations, cc) for name in args.variants
+              for alpha in (args.interpolations or [None]) for cc in component_checks]
     detail = args.detail or labels[-1]
     videos = val_dev_videos(args.data, args.sequences, args.max_sequences)
     rows: list[dict] = []
@@ -203,32 +210,36 @@ def main() -> int:
             dataset = datasets[key]
             flow_s = time.perf_counter() - start
             alphas = args.interpolations or [settings.interpolation]
-            variant_labels = [label_of(name, alpha, args.interpolations) for alpha in alphas]
-            runs: dict[str, list[dict]] = {label: [] for label in variant_labels}
+            judgements = [(label_of(name, alpha, args.interpolations, cc), alpha,
+                           settings.component_check if cc is None else cc)
+                          for alpha in alphas for cc in component_checks]
+            runs: dict[str, list[dict]] = {label: [] for label, _, _ in judgements}
             for seed in range(args.seeds):  # adaptation is stochastic (batches, flips): the mean over seeds
                 adapted = copy.deepcopy(model)
                 start = time.perf_counter()
                 steps = run_adaptation_steps(adapted, dataset, dataclasses.replace(settings, seed=seed), device)
                 steps_s = time.perf_counter() - start
-                for label, alpha in zip(variant_labels, alphas):  # one run of steps, judged at each interpolation
+                for label, alpha, component_check in judgements:  # one run of steps, judged each way asked
                     start = time.perf_counter()
                     report = settle(adapted, steps, dataset, dataclasses.replace(settings, interpolation=alpha), device)
                     adapt_s = steps_s + time.perf_counter() - start
-                    original = model if report.appearance_check else None
-                    masks = list(segment_frames(adapted, frames, input_size, device, merge, original=original))
+                    checks = {"appearance_check": report.appearance_check,
+                              "component_check": report.decision == "kept" and component_check}
+                    original = model if any(checks.values()) else None
+                    masks = list(segment_frames(adapted, frames, input_size, device, merge, original=original, **checks))
                     runs[label].append({"J": sequence_j(masks, truths), "kept": report.decision == "kept",
                                         "adapt_s": adapt_s,
                                         "agreement": np.mean([jaccard(a, b) for a, b in zip(masks0, masks)]),
                                         "before": report.heldout_loss_before, "after": report.heldout_loss_after})
                     if label == detail and seed == args.seeds - 1:
                         fused = list(segment_frames(adapted, frames, input_size, device, merge, flow=dataset.flow,
-                                                    original=original))
+                                                    original=original, **checks))
                         fused0 = list(segment_frames(model, frames, input_size, device, merge, flow=dataset.flow))
                         row["J0_temporal"], row["J_temporal"] = sequence_j(fused0, truths), sequence_j(fused, truths)
                         row["flicker0"], row["flicker"] = flicker(masks0, dataset), flicker(masks, dataset)
                         row["flicker0_temporal"] = flicker(fused0, dataset)
                         row["flicker_temporal"] = flicker(fused, dataset)
-            for label in variant_labels:
+            for label in runs:
                 row[label] = summarise(runs[label], flow_s)
         rows.append(row)
         print(f"{video.name}: J0 {100 * row['J0']:.1f}  " + "  ".join(

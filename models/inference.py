@@ -2,7 +2,8 @@
 
 network → soft regions (N, K, h, w) → merged soft foreground (N, h, w) at the network's input size
 → after test-time adaptation, optionally held where it would grow into background colours
-(models/appearance.py) → optionally fused with its neighbours along the flow (models/temporal.py)
+(models/appearance.py) or into components the original network's foreground does not touch
+(models/connectivity.py) → optionally fused with its neighbours along the flow (models/temporal.py)
 → a boolean mask at each frame's own size, optionally snapped to the frame's edges
 (models/refinement.py).
 
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from .appearance import ColourHistograms, colour_indices, restrict_growth
+from .connectivity import restrict_to_anchored_components
 from .merge_strategy import PAPER_MERGE
 from .merging import foreground_probability
 from .preprocessing import prepare_image
@@ -83,6 +85,8 @@ def segment_frames(
     refine: bool = False,
     flow: VideoFlow | None = None,
     original: Segmenter | None = None,
+    appearance_check: bool = True,
+    component_check: bool = True,
     batch_size: int = 16,
     progress: Callable[[int, int], None] | None = None,
     check_cancel: Callable[[], None] | None = None,
@@ -90,7 +94,8 @@ def segment_frames(
     """One boolean mask per frame at its own resolution; with ``flow`` (on the input grid), soft
     masks are fused with their neighbours' first (models/temporal.py). With ``original`` (the network
     ``model`` was adapted from), the foreground may not grow into colours the original's masks give
-    to the background (models/appearance.py).
+    to the background (``appearance_check``, models/appearance.py), nor keep components the
+    original's foreground does not touch (``component_check``, models/connectivity.py).
 
     The networks run now, on every frame; the full-size masks come lazily, one per ``next``, from
     the iterator returned: 300 masks of a 1080p video take 0.6 GB, and a caller that encodes each
@@ -115,13 +120,24 @@ def segment_frames(
             histograms.add(colours, checked[-1][0])
         if progress is not None:
             progress(min(start + batch_size, len(frames)), len(frames))
-    if original is not None:  # the check needs every frame's colours counted first
-        soft_masks = [restrict_growth(soft, before, colours.long(), histograms)
+    if original is not None:  # the appearance check needs every frame's colours counted first
+        soft_masks = [_checked(soft, before, colours.long(), histograms, appearance_check, component_check)
                       for soft, (before, colours) in zip(soft_masks, checked)]
     soft = torch.cat(soft_masks)
     if flow is not None:
         soft = temporal_fuse(soft, flow)
     return _full_size_masks(soft, frames, refine, check_cancel)
+
+
+def _checked(adapted: torch.Tensor, original: torch.Tensor, colours: torch.Tensor, histograms: ColourHistograms,
+             appearance_check: bool, component_check: bool) -> torch.Tensor:
+    """A batch of adapted soft masks after the checks asked for, the appearance check first: the
+    components are those of the foreground the colours allow."""
+    if appearance_check:
+        adapted = restrict_growth(adapted, original, colours, histograms)
+    if component_check:
+        adapted = restrict_to_anchored_components(adapted, original)
+    return adapted
 
 
 def _full_size_masks(soft: torch.Tensor, frames: Sequence[np.ndarray], refine: bool,

@@ -123,6 +123,7 @@ class WorkerConfig:
     flow_size: tuple[int, int] | None  # see Settings.flow_size
     adaptation_interpolation: float  # see Settings.adaptation_interpolation
     adaptation_appearance_check: bool  # see Settings.adaptation_appearance_check
+    adaptation_component_check: bool  # see Settings.adaptation_component_check
     merge: str | None = None  # None: the checkpoint's own
     flow_options: dict[str, str] = field(default_factory=dict)  # RAFT: weights file and device
     timeout_seconds: float | None = None  # a job running longer stops within 2 s and fails (JobTimedOut)
@@ -134,6 +135,7 @@ class WorkerConfig:
                    flow_size=settings.flow_size, merge=settings.merge, flow_options=settings.flow_options(),
                    adaptation_interpolation=settings.adaptation_interpolation,
                    adaptation_appearance_check=settings.adaptation_appearance_check,
+                   adaptation_component_check=settings.adaptation_component_check,
                    timeout_seconds=settings.job_timeout_seconds)
 
 
@@ -255,7 +257,8 @@ def run_video_job(
             settings = AdaptationSettings(steps=request.steps, flow_method=config.flow_method,
                                           flow_options=dict(config.flow_options), flow_size=config.flow_size,
                                           interpolation=config.adaptation_interpolation,
-                                          appearance_check=config.adaptation_appearance_check)
+                                          appearance_check=config.adaptation_appearance_check,
+                                          component_check=config.adaptation_component_check)
             segmentation = adapt_and_segment(
                 video.frames,
                 config.checkpoint_path,

@@ -119,6 +119,12 @@ class Settings(BaseSettings):
                     "network's masks give to the background (models/appearance.py): wakes, shadows and smoke move with "
                     "the object and adaptation learns to include them.",
     )
+    adaptation_component_check: bool = Field(
+        True,
+        description="After adaptation, hold each frame's foreground components that do not touch the original "
+                    "network's foreground (models/connectivity.py): adaptation may reshape the object the original "
+                    "found, not switch on a patch of the scene elsewhere.",
+    )
 
     max_queued_jobs: int = Field(20, gt=0, description="Video jobs waiting for a worker; more get a 429.")
     max_upload_dir_bytes: int = Field(

@@ -59,12 +59,13 @@ def test_adaptation_on_real_motion_is_kept(single_thread, seed):
     model = _model()
     # any seed; 40 steps: the network is untrained, its batch-norm statistics lag in inference mode, and
     # after 20 steps the held-out drop of some seeds is still within the keep margin
-    settings = dataclasses.replace(SETTINGS, steps=40, seed=seed)
+    settings = dataclasses.replace(SETTINGS, steps=40, seed=seed, component_check=True)
     report = adapt(model, _dataset(flows, valid, frames), settings, torch.device("cpu"))
     assert report.decision == "kept" and report.best_step > 0
     assert report.heldout_frames == 3
     assert report.heldout_loss_after < 0.98 * report.heldout_loss_before
     assert report.appearance_check  # kept weights segment behind the appearance check (models/appearance.py)
+    assert report.component_check  # and the component check (models/connectivity.py), asked for here
     assert not model.training
 
 
@@ -74,9 +75,11 @@ def test_adaptation_on_noise_flow_is_reverted_and_segments_as_before(single_thre
     model = _model()
     original = {k: v.clone() for k, v in model.state_dict().items()}
     before = list(segment_frames(model, list(frames), (HEIGHT, WIDTH), torch.device("cpu"), "border"))
-    report = adapt(model, _dataset(noise, valid, frames), SETTINGS, torch.device("cpu"))
+    report = adapt(model, _dataset(noise, valid, frames), dataclasses.replace(SETTINGS, component_check=True),
+                   torch.device("cpu"))
     assert report.decision == "reverted" and report.best_step == 0
-    assert not report.appearance_check  # the original weights have nothing to be checked against
+    # the original weights have nothing to be checked against
+    assert not report.appearance_check and not report.component_check
     assert len(report.train_losses) == SETTINGS.steps  # it did adapt, then threw the result away
     assert all(torch.equal(model.state_dict()[k], v) for k, v in original.items())
     after = list(segment_frames(model, list(frames), (HEIGHT, WIDTH), torch.device("cpu"), "border"))

@@ -363,12 +363,13 @@ async function cancel() {
   }
 }
 
-// What the adaptation safeguard and the appearance check did (training/adapt.py), in words; nothing for a 0-step job.
+// What the adaptation safeguard and the mask checks did (training/adapt.py), in words; nothing for a 0-step job.
 function adaptationNote(adaptation) {
   if (!adaptation) return "";
   if (adaptation.decision === "kept") {
-    const check = adaptation.appearance_check ? ", masks kept out of background colours" : "";
-    return ` · adaptation kept (${adaptation.steps} steps${check})`;
+    const appearance = adaptation.appearance_check ? ", masks kept out of background colours" : "";
+    const components = adaptation.component_check ? ", new detached regions dropped" : "";
+    return ` · adaptation kept (${adaptation.steps} steps${appearance}${components})`;
   }
   return " · adaptation reverted: it did not explain held-out frames' motion better, so the original network segmented";
 }
