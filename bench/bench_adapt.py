@@ -18,10 +18,12 @@ step kept; the others add the safeguard unless named `-noguard`):
     fast-raft, fast-raft-flow128,
     fast-raft-g1 (gaps -1, 1 only), fast-raft-g1-i4 (and 4 RAFT iterations), fast-full, fast-raft-full (the adapted
     weights, not the midpoint with the original ones), fast-lr2e-4 (adaptation rate 2e-4), fast-nocheck,
-    fast-raft-nocheck (without the appearance check, models/appearance.py), fast-decoder (the encoder's weights
-    held), fast-b16 (the paper's batch of 16, at half the input size: the service default)
-`fast` = batch 8, adaptation at half the input size, the midpoint weights, the appearance check, DIS flow
-at the network's grid (the service default until 2026-12-03; `fast-b16`, batch 16, is the default now);
+    fast-raft-nocheck (without the appearance and component checks, models/appearance.py and
+    models/connectivity.py), fast-decoder (the encoder's weights held), fast-b16 (the paper's batch of 16,
+    at half the input size: the service default)
+`fast` = batch 8, adaptation at half the input size, the midpoint weights, the appearance and component
+checks (the component check since 2026-12-06: rows measured before it ran without it), DIS flow at the
+network's grid (the service default until 2026-12-03; `fast-b16`, batch 16, is the default now);
 `-raft` variants need --raft-weights. The table prints per variant: mean J, gain over 0 steps, the worst
 video's change (of the seeds' mean; "worst run": of any single seed, what one user's job gets), the seeds'
 spread (standard deviation of a video's J over seeds, mean over videos), kept/reverted counts, seconds of flow and
@@ -60,7 +62,8 @@ from training.frames import DEFAULT_EVAL_DATA, VideoFolder, list_sequences  # no
 DATA = (REPO / DEFAULT_EVAL_DATA).resolve()
 FAST = {"batch_size": 8, "scale": 0.5}
 VARIANTS: dict[str, dict] = {
-    "paper": {"batch_size": 16, "scale": 1.0, "holdout_every": 0, "interpolation": 1.0, "appearance_check": False},
+    "paper": {"batch_size": 16, "scale": 1.0, "holdout_every": 0, "interpolation": 1.0, "appearance_check": False,
+              "component_check": False},
     "fast-noguard": {**FAST, "holdout_every": 0},
     "fast": FAST,
     "fast-trust": {**FAST, "trust_check": True},
@@ -72,8 +75,8 @@ VARIANTS: dict[str, dict] = {
     "fast-raft-g1": {**FAST, "flow_method": "raft", "gaps": (-1, 1)},
     "fast-raft-g1-i4": {**FAST, "flow_method": "raft", "gaps": (-1, 1), "flow_options": {"iterations": 4}},
     "fast-full": {**FAST, "interpolation": 1.0},  # the adapted weights as they are, not the midpoint
-    "fast-nocheck": {**FAST, "appearance_check": False},  # masks may grow into background colours
-    "fast-raft-nocheck": {**FAST, "flow_method": "raft", "appearance_check": False},
+    "fast-nocheck": {**FAST, "appearance_check": False, "component_check": False},  # masks checked by neither rule
+    "fast-raft-nocheck": {**FAST, "flow_method": "raft", "appearance_check": False, "component_check": False},
     "fast-lr2e-4": {**FAST, "lr": 2e-4},  # a third of the paper's rate: smaller moves away from the shipped weights
     "fast-decoder": {**FAST, "adapt_encoder": False},  # the encoder's weights held: decoder and head adapt
     "fast-b16": {**FAST, "batch_size": 16},  # the paper's batch, at half the input size: the default since 2026-12-03
@@ -210,28 +213,30 @@ def main() -> int:
             dataset = datasets[key]
             flow_s = time.perf_counter() - start
             alphas = args.interpolations or [settings.interpolation]
-            judgements = [(label_of(name, alpha, args.interpolations, cc), alpha,
-                           settings.component_check if cc is None else cc)
-                          for alpha in alphas for cc in component_checks]
-            runs: dict[str, list[dict]] = {label: [] for label, _, _ in judgements}
+            runs: dict[str, list[dict]] = {label_of(name, alpha, args.interpolations, cc): []
+                                           for alpha in alphas for cc in component_checks}
             for seed in range(args.seeds):  # adaptation is stochastic (batches, flips): the mean over seeds
                 adapted = copy.deepcopy(model)
                 start = time.perf_counter()
                 steps = run_adaptation_steps(adapted, dataset, dataclasses.replace(settings, seed=seed), device)
                 steps_s = time.perf_counter() - start
-                for label, alpha, component_check in judgements:  # one run of steps, judged each way asked
+                for alpha in alphas:  # one run of steps, judged at each interpolation asked
                     start = time.perf_counter()
                     report = settle(adapted, steps, dataset, dataclasses.replace(settings, interpolation=alpha), device)
                     adapt_s = steps_s + time.perf_counter() - start
-                    checks = {"appearance_check": report.appearance_check,
-                              "component_check": report.decision == "kept" and component_check}
-                    original = model if any(checks.values()) else None
-                    masks = list(segment_frames(adapted, frames, input_size, device, merge, original=original, **checks))
-                    runs[label].append({"J": sequence_j(masks, truths), "kept": report.decision == "kept",
-                                        "adapt_s": adapt_s,
-                                        "agreement": np.mean([jaccard(a, b) for a, b in zip(masks0, masks)]),
-                                        "before": report.heldout_loss_before, "after": report.heldout_loss_after})
-                    if label == detail and seed == args.seeds - 1:
+                    for cc in component_checks:  # and with and without the component check, if asked
+                        label = label_of(name, alpha, args.interpolations, cc)
+                        component_check = report.component_check if cc is None else report.decision == "kept" and cc
+                        checks = {"appearance_check": report.appearance_check, "component_check": component_check}
+                        original = model if any(checks.values()) else None
+                        masks = list(segment_frames(adapted, frames, input_size, device, merge, original=original,
+                                                    **checks))
+                        runs[label].append({"J": sequence_j(masks, truths), "kept": report.decision == "kept",
+                                            "adapt_s": adapt_s,
+                                            "agreement": np.mean([jaccard(a, b) for a, b in zip(masks0, masks)]),
+                                            "before": report.heldout_loss_before, "after": report.heldout_loss_after})
+                        if label != detail or seed != args.seeds - 1:
+                            continue
                         fused = list(segment_frames(adapted, frames, input_size, device, merge, flow=dataset.flow,
                                                     original=original, **checks))
                         fused0 = list(segment_frames(model, frames, input_size, device, merge, flow=dataset.flow))
@@ -252,9 +257,10 @@ def main() -> int:
           f"J the mean of {args.seeds} seed(s), "
           f"{len(rows)} videos (mean {np.mean([r['frames'] for r in rows]):.0f} frames)")
     j0 = np.array([r["J0"] for r in rows])
-    print(f"{'variant':<14}{'J':>7}{'gain':>7}{'worst':>7}{'worst run':>10}{'seed sd':>8}{'kept':>6}{'revert':>7}"
+    width = max(14, *(len(label) + 1 for label in labels))
+    print(f"{'variant':<{width}}{'J':>7}{'gain':>7}{'worst':>7}{'worst run':>10}{'seed sd':>8}{'kept':>6}{'revert':>7}"
           f"{'flow s':>8}{'adapt s':>9}{'J/s':>7}{'IoU0':>6}")
-    print(f"{'0 steps':<14}{100 * j0.mean():7.1f}")
+    print(f"{'0 steps':<{width}}{100 * j0.mean():7.1f}")
     for name in labels:
         j = np.array([r[name]["J"] for r in rows])
         kept = sum(r[name]["kept"] for r in rows)
@@ -263,7 +269,7 @@ def main() -> int:
         gain = 100 * (j - j0).mean()
         worst_run = 100 * min(r[name]["J_min"] - r["J0"] for r in rows)
         seed_sd = 100 * np.mean([r[name]["J_sd"] for r in rows])
-        print(f"{name:<14}{100 * j.mean():7.1f}{gain:+7.1f}{100 * (j - j0).min():+7.1f}{worst_run:+10.1f}{seed_sd:8.1f}"
+        print(f"{name:<{width}}{100 * j.mean():7.1f}{gain:+7.1f}{100 * (j - j0).min():+7.1f}{worst_run:+10.1f}{seed_sd:8.1f}"
               f"{kept:6.1f}{len(rows) - kept:7.1f}"
               f"{flow_s:8.1f}{adapt_s:9.1f}{gain / (flow_s + adapt_s):7.2f}"
               f"{100 * np.mean([r[name]['agreement'] for r in rows]):6.1f}")

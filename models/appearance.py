@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ["BINS", "ColourHistograms", "colour_indices", "restrict_growth"]
+__all__ = ["BINS", "ColourHistograms", "colour_indices", "hold_back", "restrict_growth"]
 
 #: Histogram bins per CIELAB channel (8³ = 512 colours), fixed before measuring: coarse enough that
 #: a 128×224 frame fills its histograms, fine enough to tell water from a swan.
@@ -91,5 +91,10 @@ def restrict_growth(adapted: torch.Tensor, original: torch.Tensor, indices: torc
     masks of all its frames; None counts the ``N`` frames given."""
     if histograms is None:
         histograms = ColourHistograms.of(indices, original)
-    held = histograms.background_like(indices)
-    return torch.where(held, torch.minimum(adapted, original), adapted)
+    return hold_back(adapted, original, histograms.background_like(indices))
+
+
+def hold_back(adapted: torch.Tensor, original: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    """The adapted soft foreground, no higher than the original one on the pixels ``where``: what both
+    checks of adapted masks do (this one and models/connectivity.py), so that they mean the same by it."""
+    return torch.where(where, torch.minimum(adapted, original), adapted)

@@ -2,7 +2,7 @@
 
 network → soft regions (N, K, h, w) → merged soft foreground (N, h, w) at the network's input size
 → after test-time adaptation, optionally held where it would grow into background colours
-(models/appearance.py) or into components the original network's foreground does not touch
+(models/appearance.py) and on components the original network's foreground does not touch
 (models/connectivity.py) → optionally fused with its neighbours along the flow (models/temporal.py)
 → a boolean mask at each frame's own size, optionally snapped to the frame's edges
 (models/refinement.py).
@@ -83,6 +83,7 @@ def segment_frames(
     device: torch.device,
     merge: str,
     refine: bool = False,
+    *,
     flow: VideoFlow | None = None,
     original: Segmenter | None = None,
     appearance_check: bool = True,
@@ -95,7 +96,8 @@ def segment_frames(
     masks are fused with their neighbours' first (models/temporal.py). With ``original`` (the network
     ``model`` was adapted from), the foreground may not grow into colours the original's masks give
     to the background (``appearance_check``, models/appearance.py), nor keep components the
-    original's foreground does not touch (``component_check``, models/connectivity.py).
+    original's foreground does not touch (``component_check``, models/connectivity.py); both checks
+    act before the temporal fusion.
 
     The networks run now, on every frame; the full-size masks come lazily, one per ``next``, from
     the iterator returned: 300 masks of a 1080p video take 0.6 GB, and a caller that encodes each
@@ -103,8 +105,11 @@ def segment_frames(
     the first batch and after each; ``check_cancel`` before each batch and each full-size mask, and
     raises to stop.
     """
+    if not (appearance_check or component_check):
+        original = None  # nothing to check against it
     soft_masks = []
-    checked: list[tuple[torch.Tensor, torch.Tensor]] = []  # per batch: the original's soft masks, colours
+    # per batch: the original's soft masks, and the colours for the appearance check (None without it)
+    originals: list[tuple[torch.Tensor, torch.Tensor | None]] = []
     histograms = ColourHistograms.empty()  # the original's colours over the whole video (models/appearance.py)
     if progress is not None:
         progress(0, len(frames))
@@ -115,26 +120,29 @@ def segment_frames(
         network_input = _network_input(batch, input_size, device)  # once, for both networks
         soft_masks.append(_foreground(model, network_input, merge))
         if original is not None:
-            colours = colour_indices(batch, input_size)
-            checked.append((_foreground(original, network_input, merge), colours.short()))
-            histograms.add(colours, checked[-1][0])
+            before, colours = _foreground(original, network_input, merge), None
+            if appearance_check:
+                colours = colour_indices(batch, input_size)
+                histograms.add(colours, before)
+                colours = colours.short()
+            originals.append((before, colours))
         if progress is not None:
             progress(min(start + batch_size, len(frames)), len(frames))
     if original is not None:  # the appearance check needs every frame's colours counted first
-        soft_masks = [_checked(soft, before, colours.long(), histograms, appearance_check, component_check)
-                      for soft, (before, colours) in zip(soft_masks, checked)]
+        soft_masks = [_checked(soft, before, colours, histograms, component_check)
+                      for soft, (before, colours) in zip(soft_masks, originals)]
     soft = torch.cat(soft_masks)
     if flow is not None:
         soft = temporal_fuse(soft, flow)
     return _full_size_masks(soft, frames, refine, check_cancel)
 
 
-def _checked(adapted: torch.Tensor, original: torch.Tensor, colours: torch.Tensor, histograms: ColourHistograms,
-             appearance_check: bool, component_check: bool) -> torch.Tensor:
-    """A batch of adapted soft masks after the checks asked for, the appearance check first: the
-    components are those of the foreground the colours allow."""
-    if appearance_check:
-        adapted = restrict_growth(adapted, original, colours, histograms)
+def _checked(adapted: torch.Tensor, original: torch.Tensor, colours: torch.Tensor | None,
+             histograms: ColourHistograms, component_check: bool) -> torch.Tensor:
+    """A batch of adapted soft masks after the checks asked for: the appearance check where
+    ``colours`` are given, first, so that the components are those of the foreground it allows."""
+    if colours is not None:
+        adapted = restrict_growth(adapted, original, colours.long(), histograms)
     if component_check:
         adapted = restrict_to_anchored_components(adapted, original)
     return adapted

@@ -53,6 +53,22 @@ def test_a_frame_where_the_original_found_nothing_keeps_its_adapted_mask() -> No
     assert torch.equal(frames[0][2:6, 30:38], _original()[2:6, 30:38])  # each frame is judged by its own original
 
 
+def test_a_frame_where_no_adapted_component_touches_the_original_gets_the_originals_mask() -> None:
+    """The networks disagree entirely: holding every component back would leave the frame empty."""
+    original = _original()
+    adapted = torch.full(SIZE, 0.2)
+    adapted[2:6, 30:38] = 0.7  # only a patch far from what the original found
+    assert torch.equal(restrict_to_anchored_components(adapted[None], original[None])[0], original)
+
+
+def test_no_frames_and_bad_shapes() -> None:
+    assert restrict_to_anchored_components(torch.zeros(0, *SIZE), torch.zeros(0, *SIZE)).shape == (0, *SIZE)
+    with pytest.raises(ValueError, match="differ"):
+        restrict_to_anchored_components(torch.zeros(1, *SIZE), torch.zeros(2, *SIZE))
+    with pytest.raises(ValueError, match=r"\(N, h, w\)"):
+        restrict_to_anchored_components(torch.zeros(SIZE), torch.zeros(SIZE))
+
+
 def test_shrinking_is_never_held() -> None:
     original = _original()
     adapted = original.clone()
@@ -60,23 +76,19 @@ def test_shrinking_is_never_held() -> None:
     assert torch.equal(restrict_to_anchored_components(adapted[None], original[None])[0], adapted)
 
 
-def test_masks_of_different_shapes_are_refused() -> None:
-    with pytest.raises(ValueError, match="differ"):
-        restrict_to_anchored_components(torch.zeros(1, *SIZE), torch.zeros(2, *SIZE))
-
-
 def test_segment_frames_applies_the_check_only_when_asked() -> None:
     """Two unrelated random networks disagree on where the foreground is, so the check must change
-    some masks; every mask it gives is no larger than without it (the check only holds back)."""
+    some masks; each checked mask holds back part of the unchecked one, or is the original's."""
     torch.manual_seed(0)
     original = build_segmenter("unet", num_regions=4, width=8).eval()
     adapted = build_segmenter("unet", num_regions=4, width=8).eval()
     frames = [np.random.default_rng(i).integers(0, 256, (SIZE[0], SIZE[1], 3), dtype=np.uint8) for i in range(6)]
 
-    def masks(component_check: bool) -> np.ndarray:
-        return np.stack(list(segment_frames(adapted, frames, SIZE, torch.device("cpu"), "border", original=original,
-                                            appearance_check=False, component_check=component_check)))
+    def masks(model: torch.nn.Module, **checks: object) -> np.ndarray:
+        return np.stack(list(segment_frames(model, frames, SIZE, torch.device("cpu"), "border", **checks)))
 
-    unchecked, checked = masks(False), masks(True)
+    unchecked = masks(adapted, original=original, appearance_check=False, component_check=False)
+    checked = masks(adapted, original=original, appearance_check=False, component_check=True)
+    originals = masks(original)
     assert not np.array_equal(unchecked, checked)
-    assert not (checked & ~unchecked).any()
+    assert all(not (c & ~u).any() or np.array_equal(c, o) for c, u, o in zip(checked, unchecked, originals))

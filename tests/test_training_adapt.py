@@ -59,13 +59,13 @@ def test_adaptation_on_real_motion_is_kept(single_thread, seed):
     model = _model()
     # any seed; 40 steps: the network is untrained, its batch-norm statistics lag in inference mode, and
     # after 20 steps the held-out drop of some seeds is still within the keep margin
-    settings = dataclasses.replace(SETTINGS, steps=40, seed=seed, component_check=True)
+    settings = dataclasses.replace(SETTINGS, steps=40, seed=seed)
     report = adapt(model, _dataset(flows, valid, frames), settings, torch.device("cpu"))
     assert report.decision == "kept" and report.best_step > 0
     assert report.heldout_frames == 3
     assert report.heldout_loss_after < 0.98 * report.heldout_loss_before
     assert report.appearance_check  # kept weights segment behind the appearance check (models/appearance.py)
-    assert report.component_check  # and the component check (models/connectivity.py), asked for here
+    assert report.component_check  # and the component check (models/connectivity.py), both on by default
     assert not model.training
 
 
@@ -75,8 +75,7 @@ def test_adaptation_on_noise_flow_is_reverted_and_segments_as_before(single_thre
     model = _model()
     original = {k: v.clone() for k, v in model.state_dict().items()}
     before = list(segment_frames(model, list(frames), (HEIGHT, WIDTH), torch.device("cpu"), "border"))
-    report = adapt(model, _dataset(noise, valid, frames), dataclasses.replace(SETTINGS, component_check=True),
-                   torch.device("cpu"))
+    report = adapt(model, _dataset(noise, valid, frames), SETTINGS, torch.device("cpu"))
     assert report.decision == "reverted" and report.best_step == 0
     # the original weights have nothing to be checked against
     assert not report.appearance_check and not report.component_check
@@ -91,9 +90,10 @@ def test_without_holdout_the_adapted_weights_are_kept(single_thread):
     noise = np.random.default_rng(1).normal(0, 2.0, flows.shape).astype(np.float32) * valid[..., None, None, None]
     model = _model()
     report = adapt(model, _dataset(noise, valid, frames),
-                   AdaptationSettings(steps=2, holdout_every=0, appearance_check=False), torch.device("cpu"))
+                   AdaptationSettings(steps=2, holdout_every=0, appearance_check=False, component_check=False),
+                   torch.device("cpu"))
     assert report.decision == "kept" and report.heldout_frames == 0 and report.best_step == 2
-    assert not report.appearance_check  # switched off
+    assert not report.appearance_check and not report.component_check  # switched off
 
 
 def test_trust_check_masks_the_flow_that_fails_the_round_trip():

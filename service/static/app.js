@@ -368,7 +368,7 @@ function adaptationNote(adaptation) {
   if (!adaptation) return "";
   if (adaptation.decision === "kept") {
     const appearance = adaptation.appearance_check ? ", masks kept out of background colours" : "";
-    const components = adaptation.component_check ? ", new detached regions dropped" : "";
+    const components = adaptation.component_check ? ", detached regions held back" : "";
     return ` · adaptation kept (${adaptation.steps} steps${appearance}${components})`;
   }
   return " · adaptation reverted: it did not explain held-out frames' motion better, so the original network segmented";
