@@ -41,8 +41,8 @@ into pixels whose colours the original network's masks give to the background
 from the object — a stretch of road, a bush — in the object's colours, which the appearance check lets
 through. With ``component_check`` the adapted foreground's components that share no pixel with the
 original network's foreground are held back (models/connectivity.py): on the 12 val-dev uploads, the
-same adapted weights, two seeds, mean J gain +6.9 → +7.4 at 854×480 and +5.2 → +5.5 at 427×240, the
-worst video −5.0 → −3.2 at 427×240; ten of twelve videos gain at each size, none loses more than 0.5.
+same adapted weights, two seeds, mean J gain +7.1 → +7.7 at 854×480 and +6.1 → +6.7 at 427×240, the
+worst video −2.4 → −1.5 and −2.7 → −1.8; no video loses more than 0.1.
 """
 
 from __future__ import annotations
