@@ -228,8 +228,7 @@ def main() -> int:
                         label = label_of(name, alpha, args.interpolations, cc)
                         component_check = report.component_check if cc is None else report.decision == "kept" and cc
                         checks = {"appearance_check": report.appearance_check, "component_check": component_check}
-                        original = model if any(checks.values()) else None
-                        masks = list(segment_frames(adapted, frames, input_size, device, merge, original=original,
+                        masks = list(segment_frames(adapted, frames, input_size, device, merge, original=model,
                                                     **checks))
                         runs[label].append({"J": sequence_j(masks, truths), "kept": report.decision == "kept",
                                             "adapt_s": adapt_s,
@@ -238,7 +237,7 @@ def main() -> int:
                         if label != detail or seed != args.seeds - 1:
                             continue
                         fused = list(segment_frames(adapted, frames, input_size, device, merge, flow=dataset.flow,
-                                                    original=original, **checks))
+                                                    original=model, **checks))
                         fused0 = list(segment_frames(model, frames, input_size, device, merge, flow=dataset.flow))
                         row["J0_temporal"], row["J_temporal"] = sequence_j(fused0, truths), sequence_j(fused, truths)
                         row["flicker0"], row["flicker"] = flicker(masks0, dataset), flicker(masks, dataset)

@@ -97,7 +97,7 @@ def segment_frames(
     ``model`` was adapted from), the foreground may not grow into colours the original's masks give
     to the background (``appearance_check``, models/appearance.py), nor keep components the
     original's foreground does not touch (``component_check``, models/connectivity.py); both checks
-    act before the temporal fusion.
+    act before the temporal fusion, and with neither asked ``original`` is not run.
 
     The networks run now, on every frame; the full-size masks come lazily, one per ``next``, from
     the iterator returned: 300 masks of a 1080p video take 0.6 GB, and a caller that encodes each

@@ -440,7 +440,7 @@ def adapt_and_segment(
     checks_asked = settings.appearance_check or settings.component_check
     original = copy.deepcopy(model) if settings.steps > 0 and checks_asked else None
     report = adapt(model, dataset, settings, torch_device, progress, should_cancel) if settings.steps > 0 else None
-    # only kept adaptations are checked: reverted weights are the original
+    # only kept adaptations are checked (the report says which): reverted weights are the original
     checks = {"appearance_check": report is not None and report.appearance_check,
               "component_check": report is not None and report.component_check}
 
@@ -450,7 +450,7 @@ def adapt_and_segment(
 
     masks = segment_frames(model, frames, input_size, torch_device, merge, refine,
                            flow=dataset.flow if temporal else None,
-                           original=original if any(checks.values()) else None, **checks,
+                           original=original, **checks,
                            progress=on_segmented,
                            check_cancel=lambda: _check_cancel(should_cancel))
     return VideoSegmentation(masks=masks, adaptation=report)
