@@ -3,7 +3,7 @@
     python bench/bench_adapt.py models/weights/gwm-default.pt
     python bench/bench_adapt.py models/weights/gwm-default.pt --variants paper fast --max-sequences 4
     python bench/bench_adapt.py models/weights/gwm-default.pt --variants fast-b16 --interpolations 0.5 0.75 1 --seeds 4
-    python bench/bench_adapt.py models/weights/gwm-default.pt --variants fast-b16 --compare-component-check --seeds 2
+    python bench/bench_adapt.py models/weights/gwm-default.pt --variants fast-b16 --compare-check motion --seeds 2
 
 Each sequence is made into an H.264 MP4 with PyAV (crf 23, by default 2x upscaled to 854x480, the
 way a phone video arrives), decoded again, and adapted in isolation from the checkpoint, exactly
@@ -18,11 +18,12 @@ step kept; the others add the safeguard unless named `-noguard`):
     fast-raft, fast-raft-flow128,
     fast-raft-g1 (gaps -1, 1 only), fast-raft-g1-i4 (and 4 RAFT iterations), fast-full, fast-raft-full (the adapted
     weights, not the midpoint with the original ones), fast-lr2e-4 (adaptation rate 2e-4), fast-nocheck,
-    fast-raft-nocheck (without the appearance and component checks, models/appearance.py and
-    models/connectivity.py), fast-decoder (the encoder's weights held), fast-b16 (the paper's batch of 16,
+    fast-raft-nocheck (without the appearance, component and motion checks, models/appearance.py,
+    models/connectivity.py and models/motion_check.py), fast-decoder (the encoder's weights held), fast-b16 (the paper's batch of 16,
     at half the input size: the service default)
-`fast` = batch 8, adaptation at half the input size, the midpoint weights, the appearance and component
-checks (the component check since 2026-12-06: rows measured before it ran without it), DIS flow at the
+`fast` = batch 8, adaptation at half the input size, the midpoint weights, the appearance, component and
+motion checks (the component check since 2026-12-06, the motion check since its third session: rows
+measured before ran without them), DIS flow at the
 network's grid (the service default until 2026-12-03; `fast-b16`, batch 16, is the default now);
 `-raft` variants need --raft-weights. The table prints per variant: mean J, gain over 0 steps, the worst
 video's change (of the seeds' mean; "worst run": of any single seed, what one user's job gets), the seeds'
@@ -63,7 +64,7 @@ DATA = (REPO / DEFAULT_EVAL_DATA).resolve()
 FAST = {"batch_size": 8, "scale": 0.5}
 VARIANTS: dict[str, dict] = {
     "paper": {"batch_size": 16, "scale": 1.0, "holdout_every": 0, "interpolation": 1.0, "appearance_check": False,
-              "component_check": False},
+              "component_check": False, "motion_check": False},
     "fast-noguard": {**FAST, "holdout_every": 0},
     "fast": FAST,
     "fast-trust": {**FAST, "trust_check": True},
@@ -75,8 +76,9 @@ VARIANTS: dict[str, dict] = {
     "fast-raft-g1": {**FAST, "flow_method": "raft", "gaps": (-1, 1)},
     "fast-raft-g1-i4": {**FAST, "flow_method": "raft", "gaps": (-1, 1), "flow_options": {"iterations": 4}},
     "fast-full": {**FAST, "interpolation": 1.0},  # the adapted weights as they are, not the midpoint
-    "fast-nocheck": {**FAST, "appearance_check": False, "component_check": False},  # masks checked by neither rule
-    "fast-raft-nocheck": {**FAST, "flow_method": "raft", "appearance_check": False, "component_check": False},
+    "fast-nocheck": {**FAST, "appearance_check": False, "component_check": False, "motion_check": False},  # no check
+    "fast-raft-nocheck": {**FAST, "flow_method": "raft", "appearance_check": False, "component_check": False,
+                          "motion_check": False},
     "fast-lr2e-4": {**FAST, "lr": 2e-4},  # a third of the paper's rate: smaller moves away from the shipped weights
     "fast-decoder": {**FAST, "adapt_encoder": False},  # the encoder's weights held: decoder and head adapt
     "fast-b16": {**FAST, "batch_size": 16},  # the paper's batch, at half the input size: the default since 2026-12-03
@@ -143,11 +145,16 @@ def flicker(masks: list[np.ndarray], dataset: FlowPairDataset) -> float:
     return 1.0 - float(temporal_iou(small, dataset.flow).mean())
 
 
-def label_of(variant: str, alpha: float | None, interpolations: list[float] | None, component_check: bool | None) -> str:
+#: The mask checks --compare-check can judge each run with and without, and their rows' suffixes.
+COMPARED_CHECKS = {"appearance": "ac", "component": "cc", "motion": "mc"}
+
+
+def label_of(variant: str, alpha: float | None, interpolations: list[float] | None, compared: str | None,
+             checked: bool | None) -> str:
     """A table row's name: the variant, with the interpolation when --interpolations asks for several,
-    and +cc / -cc when --compare-component-check judges each run with and without the component check."""
+    and +cc / -cc (or +ac, +mc) when --compare-check judges each run with and without that check."""
     label = f"{variant}@{alpha:g}" if interpolations else variant
-    return label if component_check is None else label + ("+cc" if component_check else "-cc")
+    return label if checked is None else label + ("+" if checked else "-") + COMPARED_CHECKS[compared]
 
 
 def summarise(runs: list[dict], flow_s: float) -> dict:
@@ -173,17 +180,18 @@ def main() -> int:
     parser.add_argument("--interpolations", type=float, nargs="+",
                         help="judge each run of steps at these interpolations too (rows VARIANT@ALPHA): the same "
                              "steps, so the rows differ by the interpolation alone")
-    parser.add_argument("--compare-component-check", action="store_true",
-                        help="judge each run of steps with and without the component check (models/connectivity.py; "
-                             "rows VARIANT-cc and VARIANT+cc): the same weights, so the rows differ by the check alone")
+    parser.add_argument("--compare-check", choices=list(COMPARED_CHECKS),
+                        help="judge each run of steps with and without this mask check (rows VARIANT-cc and "
+                             "VARIANT+cc for the component check, -ac/+ac, -mc/+mc): the same weights, so the rows "
+                             "differ by the check alone")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     model, spec = load_model(args.checkpoint)
     input_size, merge = spec.input_size, spec.merge
-    component_checks = [False, True] if args.compare_component_check else [None]
-    labels = [label_of(name, alpha, args.interpolations, cc) for name in args.variants
-              for alpha in (args.interpolations or [None]) for cc in component_checks]
+    compared_states = [False, True] if args.compare_check else [None]
+    labels = [label_of(name, alpha, args.interpolations, args.compare_check, checked) for name in args.variants
+              for alpha in (args.interpolations or [None]) for checked in compared_states]
     detail = args.detail or labels[-1]
     videos = val_dev_videos(args.data, args.sequences, args.max_sequences)
     rows: list[dict] = []
@@ -213,8 +221,8 @@ def main() -> int:
             dataset = datasets[key]
             flow_s = time.perf_counter() - start
             alphas = args.interpolations or [settings.interpolation]
-            runs: dict[str, list[dict]] = {label_of(name, alpha, args.interpolations, cc): []
-                                           for alpha in alphas for cc in component_checks}
+            runs: dict[str, list[dict]] = {label_of(name, alpha, args.interpolations, args.compare_check, checked): []
+                                           for alpha in alphas for checked in compared_states}
             for seed in range(args.seeds):  # adaptation is stochastic (batches, flips): the mean over seeds
                 adapted = copy.deepcopy(model)
                 start = time.perf_counter()
@@ -224,12 +232,13 @@ def main() -> int:
                     start = time.perf_counter()
                     report = settle(adapted, steps, dataset, dataclasses.replace(settings, interpolation=alpha), device)
                     adapt_s = steps_s + time.perf_counter() - start
-                    for cc in component_checks:  # and with and without the component check, if asked
-                        label = label_of(name, alpha, args.interpolations, cc)
-                        component_check = report.component_check if cc is None else report.decision == "kept" and cc
-                        checks = {"appearance_check": report.appearance_check, "component_check": component_check}
-                        masks = list(segment_frames(adapted, frames, input_size, device, merge, original=model,
-                                                    **checks))
+                    for checked in compared_states:  # and with and without the compared check, if asked
+                        label = label_of(name, alpha, args.interpolations, args.compare_check, checked)
+                        checks = {f"{check}_check": getattr(report, f"{check}_check") for check in COMPARED_CHECKS}
+                        if checked is not None:
+                            checks[f"{args.compare_check}_check"] = report.decision == "kept" and checked
+                        masks = list(segment_frames(adapted, frames, input_size, device, merge, flow=dataset.flow,
+                                                    original=model, **checks))
                         runs[label].append({"J": sequence_j(masks, truths), "kept": report.decision == "kept",
                                             "adapt_s": adapt_s,
                                             "agreement": np.mean([jaccard(a, b) for a, b in zip(masks0, masks)]),
@@ -237,8 +246,9 @@ def main() -> int:
                         if label != detail or seed != args.seeds - 1:
                             continue
                         fused = list(segment_frames(adapted, frames, input_size, device, merge, flow=dataset.flow,
-                                                    original=model, **checks))
-                        fused0 = list(segment_frames(model, frames, input_size, device, merge, flow=dataset.flow))
+                                                    temporal=True, original=model, **checks))
+                        fused0 = list(segment_frames(model, frames, input_size, device, merge, flow=dataset.flow,
+                                                     temporal=True))
                         row["J0_temporal"], row["J_temporal"] = sequence_j(fused0, truths), sequence_j(fused, truths)
                         row["flicker0"], row["flicker"] = flicker(masks0, dataset), flicker(masks, dataset)
                         row["flicker0_temporal"] = flicker(fused0, dataset)

@@ -2,8 +2,9 @@
 
 network → soft regions (N, K, h, w) → merged soft foreground (N, h, w) at the network's input size
 → after test-time adaptation, optionally held where it would grow into background colours
-(models/appearance.py) and on components the original network's foreground does not touch
-(models/connectivity.py) → optionally fused with its neighbours along the flow (models/temporal.py)
+(models/appearance.py), on components the original network's foreground does not touch
+(models/connectivity.py) and where what it grew moves like the background (models/motion_check.py)
+→ optionally fused with its neighbours along the flow (models/temporal.py)
 → a boolean mask at each frame's own size, optionally snapped to the frame's edges
 (models/refinement.py).
 
@@ -26,6 +27,7 @@ import torch
 from .appearance import ColourHistograms, colour_indices, restrict_growth
 from .connectivity import restrict_to_anchored_components
 from .merge_strategy import PAPER_MERGE
+from .motion_check import restrict_to_independent_motion
 from .merging import foreground_probability
 from .preprocessing import prepare_image
 from .refinement import foreground_mask, refinement_guide
@@ -85,19 +87,23 @@ def segment_frames(
     refine: bool = False,
     *,
     flow: VideoFlow | None = None,
+    temporal: bool = False,
     original: Segmenter | None = None,
     appearance_check: bool = True,
     component_check: bool = True,
+    motion_check: bool = True,
     batch_size: int = 16,
     progress: Callable[[int, int], None] | None = None,
     check_cancel: Callable[[], None] | None = None,
 ) -> Iterator[np.ndarray]:
-    """One boolean mask per frame at its own resolution; with ``flow`` (on the input grid), soft
-    masks are fused with their neighbours' first (models/temporal.py). With ``original`` (the network
-    ``model`` was adapted from), the foreground may not grow into colours the original's masks give
-    to the background (``appearance_check``, models/appearance.py), nor keep components the
-    original's foreground does not touch (``component_check``, models/connectivity.py); both checks
-    act before the temporal fusion, and with neither asked ``original`` is not run.
+    """One boolean mask per frame at its own resolution. ``flow`` is the video's (on the input grid):
+    with ``temporal``, soft masks are fused with their neighbours' along it first (models/temporal.py).
+    With ``original`` (the network ``model`` was adapted from), the foreground may not grow into
+    colours the original's masks give to the background (``appearance_check``, models/appearance.py),
+    nor keep components the original's foreground does not touch (``component_check``,
+    models/connectivity.py), nor keep what it grew where that moves like the original's background
+    by ``flow`` (``motion_check``, models/motion_check.py); the checks act in that order, before the
+    temporal fusion, and with none asked ``original`` is not run.
 
     The networks run now, on every frame; the full-size masks come lazily, one per ``next``, from
     the iterator returned: 300 masks of a 1080p video take 0.6 GB, and a caller that encodes each
@@ -105,7 +111,9 @@ def segment_frames(
     the first batch and after each; ``check_cancel`` before each batch and each full-size mask, and
     raises to stop.
     """
-    if not (appearance_check or component_check):
+    if (temporal or (original is not None and motion_check)) and flow is None:
+        raise ValueError("temporal fusion and the motion check need the video's flow")
+    if not (appearance_check or component_check or motion_check):
         original = None  # nothing to check against it
     soft_masks = []
     # per batch: the original's soft masks, and the colours for the appearance check (None without it)
@@ -132,7 +140,9 @@ def segment_frames(
         soft_masks = [_checked(soft, before, colours, histograms, component_check)
                       for soft, (before, colours) in zip(soft_masks, originals)]
     soft = torch.cat(soft_masks)
-    if flow is not None:
+    if original is not None and motion_check:
+        soft = restrict_to_independent_motion(soft, torch.cat([before for before, _ in originals]), flow)
+    if temporal:
         soft = temporal_fuse(soft, flow)
     return _full_size_masks(soft, frames, refine, check_cancel)
 

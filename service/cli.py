@@ -104,6 +104,11 @@ def configure_segment(segment: argparse.ArgumentParser) -> None:
                        help="after adaptation, drop mask components the original network's mask does not touch "
                             f"(default {'on' if settings.adaptation_component_check else 'off'}, "
                             "GWM_ADAPTATION_COMPONENT_CHECK)")
+    video.add_argument("--motion-check", dest="adaptation_motion_check",
+                       action=argparse.BooleanOptionalAction, default=None,
+                       help="after adaptation, drop what the mask grew where it moves like the background "
+                            f"(default {'on' if settings.adaptation_motion_check else 'off'}, "
+                            "GWM_ADAPTATION_MOTION_CHECK)")
     video.add_argument("--stride", type=int, default=1, help="use every stride-th frame (default 1)")
     video.add_argument("--max-frames", type=int, default=settings.max_video_frames,
                        help=f"stop after this many frames (default {settings.max_video_frames}, GWM_MAX_VIDEO_FRAMES)")
@@ -136,7 +141,8 @@ def _segment(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name)
                  for name in ("model_path", "checkpoint_path", "device", "merge", "image_merge", "flow_method",
                               "raft_weights", "refine", "temporal", "adaptation_interpolation",
-                              "adaptation_appearance_check", "adaptation_component_check")}
+                              "adaptation_appearance_check", "adaptation_component_check",
+                              "adaptation_motion_check")}
     settings = Settings(**{name: value for name, value in overrides.items() if value is not None})
     format = OutputFormat(args.format)
     if args.steps < 0 or args.stride < 1 or args.max_frames < 1:

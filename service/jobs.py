@@ -124,6 +124,7 @@ class WorkerConfig:
     adaptation_interpolation: float  # see Settings.adaptation_interpolation
     adaptation_appearance_check: bool  # see Settings.adaptation_appearance_check
     adaptation_component_check: bool  # see Settings.adaptation_component_check
+    adaptation_motion_check: bool  # see Settings.adaptation_motion_check
     merge: str | None = None  # None: the checkpoint's own
     flow_options: dict[str, str] = field(default_factory=dict)  # RAFT: weights file and device
     timeout_seconds: float | None = None  # a job running longer stops within 2 s and fails (JobTimedOut)
@@ -136,6 +137,7 @@ class WorkerConfig:
                    adaptation_interpolation=settings.adaptation_interpolation,
                    adaptation_appearance_check=settings.adaptation_appearance_check,
                    adaptation_component_check=settings.adaptation_component_check,
+                   adaptation_motion_check=settings.adaptation_motion_check,
                    timeout_seconds=settings.job_timeout_seconds)
 
 
@@ -258,7 +260,8 @@ def run_video_job(
                                           flow_options=dict(config.flow_options), flow_size=config.flow_size,
                                           interpolation=config.adaptation_interpolation,
                                           appearance_check=config.adaptation_appearance_check,
-                                          component_check=config.adaptation_component_check)
+                                          component_check=config.adaptation_component_check,
+                                          motion_check=config.adaptation_motion_check)
             segmentation = adapt_and_segment(
                 video.frames,
                 config.checkpoint_path,

@@ -125,6 +125,12 @@ class Settings(BaseSettings):
                     "network's foreground (models/connectivity.py): adaptation may reshape the object the original "
                     "found, not switch on a patch of the scene elsewhere.",
     )
+    adaptation_motion_check: bool = Field(
+        True,
+        description="After adaptation, hold what each frame's foreground grew where its flow moves like the original "
+                    "network's background (models/motion_check.py): scenery beside a panning camera moves unlike the "
+                    "far background, and adaptation can add it to the object it touches.",
+    )
 
     max_queued_jobs: int = Field(20, gt=0, description="Video jobs waiting for a worker; more get a 429.")
     max_upload_dir_bytes: int = Field(

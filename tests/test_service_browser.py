@@ -258,7 +258,7 @@ def test_video_result_plays_and_downloads(page, tmp_path: Path) -> None:
     assert result["frames"] == 8 and result["frame_indices"] == list(range(8))
     stats = page.inner_text("#video-stats")
     assert "adapting" in stats and "adaptation kept" in stats and "masks kept out of background colours" in stats
-    assert "detached regions held back" in stats
+    assert "detached regions held back" in stats and "growth moving with the background held back" in stats
 
     shot = screenshot_path(tmp_path, "page-video-result")
     page.screenshot(path=str(shot), full_page=True)

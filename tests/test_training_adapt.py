@@ -65,7 +65,8 @@ def test_adaptation_on_real_motion_is_kept(single_thread, seed):
     assert report.heldout_frames == 3
     assert report.heldout_loss_after < 0.98 * report.heldout_loss_before
     assert report.appearance_check  # kept weights segment behind the appearance check (models/appearance.py)
-    assert report.component_check  # and the component check (models/connectivity.py), both on by default
+    assert report.component_check  # and the component check (models/connectivity.py)
+    assert report.motion_check  # and the motion check (models/motion_check.py), all on by default
     assert not model.training
 
 
@@ -78,7 +79,7 @@ def test_adaptation_on_noise_flow_is_reverted_and_segments_as_before(single_thre
     report = adapt(model, _dataset(noise, valid, frames), SETTINGS, torch.device("cpu"))
     assert report.decision == "reverted" and report.best_step == 0
     # the original weights have nothing to be checked against
-    assert not report.appearance_check and not report.component_check
+    assert not report.appearance_check and not report.component_check and not report.motion_check
     assert len(report.train_losses) == SETTINGS.steps  # it did adapt, then threw the result away
     assert all(torch.equal(model.state_dict()[k], v) for k, v in original.items())
     after = list(segment_frames(model, list(frames), (HEIGHT, WIDTH), torch.device("cpu"), "border"))
@@ -90,10 +91,11 @@ def test_without_holdout_the_adapted_weights_are_kept(single_thread):
     noise = np.random.default_rng(1).normal(0, 2.0, flows.shape).astype(np.float32) * valid[..., None, None, None]
     model = _model()
     report = adapt(model, _dataset(noise, valid, frames),
-                   AdaptationSettings(steps=2, holdout_every=0, appearance_check=False, component_check=False),
+                   AdaptationSettings(steps=2, holdout_every=0, appearance_check=False, component_check=False,
+                                      motion_check=False),
                    torch.device("cpu"))
     assert report.decision == "kept" and report.heldout_frames == 0 and report.best_step == 2
-    assert not report.appearance_check and not report.component_check  # switched off
+    assert not (report.appearance_check or report.component_check or report.motion_check)  # switched off
 
 
 def test_trust_check_masks_the_flow_that_fails_the_round_trip():

@@ -369,7 +369,8 @@ function adaptationNote(adaptation) {
   if (adaptation.decision === "kept") {
     const appearance = adaptation.appearance_check ? ", masks kept out of background colours" : "";
     const components = adaptation.component_check ? ", detached regions held back" : "";
-    return ` · adaptation kept (${adaptation.steps} steps${appearance}${components})`;
+    const motion = adaptation.motion_check ? ", growth moving with the background held back" : "";
+    return ` · adaptation kept (${adaptation.steps} steps${appearance}${components}${motion})`;
   }
   return " · adaptation reverted: it did not explain held-out frames' motion better, so the original network segmented";
 }
