@@ -108,9 +108,11 @@ def fit_motion(
     w = weights.double()
     phi = basis.double()
     f = flow.double()
-    weighted_phi = w.unsqueeze(-1) * phi  # (B, K, N, P)
-    gram = torch.einsum("bknp,nq->bkpq", weighted_phi, phi)  # Φᵀ W Φ
-    rhs = torch.einsum("bknp,bnc->bkpc", weighted_phi, f)  # Φᵀ W F
+    (b, k, n), p = w.shape, phi.shape[-1]
+    # both sides as matrix products over the pixels: (Φᵀ W Φ)_pq = Σ_u w(u) φ_p(u) φ_q(u) and
+    # (Φᵀ W F)_pc = Σ_u w(u) φ_p(u) F_c(u), without a (B, K, N, P) weighted copy of the basis
+    gram = (w @ (phi.unsqueeze(-1) * phi.unsqueeze(-2)).reshape(n, p * p)).reshape(b, k, p, p)  # Φᵀ W Φ
+    rhs = torch.bmm(w, (phi.unsqueeze(-1) * f.unsqueeze(-2)).reshape(b, n, p * 2)).reshape(b, k, p, 2)  # Φᵀ W F
     mass = w.sum(dim=-1).clamp_min(1e-12)  # (B, K)
     eye = torch.eye(phi.shape[-1], dtype=gram.dtype, device=gram.device)
     gram = gram + (ridge * mass)[..., None, None] * eye

@@ -53,31 +53,32 @@ def restrict_to_independent_motion(adapted: torch.Tensor, original: torch.Tensor
     if flow.flows.shape[0] != adapted.shape[0] or flow.flows.shape[2:4] != adapted.shape[1:]:
         raise ValueError(f"flow {tuple(flow.flows.shape)} does not match the masks {tuple(adapted.shape)}")
     original = original.to(adapted.dtype)
-    residuals, background_level = _background_and_foreground_residuals(original, flow, model)
+    grown = (adapted > 0.5) & (original <= 0.5)
+    # only frames that grew and where the original found something: fitting the others would change nothing
+    to_judge = grown.flatten(1).any(dim=1) & (original > 0.5).flatten(1).any(dim=1)
+    residuals, background_level = _background_and_foreground_residuals(original, flow, to_judge, model)
     result = adapted.clone()
     for frame in range(len(adapted)):
         if background_level[frame] is None:
             continue
-        grown = (adapted[frame] > 0.5) & (original[frame] <= 0.5)
-        held = _moving_like_background(grown, residuals[frame], background_level[frame])
+        held = _moving_like_background(grown[frame], residuals[frame], background_level[frame])
         result[frame] = hold_back(adapted[frame], original[frame], held)
     return result
 
 
 def _background_and_foreground_residuals(
-    original: torch.Tensor, flow: VideoFlow, model: MotionModel | str
+    original: torch.Tensor, flow: VideoFlow, to_judge: torch.Tensor, model: MotionModel | str
 ) -> tuple[torch.Tensor, list[float | None]]:
-    """Per frame: the squared residuals (2, h, w) of the background's and the foreground's motion model,
-    summed over the neighbours, and the background's own mean residual (None where the original found
-    nothing or no neighbour's flow exists: nothing to judge by)."""
+    """Per frame of ``to_judge`` (N,) with a neighbour's flow: the squared residuals (2, h, w) of the
+    background's and the foreground's motion model, summed over the neighbours, and the background's
+    own mean residual (None for the other frames: nothing to judge, or nothing to judge by)."""
     n, h, w = original.shape
     basis = coordinate_basis(h, w, model)
     residuals = torch.zeros(n, 2, h * w)
     level = torch.zeros(n, dtype=torch.float64)
     judged = torch.zeros(n, dtype=torch.bool)
-    found = (original > 0.5).flatten(1).any(dim=1)
     for column in range(len(flow.gaps)):
-        frames, vectors = flow.pair(column, torch.nonzero(flow.valid[:, column] & found).flatten())
+        frames, vectors = flow.pair(column, torch.nonzero(flow.valid[:, column] & to_judge).flatten())
         for start in range(0, len(frames), CHUNK):
             index = frames[start:start + CHUNK]
             foreground = original[index].flatten(1)

@@ -68,6 +68,8 @@ def test_growth_moving_unlike_the_background_stays_even_when_the_objects_model_f
 def test_frames_with_nothing_to_judge_by_keep_their_adapted_masks() -> None:
     adapted = torch.stack([_grown(SCENERY)] * 3)
     nothing = torch.full(SIZE, 0.02)
+    adapted[2] = 0.1
+    adapted[2][SCENERY] = 0.8  # adaptation found the scenery where the original found nothing: it stays
     flow = _flow(frames=3)
     flow = VideoFlow(flow.flows, torch.tensor([[True], [False], [True]]), flow.gaps)  # frame 1: no neighbour
     result = restrict_to_independent_motion(adapted, torch.stack([_original(), _original(), nothing]), flow)
