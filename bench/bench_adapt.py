@@ -86,11 +86,20 @@ VARIANTS: dict[str, dict] = {
 
 
 def encode_h264(frames: list[np.ndarray], scale: int = 2, crf: int = 23, fps: int = 24) -> bytes:
-    """``frames`` upscaled ``scale``x (even size) and encoded as an H.264 MP4 with libx264 at ``crf``."""
+    """``frames`` upscaled ``scale``x (even size) and encoded as an H.264 MP4 with libx264 at ``crf``.
+
+    The same frames give the same bytes in every run, so that two runs of a bench upload the same
+    videos. Measured (2026-12-06, PyAV 18.1's libx264 on an Intel Xeon): with x264's assembly the
+    bytes, and the decoded frames, differed from one call to the next even on one thread (not without
+    the lookahead's macroblock tree) — a 0-step J moved by up to 0.8 on a video between runs. x264's C
+    code is its reference (its assembly is checked against it), so the bench encodes with it, on one
+    thread: the same video a user's phone would send, reproducibly.
+    """
     height, width = (2 * (s * scale // 2) for s in frames[0].shape[:2])
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"crf": str(crf)})
+        stream = container.add_stream("libx264", rate=fps,
+                                      options={"crf": str(crf), "x264-params": "threads=1:no-asm=1"})
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for frame in frames:
             large = cv2.resize(frame, (width, height), interpolation=cv2.INTER_CUBIC) if scale != 1 else frame[:height, :width]
