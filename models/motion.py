@@ -93,14 +93,15 @@ def fit_motion(
 
     Args:
         weights: (B, K, N) non-negative per-pixel weights of each region.
-        flow: (B, N, 2) optical flow at the same N pixels.
+        flow: (B, N, C) optical flow at the same N pixels, C = 2 (u, v); several flows of the same
+            frame (to different neighbours) may share one fit of the weights as more channels.
         basis: (N, P) coordinate basis from :func:`coordinate_basis`.
         ridge: Tikhonov term relative to each region's total weight. A region whose mask is ~0
             everywhere has singular normal equations; the ridge makes its θ shrink to zero instead of
             producing NaNs, and is small enough (1e-6 of the mass) not to bias well-posed fits.
 
     Returns:
-        θ of shape (B, K, P, 2): ``flow ≈ basis @ θ[b, k]`` inside region k.
+        θ of shape (B, K, P, C): ``flow ≈ basis @ θ[b, k]`` inside region k.
 
     The normal equations ``(Φᵀ W Φ + λI) θ = Φᵀ W F`` are formed and solved in float64: they are
     tiny (P ≤ 6) so this costs nothing, and it keeps the solve accurate for thin regions.
@@ -112,17 +113,18 @@ def fit_motion(
     # both sides as matrix products over the pixels, (Φᵀ W Φ)_pq = Σ_u w(u) φ_p(u) φ_q(u) and
     # (Φᵀ W F)_pc = Σ_u φ_p(u) w(u) F_c(u), without a (B, K, N, P) weighted copy of the basis (3× faster)
     gram = (w @ (phi.unsqueeze(-1) * phi.unsqueeze(-2)).reshape(n, p * p)).reshape(b, k, p, p)  # Φᵀ W Φ
-    rhs = ((w.unsqueeze(-1) * f.unsqueeze(1)).transpose(-1, -2) @ phi).transpose(-1, -2)  # Φᵀ W F: (B, K, P, 2)
+    rhs = ((w.unsqueeze(-1) * f.unsqueeze(1)).transpose(-1, -2) @ phi).transpose(-1, -2)  # Φᵀ W F: (B, K, P, C)
     mass = w.sum(dim=-1).clamp_min(1e-12)  # (B, K)
-    eye = torch.eye(phi.shape[-1], dtype=gram.dtype, device=gram.device)
+    eye = torch.eye(p, dtype=gram.dtype, device=gram.device)
     gram = gram + (ridge * mass)[..., None, None] * eye
     theta = torch.linalg.solve(gram, rhs)
     return theta.to(weights.dtype)
 
 
 def motion_residuals(flow: torch.Tensor, basis: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Squared residual ‖F_u − θ_kᵀ φ(u)‖² of every pixel under every region's model: (B, K, N)."""
-    prediction = torch.matmul(basis, theta)  # (B, K, N, 2); 6× faster than the equivalent einsum on the CPU
+    """Squared residual ‖F_u − θ_kᵀ φ(u)‖² of every pixel under every region's model, summed over the
+    flow's channels: (B, K, N)."""
+    prediction = torch.matmul(basis, theta)  # (B, K, N, C); 6× faster than the equivalent einsum on the CPU
     return (flow.unsqueeze(1) - prediction).pow(2).sum(dim=-1)
 
 

@@ -37,8 +37,8 @@ from .video_flow import VideoFlow
 
 __all__ = ["restrict_to_independent_motion"]
 
-#: Frames fitted at once: the fit's weighted basis is (frames, 2, h·w, 6) doubles, 88 MB for 32 frames
-#: of 128×224.
+#: Frames fitted at once: the fit's largest intermediate is (frames, 2, h·w, 2·gaps) doubles, 59 MB for
+#: 32 frames of 128×224 with 4 gaps.
 CHUNK = 32
 
 
@@ -54,42 +54,37 @@ def restrict_to_independent_motion(adapted: torch.Tensor, original: torch.Tensor
         raise ValueError(f"flow {tuple(flow.flows.shape)} does not match the masks {tuple(adapted.shape)}")
     original = original.to(adapted.dtype)
     grown = (adapted > 0.5) & (original <= 0.5)
-    # only frames that grew and where the original found something: fitting the others would change nothing
-    to_judge = grown.flatten(1).any(dim=1) & (original > 0.5).flatten(1).any(dim=1)
-    residuals, background_level = _background_and_foreground_residuals(original, flow, to_judge, model)
+    # only frames that grew, where the original found something and that have a neighbour's flow:
+    # fitting the others would change nothing, or have nothing to go by
+    judged = grown.flatten(1).any(dim=1) & (original > 0.5).flatten(1).any(dim=1) & flow.valid.any(dim=1)
     result = adapted.clone()
-    for frame in range(len(adapted)):
-        if background_level[frame] is None:
-            continue
-        held = _moving_like_background(grown[frame], residuals[frame], background_level[frame])
-        result[frame] = hold_back(adapted[frame], original[frame], held)
+    frames = torch.nonzero(judged).flatten()
+    for start in range(0, len(frames), CHUNK):
+        index = frames[start:start + CHUNK]
+        residuals, background_level = _background_and_foreground_residuals(original[index], flow, index, model)
+        for i, frame in enumerate(index.tolist()):
+            held = _moving_like_background(grown[frame], residuals[i], float(background_level[i]))
+            result[frame] = hold_back(adapted[frame], original[frame], held)
     return result
 
 
 def _background_and_foreground_residuals(
-    original: torch.Tensor, flow: VideoFlow, to_judge: torch.Tensor, model: MotionModel | str
-) -> tuple[torch.Tensor, list[float | None]]:
-    """Per frame of ``to_judge`` (N,) with a neighbour's flow: the squared residuals (2, h, w) of the
-    background's and the foreground's motion model, summed over the neighbours, and the background's
-    own mean residual (None for the other frames: nothing to judge, or nothing to judge by)."""
-    n, h, w = original.shape
+    original: torch.Tensor, flow: VideoFlow, frames: torch.Tensor, model: MotionModel | str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For the original's soft foreground (M, h, w) of ``frames``: the squared residuals (M, 2, h, w) of
+    the background's and the foreground's motion model, summed over the neighbours, and the
+    background's own mean residual (M,). The flows to every neighbour are one fit's channels (a
+    missing neighbour's are zero, and add nothing)."""
+    m, h, w = original.shape
+    foreground = original.flatten(1)
+    weights = torch.stack((1 - foreground, foreground), dim=1)  # (M, 2, h·w): background, foreground
+    valid = flow.valid[frames][:, :, None, None, None]
+    vectors = torch.where(valid, flow.flows[frames].float(), 0.0)  # (M, G, h, w, 2)
+    vectors = vectors.permute(0, 2, 3, 1, 4).reshape(m, h * w, -1)  # (M, h·w, 2G)
     basis = coordinate_basis(h, w, model)
-    residuals = torch.zeros(n, 2, h * w)
-    level = torch.zeros(n, dtype=torch.float64)
-    judged = torch.zeros(n, dtype=torch.bool)
-    for column in range(len(flow.gaps)):
-        frames, vectors = flow.pair(column, torch.nonzero(flow.valid[:, column] & to_judge).flatten())
-        for start in range(0, len(frames), CHUNK):
-            index = frames[start:start + CHUNK]
-            foreground = original[index].flatten(1)
-            weights = torch.stack((1 - foreground, foreground), dim=1)  # (M, 2, h·w): background, foreground
-            vectors_ = vectors[start:start + CHUNK].flatten(2).transpose(1, 2)  # (M, h·w, 2)
-            residual = motion_residuals(vectors_, basis, fit_motion(weights, vectors_, basis))
-            residuals[index] += residual
-            level[index] += ((residual[:, 0] * weights[:, 0]).sum(1) / weights[:, 0].sum(1).clamp_min(1e-12)).double()
-            judged[index] = True
-    levels = [float(value) if ok else None for value, ok in zip(level, judged)]
-    return residuals.reshape(n, 2, h, w), levels
+    residuals = motion_residuals(vectors, basis, fit_motion(weights, vectors, basis))  # (M, 2, h·w)
+    level = (residuals[:, 0] * weights[:, 0]).sum(1) / weights[:, 0].sum(1).clamp_min(1e-12)
+    return residuals.reshape(m, 2, h, w), level
 
 
 def _moving_like_background(grown: torch.Tensor, residuals: torch.Tensor, background_level: float) -> torch.Tensor:
