@@ -80,11 +80,12 @@ def main() -> None:
         start = time.perf_counter()
         checkpoint = train(config, progress=False)
         minutes = (time.perf_counter() - start) / 60
-        model, _ = load_model(checkpoint)
+        model, spec = load_model(checkpoint)
         merge = config.recorded_merge()
-        davis = evaluate_davis(model, config.eval_data, size, progress=False, merge=merge)["overall"]
+        davis = evaluate_davis(model, config.eval_data, size, progress=False, merge=merge,
+                               keep_aspect=spec.keep_aspect)["overall"]
         ecssd = evaluate_images(model, SHARED / "ecssd" / "images", SHARED / "ecssd" / "masks", size,
-                                limit=args.ecssd_limit, progress=False)
+                                limit=args.ecssd_limit, progress=False, keep_aspect=spec.keep_aspect)
         row = {"variant": name, "minutes": minutes, "J_merged": 100 * davis["merged"]["J_mean"],
                "J_oracle": 100 * davis["oracle"]["J_mean"], "ecssd_J": 100 * ecssd["J"],
                "ecssd_F": 100 * ecssd["max_F_beta"]}

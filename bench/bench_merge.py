@@ -109,10 +109,10 @@ def main() -> None:
     parser.add_argument("--ecssd-limit", type=int)
     args = parser.parse_args()
     network, spec = load_network(args.model)
-    input_size = tuple(spec.input_size)
     per_video: dict[str, list[float]] = defaultdict(list)
     for video in tqdm(list_sequences(args.davis, splits=[DEFAULT_EVAL_SPLIT]), desc="val-dev", unit="seq"):
         scores = defaultdict(list)
+        input_size = spec.input_size_for(video.read(0).shape[:2])  # one size a video, as the service feeds it
         for chunk in _batches(range(1, len(video) - 1)):
             batch = rule_scores(network, [video.read(i) for i in chunk],
                                 [read_annotation(args.davis, video, i) for i in chunk], input_size)
@@ -122,9 +122,10 @@ def main() -> None:
             per_video[rule].append(float(np.mean(scores[rule])))
     photos = sorted((Path(args.ecssd) / "images").iterdir())[:args.ecssd_limit]
     per_photo: dict[str, list[float]] = defaultdict(list)
-    for chunk in tqdm(list(_batches(photos)), desc="ECSSD", unit="batch"):
-        batch = rule_scores(network, [read_rgb(p) for p in chunk],
-                            [read_mask(Path(args.ecssd) / "masks" / f"{p.stem}.png") for p in chunk], input_size)
+    for photo in tqdm(photos, desc="ECSSD", unit="photo"):  # one at a time: each at its own input size
+        rgb = read_rgb(photo)
+        batch = rule_scores(network, [rgb], [read_mask(Path(args.ecssd) / "masks" / f"{photo.stem}.png")],
+                            spec.input_size_for(rgb.shape[:2]))
         for rule, values in batch.items():
             per_photo[rule].extend(values)
     half = len(photos) // 2

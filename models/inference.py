@@ -64,11 +64,12 @@ def _foreground(model: Segmenter, batch: torch.Tensor, merge: str) -> torch.Tens
 
 
 def masks_at_sizes(
-    soft: torch.Tensor,
+    soft: torch.Tensor | Sequence[torch.Tensor],
     sizes: Iterable[tuple[int, int]],
     guides: Iterable[np.ndarray | None] | None = None,
 ) -> Iterator[np.ndarray]:
-    """One boolean mask per soft foreground in ``soft`` (N, h, w), at its (height, width) in ``sizes``.
+    """One boolean mask per soft foreground in ``soft`` ((N, h, w), or N of (h, w) each on its own
+    grid), at its (height, width) in ``sizes``.
 
     Lazily, one full-size mask at a time. ``guides`` (one per mask, from
     :func:`models.refinement.refinement_guide`, or None for a mask left as it is) snap each mask to

@@ -11,12 +11,43 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_INPUT_SIZE", "prepare_image", "resize_flow"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_INPUT_SIZE", "SIZE_MULTIPLE", "MAX_ASPECT", "network_input_size",
+           "prepare_image", "resize_flow"]
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 #: (height, width) the paper feeds its networks (App. A).
 DEFAULT_INPUT_SIZE: tuple[int, int] = (128, 224)
+#: Sides of an input sized to its image's aspect ratio are multiples of this: the U-Net halves its
+#: grid four times, so every level then divides evenly.
+SIZE_MULTIPLE = 16
+#: Aspect ratios beyond this (a panorama, a receipt) are fed at this one, the rest stretched: at
+#: 28 672 pixels a 4:1 input is already 80 pixels high.
+MAX_ASPECT = 4.0
+
+
+def network_input_size(image_size: Sequence[int], input_size: Sequence[int] = DEFAULT_INPUT_SIZE,
+                       keep_aspect: bool = True) -> tuple[int, int]:
+    """The (height, width) an image of ``image_size`` = (H, W) is fed to the network at.
+
+    Without ``keep_aspect``, ``input_size`` whatever the image: the paper's fixed 128×224 (App. A),
+    right for 16:9 video and a stretch of everything else — a portrait phone photo squeezed 2.3×
+    sideways, a portrait video 3.2×. With it, about as many pixels as ``input_size`` (the cost the
+    network was measured at) in the image's own aspect ratio, each side a multiple of
+    :data:`SIZE_MULTIPLE`: 16:9 frames get exactly 128×224, 4:3 photos 144×192, portrait ones 192×144.
+    A fully convolutional network trained on 16:9 frames then sees shapes as it learned them
+    (README, Model card: measured on ECSSD and on portrait crops of DAVIS).
+    """
+    height, width = int(input_size[0]), int(input_size[1])
+    if not keep_aspect:
+        return height, width
+    aspect = min(max(image_size[1] / max(image_size[0], 1), 1 / MAX_ASPECT), MAX_ASPECT)  # width / height
+    fitted_height = (height * width / aspect) ** 0.5
+
+    def multiple(side: float) -> int:
+        return max(SIZE_MULTIPLE, round(side / SIZE_MULTIPLE) * SIZE_MULTIPLE)
+
+    return multiple(fitted_height), multiple(fitted_height * aspect)
 
 
 def prepare_image(

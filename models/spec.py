@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .merge_strategy import PAPER_MERGE, MergeStrategy
-from .preprocessing import DEFAULT_INPUT_SIZE, IMAGENET_MEAN, IMAGENET_STD
+from .preprocessing import DEFAULT_INPUT_SIZE, IMAGENET_MEAN, IMAGENET_STD, network_input_size
 
 __all__ = ["ModelSpec"]
 
@@ -32,12 +32,17 @@ class ModelSpec:
         architecture: segmenter name in :data:`models.segmenters.ARCHITECTURES`.
         options: keyword arguments of that segmenter's constructor (``num_regions``, ``width``, ...);
             JSON values only, since ONNX metadata stores them as JSON.
-        input_size: (height, width) the network is fed.
+        input_size: (height, width) the network is fed (with ``keep_aspect``: the pixel count it is
+            fed, in each image's own aspect ratio; see :meth:`input_size_for`).
         mean, std: per-channel normalisation of the input.
         version: the model's version (``dev`` for unshipped runs).
         merge: the foreground merge the model was measured with. It belongs to the model because it
             depends on how good the model's own features are; specs written before gwm 0.1.1 record
             none and get the paper's, which those models used.
+        keep_aspect: feed each image in its own aspect ratio (:func:`~models.preprocessing.network_input_size`)
+            instead of stretched to ``input_size``. Only for networks that take any input size (the
+            U-Net; its ONNX export then has dynamic height and width); specs written before gwm 0.4.1
+            record none and get the stretch their static ONNX graphs need.
     """
 
     architecture: str
@@ -47,6 +52,7 @@ class ModelSpec:
     std: tuple[float, ...] = IMAGENET_STD
     version: str = "dev"
     merge: MergeStrategy = PAPER_MERGE
+    keep_aspect: bool = False
 
     def __post_init__(self) -> None:
         # Normalise what JSON and torch.load hand back (lists, plain strings) so that a spec read
@@ -56,11 +62,16 @@ class ModelSpec:
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         object.__setattr__(self, "merge", MergeStrategy(self.merge))
+        object.__setattr__(self, "keep_aspect", bool(self.keep_aspect))
 
     @property
     def num_regions(self) -> int:
         """K, the number of regions the network predicts."""
         return int(self.options["num_regions"])
+
+    def input_size_for(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """The (height, width) an image or video of ``image_size`` = (H, W) is fed at."""
+        return network_input_size(image_size, self.input_size, self.keep_aspect)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values only (lists, not tuples; the merge's name), as checkpoints store the spec."""
@@ -72,6 +83,7 @@ class ModelSpec:
             "std": list(self.std),
             "version": self.version,
             "merge": self.merge.value,
+            "keep_aspect": self.keep_aspect,
         }
 
     @classmethod
@@ -91,6 +103,7 @@ class ModelSpec:
             "gwm.model_version": self.version,
             "gwm.architecture": self.architecture,
             "gwm.merge": self.merge.value,
+            "gwm.keep_aspect": json.dumps(self.keep_aspect),
             _SPEC_KEY: json.dumps(self.to_dict()),
         }
 

@@ -87,8 +87,9 @@ class OnnxSegmenter:
                     self.info.providers)
 
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
-        """Network input (3, h, w) for one RGB uint8 image, with the model's own size and normalisation."""
-        return prepare_image(rgb, self.spec.input_size, self.spec.mean, self.spec.std)
+        """Network input (3, h, w) for one RGB uint8 image, with the model's own normalisation, at the
+        size the model takes that image at (its own aspect ratio where the model keeps it)."""
+        return prepare_image(rgb, self.spec.input_size_for(rgb.shape[:2]), self.spec.mean, self.spec.std)
 
     def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw network outputs ``(logits, features)`` for a prepared batch (B, 3, h, w)."""
@@ -98,27 +99,35 @@ class OnnxSegmenter:
     def segment(self, images: list[np.ndarray], with_regions: bool = False, refine: bool = False) -> list[Segmentation]:
         """Segment RGB uint8 images (any sizes) in one batch; masks come back at each image's size,
         snapped to the image's edges with ``refine``."""
-        prepared = np.stack([self.prepare(rgb) for rgb in images])
+        prepared = [self.prepare(rgb) for rgb in images]
         guides = [refinement_guide(rgb) for rgb in images] if refine else None
         return list(self.segment_prepared(prepared, [rgb.shape[:2] for rgb in images], with_regions, guides))
 
     def segment_prepared(
         self,
-        batch: np.ndarray,
+        prepared: Sequence[np.ndarray],
         sizes: Sequence[tuple[int, int]],
         with_regions: bool = False,
         guides: Sequence[np.ndarray | None] | None = None,
     ) -> Iterator[Segmentation]:
-        """Segment a prepared batch (B, 3, h, w); yields each mask at its (height, width) in ``sizes``.
+        """Segment prepared images (each (3, h, w), from :meth:`prepare`); yields each mask at its
+        (height, width) in ``sizes``, in order.
 
-        One network run for the batch, then one full-resolution mask at a time: a caller that
-        encodes and drops each mask before the next holds one full-size float copy at most.
-        ``guides`` (one per image, from :func:`models.refinement.refinement_guide`) snap each mask to
-        its image's edges.
+        One network run per input size among them (photos of one shape share it), then one
+        full-resolution mask at a time: a caller that encodes and drops each mask before the next holds
+        one full-size float copy at most. ``guides`` (one per image, from
+        :func:`models.refinement.refinement_guide`) snap each mask to its image's edges.
         """
-        logits_np, features_np = self.forward(batch)
-        logits = torch.from_numpy(logits_np)
-        soft = foreground_probability(logits, torch.from_numpy(features_np), self.info.merge)
+        logits: list[torch.Tensor] = [torch.empty(0)] * len(prepared)
+        soft: list[torch.Tensor] = [torch.empty(0)] * len(prepared)
+        shapes = [image.shape for image in prepared]
+        for shape in dict.fromkeys(shapes):
+            indices = [i for i, s in enumerate(shapes) if s == shape]
+            logits_np, features_np = self.forward(np.stack([prepared[i] for i in indices]))
+            group_logits = torch.from_numpy(logits_np)
+            group_soft = foreground_probability(group_logits, torch.from_numpy(features_np), self.info.merge)
+            for j, i in enumerate(indices):
+                logits[i], soft[i] = group_logits[j], group_soft[j]
         for i, mask in enumerate(masks_at_sizes(soft, sizes, guides or None)):
             regions = region_scores(logits[i], soft[i]) if with_regions else None
             yield Segmentation(mask=mask, regions=regions)

@@ -23,7 +23,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("model")
     options = {"num_regions": 4, "width": 8, "depth": 2}
     model = build_segmenter("unet", **options)
-    spec = ModelSpec("unet", options, input_size=(64, 96), version="test-tiny")
+    spec = ModelSpec("unet", options, input_size=(64, 96), version="test-tiny", keep_aspect=True)  # as shipped
     save_checkpoint(root / "tiny.pt", model, spec)
     export_onnx(model, spec, root / "tiny.onnx")
     return root / "tiny.onnx", root / "tiny.pt"

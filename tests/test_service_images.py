@@ -59,6 +59,20 @@ def test_several_files_give_a_zip_or_a_json_list(client) -> None:
     assert [(i["filename"], i["width"], i["height"]) for i in items] == [("a.jpg", 96, 64), ("b.png", 40, 30)]
 
 
+def test_photos_of_other_shapes_in_one_request_get_the_masks_they_get_alone(client) -> None:
+    """Each photo is fed in its own aspect ratio (the model keeps it), so a request mixing portrait and
+    landscape photos runs the network once per input size: every mask must still be its own photo's."""
+    shapes = {"portrait.png": (120, 60), "landscape.png": (60, 120), "square.png": (80, 80), "flipped.png": (120, 60)}
+    files = [("file", (name, encode_image(Image.fromarray(gradient_rgb(w, h)[:, ::-1] if "flipped" in name
+                                                            else gradient_rgb(w, h)), "PNG")))
+             for name, (h, w) in shapes.items()]
+    together = client.post("/segment?format=json&regions=true", files=files).json()
+    for (name, (height, width)), item, single in zip(shapes.items(), together, files, strict=True):
+        alone = client.post("/segment?format=json&regions=true", files={"file": single[1]}).json()
+        assert (item["filename"], item["height"], item["width"]) == (name, height, width)
+        assert item["rle"] == alone["rle"] and item["regions"] == alone["regions"], name
+
+
 def _error(response) -> tuple[int, str]:
     body = response.json()
     assert set(body) == {"error"}, body

@@ -35,8 +35,8 @@ def segmenter() -> OnnxSegmenter:
 def test_shipped_files_load_with_their_spec() -> None:
     """The shipped checkpoint and ONNX file were written before ModelSpec was a class; both must still
     load, unchanged, and describe the same model."""
-    expected = ModelSpec("unet", {"num_regions": 4, "width": 16}, input_size=(128, 224), version="0.4.0",
-                         merge=MergeStrategy.BORDER)
+    expected = ModelSpec("unet", {"num_regions": 4, "width": 16}, input_size=(128, 224), version="0.4.1",
+                         merge=MergeStrategy.BORDER, keep_aspect=True)
     model, checkpoint_spec = load_model(WEIGHTS / "gwm-default.pt")
     onnx_spec = ModelSpec.from_onnx_metadata(read_metadata(WEIGHTS / "gwm-default.onnx"))
     assert checkpoint_spec == onnx_spec == expected
@@ -48,6 +48,7 @@ def test_card_matches_the_shipped_model(segmenter: OnnxSegmenter) -> None:
     assert card["version"] == segmenter.info.version
     assert tuple(card["architecture"]["input_size"]) == segmenter.info.input_size
     assert card["architecture"]["merge"] == segmenter.info.merge
+    assert card["architecture"]["keep_aspect"] == segmenter.spec.keep_aspect
     assert card["evaluation"]["davis_val_dev"]["merged"]["J_mean"] > IOU_FLOOR
 
 
@@ -62,4 +63,22 @@ def test_shipped_onnx_segments_val_dev_frames(segmenter: OnnxSegmenter) -> None:
         # the annotation is 2x the frame: compare at the annotation's resolution
         upsampled = np.kron(mask, np.ones((2, 2), bool))[: truth.shape[0], : truth.shape[1]]
         ious.append((upsampled & truth).sum() / max((upsampled | truth).sum(), 1))
+    assert np.mean(ious) > IOU_FLOOR, f"per-frame IoU {np.round(ious, 2)}"
+
+
+@pytest.mark.skipif(not DAVIS.is_dir(), reason=f"{DAVIS} is not beside the repository")
+def test_shipped_onnx_segments_portrait_crops_at_their_own_aspect(segmenter: OnnxSegmenter) -> None:
+    """9:16 crops of the same frames, around the object, as a phone held upright films them: the
+    graph takes them at 224×128 (not stretched to 128×224) and still finds the object."""
+    ious = []
+    for seq, i in FRAMES:
+        image = read_rgb(DAVIS / "JPEGImages" / "240p" / seq / f"{i:05d}.jpg")
+        truth = (read_rgb(DAVIS / "Annotations" / "480p" / seq / f"{i:05d}.png")[..., 0] > 127)[::2, ::2]
+        centre = int(np.nonzero(truth)[1].mean())
+        left = int(np.clip(centre - 67, 0, image.shape[1] - 135))
+        crop, truth = image[:, left:left + 135], truth[: image.shape[0], left:left + 135]
+        assert segmenter.prepare(crop).shape == (3, 224, 128)
+        mask = segmenter.segment([crop])[0].mask
+        assert mask.shape == crop.shape[:2]
+        ious.append((mask & truth).sum() / max((mask | truth).sum(), 1))
     assert np.mean(ious) > IOU_FLOOR, f"per-frame IoU {np.round(ious, 2)}"

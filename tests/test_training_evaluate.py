@@ -223,3 +223,36 @@ def test_load_refuses_pickled_objects(tmp_path):
     # a plain torch.load would have run it: the test would notice a loader without weights_only
     torch.load(path, weights_only=False)
     assert EXECUTED == ["ran"]
+
+
+def test_photos_are_scored_in_their_own_aspect_ratio_when_the_model_keeps_it(tmp_path):
+    """``gwm eval --images`` feeds each photo as /segment does: a batch of portrait and landscape
+    photos scores what each photo scores alone at its own input size, and not what the stretch does."""
+    from models.inference import predict
+    from models.preprocessing import network_input_size
+    from training.evaluate import evaluate_images
+
+    torch.manual_seed(0)
+    model = build_segmenter("unet", num_regions=3, width=4, depth=2).eval()
+    rng = np.random.default_rng(0)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    shapes = [(60, 40), (40, 60), (60, 40), (50, 50)]
+    for i, (height, width) in enumerate(shapes):
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(tmp_path / "images" / f"{i}.png")
+        Image.fromarray((rng.random((height, width)) > 0.5).astype(np.uint8) * 255).save(tmp_path / "masks" / f"{i}.png")
+
+    def alone(keep_aspect: bool) -> float:
+        scores = []
+        for i, shape in enumerate(shapes):
+            rgb = np.asarray(Image.open(tmp_path / "images" / f"{i}.png"))
+            truth = np.asarray(Image.open(tmp_path / "masks" / f"{i}.png")) > 127
+            _, soft = predict(model, [rgb], network_input_size(shape, (32, 48), keep_aspect), merge="border")
+            up = torch.nn.functional.interpolate(soft[None], size=shape, mode="bilinear", align_corners=False)
+            scores.append(jaccard(up[0, 0].numpy() > 0.5, truth))
+        return float(np.mean(scores))
+
+    report = evaluate_images(model, tmp_path / "images", tmp_path / "masks", (32, 48), merge="border",
+                             progress=False, keep_aspect=True)
+    assert report["J"] == pytest.approx(alone(True), abs=1e-9)
+    assert alone(True) != pytest.approx(alone(False), abs=1e-6)

@@ -118,6 +118,28 @@ def test_export_leaves_the_model_in_eval_mode(tmp_path):
     assert onnx_parity(model, path) < 1e-4
 
 
+def test_a_spec_keeping_the_aspect_exports_a_graph_of_any_size_with_parity(exported, tmp_path):
+    """The U-Net is fully convolutional: exported for images in their own aspect ratio, the graph takes
+    any height and width that are multiples of 16 and matches PyTorch at each."""
+    model, spec, _ = exported
+    path = export_onnx(model, replace(spec, keep_aspect=True), tmp_path / "any-size.onnx")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    height, width = session.get_inputs()[0].shape[2:]
+    assert isinstance(height, str) and isinstance(width, str)  # symbolic, not 48 and 80
+    for size in [(48, 80), (80, 48), (32, 112)]:
+        assert onnx_parity(model, path, size=size) < 1e-4
+    assert ModelSpec.from_onnx_metadata(read_metadata(path)).keep_aspect
+    fixed = onnxruntime.InferenceSession(str(exported[2]), providers=["CPUExecutionProvider"])
+    assert fixed.get_inputs()[0].shape[2:] == [48, 80]  # a spec that stretches keeps its static graph
+
+
+def test_a_backbone_cannot_be_exported_keeping_the_aspect(tmp_path):
+    options = {"num_regions": 4, "backbone": "resnet18", "embed_dim": 16}
+    model = build_segmenter("backbone", **options).eval()
+    with pytest.raises(ValueError, match="one input size"):
+        export_onnx(model, ModelSpec("backbone", options, input_size=(64, 96), keep_aspect=True), tmp_path / "b.onnx")
+
+
 def test_merge_strategy_is_validated_and_defaults_for_old_checkpoints():
     with pytest.raises(ValueError, match="unknown merge strategy 'vote'"):
         ModelSpec("unet", {"num_regions": 4}, merge="vote")
@@ -125,6 +147,8 @@ def test_merge_strategy_is_validated_and_defaults_for_old_checkpoints():
     del legacy["merge"]  # checkpoints written before gwm 0.2
     assert ModelSpec.from_dict(legacy).merge == "spectral"
     assert ModelSpec("unet", {"num_regions": 4}, merge="border").merge == "border"
+    del legacy["keep_aspect"]  # checkpoints written before gwm 0.4.1: stretched to the input size
+    assert ModelSpec.from_dict(legacy).keep_aspect is False
 
 
 def test_cli_export_records_version_and_merge_in_onnx_and_slim_checkpoint(tmp_path):
@@ -135,10 +159,10 @@ def test_cli_export_records_version_and_merge_in_onnx_and_slim_checkpoint(tmp_pa
     model = build_segmenter("unet", **options).eval()
     save_checkpoint(tmp_path / "run.pt", model, ModelSpec("unet", options, input_size=(32, 48), version="dev"))
     code = main(["export", str(tmp_path / "run.pt"), str(tmp_path / "m.onnx"), "--version", "9.9",
-                 "--merge", "border", "--slim-checkpoint", str(tmp_path / "slim.pt")])
+                 "--merge", "border", "--aspect", "keep", "--slim-checkpoint", str(tmp_path / "slim.pt")])
     assert code == 0
     meta = read_metadata(tmp_path / "m.onnx")
-    assert (meta["gwm.model_version"], meta["gwm.merge"]) == ("9.9", "border")
+    assert (meta["gwm.model_version"], meta["gwm.merge"], meta["gwm.keep_aspect"]) == ("9.9", "border", "true")
     _, slim_spec = load_model(tmp_path / "slim.pt")
     assert slim_spec == ModelSpec.from_dict(json.loads(meta["gwm.spec"]))
 

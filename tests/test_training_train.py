@@ -176,6 +176,29 @@ def test_adapt_and_segment_returns_a_mask_per_frame(tmp_path, restore_threads):
         adapt_and_segment(frames[:1], checkpoint, AdaptationSettings(steps=1))
 
 
+def test_a_portrait_video_is_adapted_and_segmented_in_its_own_aspect_ratio(tmp_path, restore_threads, monkeypatch):
+    """A phone held upright films 9:16: a model that keeps the aspect computes the flow, adapts and
+    segments on a portrait grid of its pixel count, and the masks come back at the frames' size."""
+    import training.adapt
+
+    torch.set_num_threads(1)
+    davis = write_fake_davis(tmp_path / "davis", sequences=("clip",), frames=4, size=(80, 45))
+    frames = [read_rgb(p) for p in list_sequences(davis)[0].frames]
+    options = {"num_regions": 3, "width": 4, "depth": 2}
+    save_checkpoint(tmp_path / "model.pt", build_segmenter("unet", **options),
+                    ModelSpec("unet", options, input_size=(32, 48), keep_aspect=True))
+    grids = []
+    segment = training.adapt.segment_frames
+    monkeypatch.setattr(training.adapt, "segment_frames",
+                        lambda model, frames, input_size, *args, **kwargs:
+                        grids.append(input_size) or segment(model, frames, input_size, *args, **kwargs))
+    result = adapt_and_segment(frames, tmp_path / "model.pt", AdaptationSettings(steps=2, flow_method="dis-ultrafast"),
+                               temporal=True)
+    masks = list(result.masks)
+    assert grids == [(48, 32)]  # portrait, 1 536 pixels like 32×48
+    assert result.adaptation.decision == "kept" and all(mask.shape == (80, 45) for mask in masks)
+
+
 def _clip_and_checkpoint(tmp_path: Path, count: int) -> tuple[list[np.ndarray], Path]:
     """``count`` frames of a fake clip and a tiny U-Net checkpoint to adapt on them."""
     davis = write_fake_davis(tmp_path / "davis", sequences=("clip",), frames=count, size=(40, 60))

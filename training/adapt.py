@@ -432,7 +432,7 @@ def adapt_and_segment(
     torch_device = select_device(device)
     model, spec = load_model(checkpoint_path, torch_device)
     _check_cancel_in_layers(model, should_cancel)
-    input_size = spec.input_size
+    input_size = spec.input_size_for(frames[0].shape[:2]) if len(frames) else spec.input_size  # one size a video
     merge = merge or spec.merge
     dataset = None
     if settings.steps > 0 or temporal:

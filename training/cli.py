@@ -115,12 +115,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                     "refine": args.refine, "step": step}
     if not args.skip_davis:
         davis = evaluate_davis(model, args.data, input_size, split=args.split, resolution=args.resolution,
-                               protocol=args.protocol, device=device, merge=merge, refine=args.refine)
+                               protocol=args.protocol, device=device, merge=merge, refine=args.refine,
+                               keep_aspect=spec.keep_aspect)
         report["davis"] = davis
         print(format_table(davis))
     if args.images:
         images = evaluate_images(model, Path(args.images) / "images", Path(args.images) / "masks", input_size,
-                                 device=device, limit=args.limit, merge=args.image_merge, refine=args.refine)
+                                 device=device, limit=args.limit, merge=args.image_merge, refine=args.refine,
+                                 keep_aspect=spec.keep_aspect)
         report["images"] = images
         print(f"images: {images['images']}  accuracy {100 * images['pixel_accuracy']:.1f}  "
               f"J {100 * images['J']:.1f}  max F-beta {100 * images['max_F_beta']:.1f}")
@@ -136,9 +138,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx, onnx_parity
 
     model, spec = load_model(args.checkpoint)
-    spec = replace(spec, version=args.version or spec.version, merge=args.merge or spec.merge)
+    spec = replace(spec, version=args.version or spec.version, merge=args.merge or spec.merge,
+                   keep_aspect=spec.keep_aspect if args.aspect is None else args.aspect == "keep")
     path = export_onnx(model, spec, args.output)
-    difference = onnx_parity(model, path)
+    difference = max(onnx_parity(model, path, size=size)
+                     for size in dict.fromkeys([spec.input_size, spec.input_size_for(spec.input_size[::-1])]))
     print(f"onnx: {path}  parity max |onnx - torch| / max |torch| = {difference:.2e}")
     if args.slim_checkpoint:
         slim_checkpoint(args.checkpoint, args.slim_checkpoint, spec=spec)
@@ -323,6 +327,10 @@ def configure_export(export: argparse.ArgumentParser) -> None:
     export.add_argument("--version", help="model version to record in the metadata (default: the checkpoint's)")
     export.add_argument("--merge", choices=_names(MergeStrategy),
                         help="merge strategy to record in the exported model (default: the checkpoint's own)")
+    export.add_argument("--aspect", choices=["keep", "stretch"],
+                        help="feed each image in its own aspect ratio at the input size's pixel count (keep; the "
+                             "ONNX graph then takes any height and width) or stretched to the input size (stretch, "
+                             "the paper) (default: the checkpoint's own)")
     export.add_argument("--slim-checkpoint",
                         help="also write a weights-only float16 checkpoint here, for shipping (default: none)")
     export.add_argument("--tolerance", type=float, default=1e-4,

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from models.inference import predict
 from models.merge_strategy import PAPER_MERGE, PHOTO_MERGE
 from models.merging import oracle_merge
+from models.preprocessing import network_input_size
 from models.refinement import foreground_mask, refine_soft_mask
 from models.segmenters import Segmenter
 
@@ -111,11 +112,14 @@ def evaluate_sequence(
     batch_size: int = 16,
     merge: str = PAPER_MERGE,
     refine: bool = False,
+    keep_aspect: bool = False,
 ) -> dict[str, dict[str, float]]:
     """J mean/recall/decay of one DAVIS-style sequence, for the merged and the oracle masks.
 
     ``merge`` is the label-free strategy behind the merged masks (pass the model's own); ``refine``
-    snaps them to the frame's edges (models/refinement.py) before they are scaled to the annotation."""
+    snaps them to the frame's edges (models/refinement.py) before they are scaled to the annotation;
+    ``keep_aspect`` feeds the frames in their own aspect ratio (pass the model's own,
+    :func:`~models.preprocessing.network_input_size`)."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
     first, empty_score = (1, 1.0) if protocol == "davis" else (2, 0.0)
@@ -125,7 +129,8 @@ def evaluate_sequence(
     for start in range(0, len(frames), batch_size):
         chunk = frames[start:start + batch_size]
         images = [video.read(i) for i in chunk]
-        probabilities, merged = predict(model, images, input_size, device, merge)
+        size = network_input_size(images[0].shape[:2], input_size, keep_aspect)
+        probabilities, merged = predict(model, images, size, device, merge)
         truths = [read_annotation(data_root, video, i) for i in chunk]
         size = truths[0].shape
         up = torch.nn.functional.interpolate(probabilities, size=size, mode="bilinear", align_corners=False)
@@ -150,13 +155,14 @@ def evaluate_davis(
     progress: bool = True,
     merge: str = PAPER_MERGE,
     refine: bool = False,
+    keep_aspect: bool = False,
 ) -> dict[str, Any]:
     """:func:`evaluate_sequence` on every sequence of a split, and the mean over sequences."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
     sequences = {
         video.name: evaluate_sequence(model, video, data_root, input_size, protocol, device, batch_size, merge,
-                                      refine)
+                                      refine, keep_aspect)
         for video in tqdm(list_sequences(data_root, resolution, [split]), desc="evaluating", unit="seq",
                           disable=not progress)
     }
@@ -180,11 +186,13 @@ def evaluate_images(
     progress: bool = True,
     merge: str = PHOTO_MERGE,  # what /segment uses for photos
     refine: bool = False,
+    keep_aspect: bool = False,
 ) -> dict[str, Any]:
     """Pixel accuracy, mean J and max F-β (β² = 0.3) over a folder of images with 0/255 masks.
 
     With ``refine`` the soft masks are guided-filtered by their images (models/refinement.py) before
-    thresholding (and before the F-β curve)."""
+    thresholding (and before the F-β curve); with ``keep_aspect`` each image is fed in its own aspect
+    ratio (:func:`~models.preprocessing.network_input_size`)."""
     model.eval()
     images = sorted(p for p in Path(image_dir).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:limit]
     if not images:
@@ -193,7 +201,7 @@ def evaluate_images(
     for start in tqdm(range(0, len(images), batch_size), desc="evaluating images", unit="batch", disable=not progress):
         chunk = images[start:start + batch_size]
         rgbs = [read_rgb(p) for p in chunk]
-        _, merged = predict(model, rgbs, input_size, device, merge)
+        merged = _foreground_at_own_sizes(model, rgbs, input_size, keep_aspect, device, merge)
         for path, rgb, soft in zip(chunk, rgbs, merged):
             truth = read_mask(Path(mask_dir) / f"{path.stem}.png")
             up = torch.nn.functional.interpolate(soft[None, None], size=truth.shape, mode="bilinear",
@@ -215,6 +223,19 @@ def evaluate_images(
         "J": float(np.mean(ious)),
         "max_F_beta": float(f_beta.max()),
     }
+
+
+def _foreground_at_own_sizes(model: Segmenter, images: Sequence[np.ndarray], input_size: Sequence[int],
+                             keep_aspect: bool, device: torch.device | str, merge: str) -> list[torch.Tensor]:
+    """Each image's soft foreground at its network input size: one network run per size among them."""
+    sizes = [network_input_size(image.shape[:2], input_size, keep_aspect) for image in images]
+    merged: list[torch.Tensor] = [torch.empty(0)] * len(images)
+    for size in dict.fromkeys(sizes):
+        indices = [i for i, s in enumerate(sizes) if s == size]
+        _, soft = predict(model, [images[i] for i in indices], size, device, merge)
+        for i, one in zip(indices, soft):
+            merged[i] = one
+    return merged
 
 
 def format_table(report: dict[str, Any]) -> str:

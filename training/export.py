@@ -1,8 +1,9 @@
 """Export a segmenter to ONNX for the server, with the metadata a server needs, and check parity.
 
 The graph maps ``image`` (B, 3, H, W), normalised, to ``logits`` (B, K, H, W) and ``features``
-(B, C, h, w) for merging; the batch dimension is dynamic. Metadata (ONNX ``metadata_props``) is
-the model's spec, see :meth:`models.spec.ModelSpec.to_onnx_metadata`.
+(B, C, h, w) for merging; the batch dimension is dynamic, and so are height and width (multiples of
+16) for a spec that keeps each image's aspect ratio (``keep_aspect``). Metadata (ONNX
+``metadata_props``) is the model's spec, see :meth:`models.spec.ModelSpec.to_onnx_metadata`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import onnx
 import torch
 from torch import nn
 
+from models.preprocessing import SIZE_MULTIPLE
 from models.segmenters import Segmenter, SegmenterOutput
 from models.spec import ModelSpec
 
@@ -35,22 +37,30 @@ class _WithFeatures(nn.Module):
 
 
 def export_onnx(model: Segmenter, spec: ModelSpec, path: str | Path, opset: int = 18) -> Path:
-    """Write ``model`` to ``path`` as ONNX with dynamic batch and gwm metadata.
+    """Write ``model`` to ``path`` as ONNX with dynamic batch (and size, with ``spec.keep_aspect``) and
+    gwm metadata.
 
     Uses PyTorch's current exporter (``torch.export`` graph, ``dynamo=True``; the TorchScript one is
     deprecated). Opset 18 is the lowest it implements; onnxruntime >= 1.18 runs it.
     """
     if spec.num_regions != model.num_regions:
         raise ValueError(f"the spec says K = {spec.num_regions} but the model predicts {model.num_regions} regions")
+    if spec.keep_aspect and not model.any_input_size:
+        raise ValueError(f"a {spec.architecture} network takes one input size only: it cannot keep each image's "
+                         "aspect ratio (export it with keep_aspect off)")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.float().eval().to("cpu", memory_format=torch.contiguous_format)
     height, width = spec.input_size
     example = torch.zeros(2, 3, height, width)  # not 1: torch.export would specialise a size-1 batch
+    dynamic = {0: torch.export.Dim("batch", min=1)}
+    if spec.keep_aspect:  # height and width: any multiples of SIZE_MULTIPLE up to 4096
+        dynamic.update({axis: SIZE_MULTIPLE * torch.export.Dim(name, min=1, max=4096 // SIZE_MULTIPLE)
+                        for axis, name in ((2, "height"), (3, "width"))})
     torch.onnx.export(
         _WithFeatures(model).eval(), (example,), str(path),
         input_names=["image"], output_names=["logits", "features"],
-        dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1)}},
+        dynamic_shapes={"image": dynamic},
         opset_version=opset, dynamo=True, external_data=False, verbose=False,
     )
     graph = onnx.load(str(path))
@@ -69,9 +79,10 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return {p.key: p.value for p in graph.metadata_props}
 
 
-def onnx_parity(model: Segmenter, path: str | Path, batch_size: int = 2, seed: int = 0) -> float:
-    """Largest difference between PyTorch and onnxruntime (CPU) outputs on random input, relative to
-    each output's largest magnitude (at least 1).
+def onnx_parity(model: Segmenter, path: str | Path, batch_size: int = 2, seed: int = 0,
+                size: tuple[int, int] | None = None) -> float:
+    """Largest difference between PyTorch and onnxruntime (CPU) outputs on random input of ``size``
+    (default: the spec's input size), relative to each output's largest magnitude (at least 1).
 
     Relative, because float32 kernels that sum in another order differ in proportion to the values:
     a trained U-Net's logits reach ~20, where 2e-4 apart is a 1e-5 disagreement (and 7e-5 in the
@@ -79,7 +90,7 @@ def onnx_parity(model: Segmenter, path: str | Path, batch_size: int = 2, seed: i
     """
     import onnxruntime
 
-    shape = (batch_size, 3, *ModelSpec.from_onnx_metadata(read_metadata(path)).input_size)
+    shape = (batch_size, 3, *(size or ModelSpec.from_onnx_metadata(read_metadata(path)).input_size))
     image = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
     with torch.inference_mode():
         expected = [t.numpy() for t in model.float().eval().to("cpu").forward_with_features(image)]

@@ -114,7 +114,7 @@ def build_model_card(
         "method": "Guess What Moves (Choudhury, Karazija et al., BMVC 2022): segmentation learned from optical "
                   "flow with a closed-form motion-model loss; no labels used in training",
         "architecture": {"name": spec.architecture, **spec.options, "input_size": list(spec.input_size),
-                         "merge": spec.merge.value},
+                         "keep_aspect": spec.keep_aspect, "merge": spec.merge.value},
         "training": training,
         "evaluation": {
             "davis_val_dev": {"protocol": davis.get("protocol"), **davis.get("overall", {})},

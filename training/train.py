@@ -285,7 +285,7 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
              len(dataset), len(videos), device, torch.get_num_threads())
     loss_fn = LossFunction(config, device)
     spec = ModelSpec(config.architecture, config.segmenter_options(), config.input_size, version=config.version,
-                     merge=config.recorded_merge())
+                     merge=config.recorded_merge(), keep_aspect=model.any_input_size)
     evaluate_fn = _periodic_evaluator(config) if config.eval_every else None
 
     def checkpoint() -> None:

@@ -31,10 +31,13 @@ class Segmenter(nn.Module):
     Attributes:
         num_regions: K, the number of soft regions predicted.
         feature_dim: channels of the appearance features returned by :meth:`forward_with_features`.
+        any_input_size: whether the network takes any height and width that are multiples of 16, so
+            that images can be fed in their own aspect ratio (:attr:`models.spec.ModelSpec.keep_aspect`).
     """
 
     num_regions: int
     feature_dim: int
+    any_input_size: bool = False
 
     def forward_with_features(self, image: torch.Tensor) -> SegmenterOutput:
         """Region logits and appearance features for a normalised image batch (B, 3, H, W)."""

@@ -55,6 +55,7 @@ class UNet(Segmenter):
     """
 
     feature_stride = 4
+    any_input_size = True  # fully convolutional; each decoder stage upsamples to its skip's size
 
     def __init__(self, num_regions: int = 4, width: int = 32, depth: int = 4) -> None:
         super().__init__()

@@ -12,7 +12,6 @@ from contextlib import ExitStack, contextmanager
 from enum import StrEnum
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, File, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
@@ -119,7 +118,7 @@ def _segment_images(
         guides.append(refinement_guide(rgb) if refine else None)
         del rgb
         image.close()
-    results = segmenter.segment_prepared(np.stack(prepared), sizes, with_regions=regions and format is ImageFormat.json,
+    results = segmenter.segment_prepared(prepared, sizes, with_regions=regions and format is ImageFormat.json,
                                          guides=guides)
     if format is ImageFormat.json:
         items = [{"filename": name, **encoding.mask_summary(r.mask, r.regions)} for name, r in zip(names, results)]
