@@ -82,8 +82,7 @@ def main() -> None:
         minutes = (time.perf_counter() - start) / 60
         model, spec = load_model(checkpoint)
         merge = config.recorded_merge()
-        davis = evaluate_davis(model, config.eval_data, size, progress=False, merge=merge,
-                               keep_aspect=spec.keep_aspect)["overall"]
+        davis = evaluate_davis(model, config.eval_data, size, progress=False, merge=merge)["overall"]
         ecssd = evaluate_images(model, SHARED / "ecssd" / "images", SHARED / "ecssd" / "masks", size,
                                 limit=args.ecssd_limit, progress=False, keep_aspect=spec.keep_aspect)
         row = {"variant": name, "minutes": minutes, "J_merged": 100 * davis["merged"]["J_mean"],

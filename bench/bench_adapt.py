@@ -197,7 +197,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     model, spec = load_model(args.checkpoint)
-    merge = spec.merge
+    input_size, merge = spec.input_size, spec.merge
     compared_states = [False, True] if args.compare_check else [None]
     labels = [label_of(name, alpha, args.interpolations, args.compare_check, checked) for name in args.variants
               for alpha in (args.interpolations or [None]) for checked in compared_states]
@@ -209,7 +209,6 @@ def main() -> int:
         frames = h264_round_trip([video.read(i) for i in range(len(video))], scale=args.upscale)
         truths = [read_annotation(args.data, video, i) for i in range(len(video))]
         row: dict = {"sequence": video.name, "frames": len(frames)}
-        input_size = spec.input_size_for(frames[0].shape[:2])  # as the worker feeds the video
         start = time.perf_counter()
         masks0 = list(segment_frames(model, frames, input_size, device, merge))
         row["segment_s"] = time.perf_counter() - start

@@ -15,8 +15,10 @@ upright (9:16). Each input is fed both ways with the same network:
 Rows: ECSSD (1 000 photos: all, portrait, landscape, and each half, ``framed`` merge as ``/segment``
 uses), then DAVIS val-dev frames cropped to a width (135 px = 9:16, 180 px = 3:4, 320 px = 4:3 of the
 240 px high frames) around the object's mean position over the video (the crop follows the truth
-only to keep the object in view; the score is J per video, official frames, ``border`` merge as video
-jobs use). J of the network's soft mask at 0.5, no refinement.
+only to keep the object in view; the score is J per video, official frames, ``border`` merge), one
+network pass per frame as ``/segment`` does it. J of the network's soft mask at 0.5, no refinement.
+Video jobs feed frames at the fixed size whatever their shape: with test-time adaptation the
+stretched frames measured better (training/adapt.py, README Model card).
 """
 
 from __future__ import annotations

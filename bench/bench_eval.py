@@ -61,7 +61,7 @@ def main() -> int:
         for merge in args.merge:
             start = time.perf_counter()
             report = evaluate_davis(model, data, spec.input_size, split=split, protocol=args.protocol,
-                                    device=device, progress=False, merge=merge, keep_aspect=spec.keep_aspect)
+                                    device=device, progress=False, merge=merge)
             elapsed = time.perf_counter() - start
             print(f"\ncheckpoint {args.checkpoint} (version {spec.version}), split {args.split}, "
                   f"protocol {args.protocol}, merge {merge}, {len(report['sequences'])} sequences in {elapsed:.0f} s")

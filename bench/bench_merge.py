@@ -112,10 +112,9 @@ def main() -> None:
     per_video: dict[str, list[float]] = defaultdict(list)
     for video in tqdm(list_sequences(args.davis, splits=[DEFAULT_EVAL_SPLIT]), desc="val-dev", unit="seq"):
         scores = defaultdict(list)
-        input_size = spec.input_size_for(video.read(0).shape[:2])  # one size a video, as the service feeds it
         for chunk in _batches(range(1, len(video) - 1)):
             batch = rule_scores(network, [video.read(i) for i in chunk],
-                                [read_annotation(args.davis, video, i) for i in chunk], input_size)
+                                [read_annotation(args.davis, video, i) for i in chunk], spec.input_size)
             for rule, values in batch.items():
                 scores[rule].extend(values)
         for rule in RULES:

@@ -50,8 +50,7 @@ def main() -> None:
     size, merge = spec.input_size, spec.merge
     print("| refinement | val-dev J | ECSSD J | ECSSD max F-β |\n|---|---|---|---|")
     for refine in (False, True):
-        davis = evaluate_davis(model, DEFAULT_EVAL_DATA, size, progress=False, merge=merge, refine=refine,
-                               keep_aspect=spec.keep_aspect)
+        davis = evaluate_davis(model, DEFAULT_EVAL_DATA, size, progress=False, merge=merge, refine=refine)
         ecssd = evaluate_images(model, SHARED / "ecssd" / "images", SHARED / "ecssd" / "masks", size,
                                 limit=args.ecssd_limit, progress=False, refine=refine, keep_aspect=spec.keep_aspect)
         print(f"| {'guided filter' if refine else 'none'} | {100 * davis['overall']['merged']['J_mean']:.1f} | "

@@ -39,10 +39,12 @@ class ModelSpec:
         merge: the foreground merge the model was measured with. It belongs to the model because it
             depends on how good the model's own features are; specs written before gwm 0.1.1 record
             none and get the paper's, which those models used.
-        keep_aspect: feed each image in its own aspect ratio (:func:`~models.preprocessing.network_input_size`)
+        keep_aspect: feed each photo in its own aspect ratio (:func:`~models.preprocessing.network_input_size`)
             instead of stretched to ``input_size``. Only for networks that take any input size (the
             U-Net; its ONNX export then has dynamic height and width); specs written before gwm 0.4.1
-            record none and get the stretch their static ONNX graphs need.
+            record none and get the stretch their static ONNX graphs need. Video frames are fed at
+            ``input_size`` either way: test-time adaptation measured better on them stretched
+            (training/adapt.py).
     """
 
     architecture: str

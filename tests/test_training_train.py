@@ -176,9 +176,10 @@ def test_adapt_and_segment_returns_a_mask_per_frame(tmp_path, restore_threads):
         adapt_and_segment(frames[:1], checkpoint, AdaptationSettings(steps=1))
 
 
-def test_a_portrait_video_is_adapted_and_segmented_in_its_own_aspect_ratio(tmp_path, restore_threads, monkeypatch):
-    """A phone held upright films 9:16: a model that keeps the aspect computes the flow, adapts and
-    segments on a portrait grid of its pixel count, and the masks come back at the frames' size."""
+def test_a_portrait_video_is_adapted_at_the_models_fixed_size(tmp_path, restore_threads, monkeypatch):
+    """A phone held upright films 9:16. Unlike photos, video frames are fed at the model's input size
+    whatever their shape, even when the model keeps photos' aspect ratio: adaptation measured better
+    on the stretched frames (training/adapt.py). The masks still come back at the frames' size."""
     import training.adapt
 
     torch.set_num_threads(1)
@@ -195,7 +196,7 @@ def test_a_portrait_video_is_adapted_and_segmented_in_its_own_aspect_ratio(tmp_p
     result = adapt_and_segment(frames, tmp_path / "model.pt", AdaptationSettings(steps=2, flow_method="dis-ultrafast"),
                                temporal=True)
     masks = list(result.masks)
-    assert grids == [(48, 32)]  # portrait, 1 536 pixels like 32×48
+    assert grids == [(32, 48)]  # not the photo rule's (48, 32)
     assert result.adaptation.decision == "kept" and all(mask.shape == (80, 45) for mask in masks)
 
 

@@ -115,8 +115,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                     "refine": args.refine, "step": step}
     if not args.skip_davis:
         davis = evaluate_davis(model, args.data, input_size, split=args.split, resolution=args.resolution,
-                               protocol=args.protocol, device=device, merge=merge, refine=args.refine,
-                               keep_aspect=spec.keep_aspect)
+                               protocol=args.protocol, device=device, merge=merge, refine=args.refine)
         report["davis"] = davis
         print(format_table(davis))
     if args.images:

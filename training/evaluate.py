@@ -112,14 +112,12 @@ def evaluate_sequence(
     batch_size: int = 16,
     merge: str = PAPER_MERGE,
     refine: bool = False,
-    keep_aspect: bool = False,
 ) -> dict[str, dict[str, float]]:
     """J mean/recall/decay of one DAVIS-style sequence, for the merged and the oracle masks.
 
     ``merge`` is the label-free strategy behind the merged masks (pass the model's own); ``refine``
-    snaps them to the frame's edges (models/refinement.py) before they are scaled to the annotation;
-    ``keep_aspect`` feeds the frames in their own aspect ratio (pass the model's own,
-    :func:`~models.preprocessing.network_input_size`)."""
+    snaps them to the frame's edges (models/refinement.py) before they are scaled to the annotation.
+    Frames are fed at ``input_size`` whatever their shape, as video jobs feed them (training/adapt.py)."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
     first, empty_score = (1, 1.0) if protocol == "davis" else (2, 0.0)
@@ -129,8 +127,7 @@ def evaluate_sequence(
     for start in range(0, len(frames), batch_size):
         chunk = frames[start:start + batch_size]
         images = [video.read(i) for i in chunk]
-        size = network_input_size(images[0].shape[:2], input_size, keep_aspect)
-        probabilities, merged = predict(model, images, size, device, merge)
+        probabilities, merged = predict(model, images, input_size, device, merge)
         truths = [read_annotation(data_root, video, i) for i in chunk]
         size = truths[0].shape
         up = torch.nn.functional.interpolate(probabilities, size=size, mode="bilinear", align_corners=False)
@@ -155,14 +152,13 @@ def evaluate_davis(
     progress: bool = True,
     merge: str = PAPER_MERGE,
     refine: bool = False,
-    keep_aspect: bool = False,
 ) -> dict[str, Any]:
     """:func:`evaluate_sequence` on every sequence of a split, and the mean over sequences."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
     sequences = {
         video.name: evaluate_sequence(model, video, data_root, input_size, protocol, device, batch_size, merge,
-                                      refine, keep_aspect)
+                                      refine)
         for video in tqdm(list_sequences(data_root, resolution, [split]), desc="evaluating", unit="seq",
                           disable=not progress)
     }
