@@ -32,9 +32,9 @@ def network_input_size(image_size: Sequence[int], input_size: Sequence[int] = DE
 
     Without ``keep_aspect``, ``input_size`` whatever the image: the paper's fixed 128×224 (App. A),
     right for 16:9 video and a stretch of everything else — a portrait phone photo squeezed 2.3×
-    sideways. With it, about as many pixels as ``input_size`` (the cost the
-    network was measured at) in the image's own aspect ratio, each side a multiple of
-    :data:`SIZE_MULTIPLE`: 16:9 frames get exactly 128×224, 4:3 photos 144×192, portrait ones 192×144.
+    sideways. With it, about as many pixels as ``input_size`` (the cost the network was measured at)
+    in the image's own aspect ratio, each side a multiple of :data:`SIZE_MULTIPLE`: 16:9 images get
+    exactly 128×224, 4:3 photos 144×192, portrait ones 192×144.
     A fully convolutional network trained on 16:9 frames then sees shapes as it learned them
     (README, Model card: measured on ECSSD and on portrait crops of DAVIS). Photos only: video jobs
     feed frames at ``input_size``, where test-time adaptation measured better (training/adapt.py).

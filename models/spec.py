@@ -72,7 +72,7 @@ class ModelSpec:
         return int(self.options["num_regions"])
 
     def input_size_for(self, image_size: tuple[int, int]) -> tuple[int, int]:
-        """The (height, width) an image or video of ``image_size`` = (H, W) is fed at."""
+        """The (height, width) a photo of ``image_size`` = (H, W) is fed at (video frames: ``input_size``)."""
         return network_input_size(image_size, self.input_size, self.keep_aspect)
 
     def to_dict(self) -> dict[str, Any]:

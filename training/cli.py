@@ -327,7 +327,7 @@ def configure_export(export: argparse.ArgumentParser) -> None:
     export.add_argument("--merge", choices=_names(MergeStrategy),
                         help="merge strategy to record in the exported model (default: the checkpoint's own)")
     export.add_argument("--aspect", choices=["keep", "stretch"],
-                        help="feed each image in its own aspect ratio at the input size's pixel count (keep; the "
+                        help="feed each photo in its own aspect ratio at the input size's pixel count (keep; the "
                              "ONNX graph then takes any height and width) or stretched to the input size (stretch, "
                              "the paper) (default: the checkpoint's own)")
     export.add_argument("--slim-checkpoint",
