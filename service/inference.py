@@ -39,6 +39,7 @@ class ModelInfo:
     version: str
     architecture: str
     input_size: tuple[int, int]
+    keep_aspect: bool  # photos fed in their own aspect ratio at input_size's pixel count; video frames at input_size
     num_regions: int
     merge: MergeStrategy  # of the images this segmenter segments (/segment); video frames: service.jobs
     providers: list[str]
@@ -79,6 +80,7 @@ class OnnxSegmenter:
             version=self.spec.version,
             architecture=self.spec.architecture,
             input_size=self.spec.input_size,
+            keep_aspect=self.spec.keep_aspect,
             num_regions=self.spec.num_regions,
             merge=MergeStrategy(merge) if merge else self.spec.merge,
             providers=self._session.get_providers(),

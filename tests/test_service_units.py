@@ -152,7 +152,9 @@ def test_readyz_reports_the_merges_and_the_settings_override_them(service_settin
 
     with TestClient(create_app(service_settings)) as client:
         # photos: framed by default; video frames: what the tiny model records
-        assert client.get("/readyz").json()["model"]["merge"] == {"images": "framed", "video": "spectral"}
+        model = client.get("/readyz").json()["model"]
+        assert model["merge"] == {"images": "framed", "video": "spectral"}
+        assert (model["input_size"], model["keep_aspect"]) == ([64, 96], True)  # as the tiny model's spec says
     settings = service_settings.model_copy(update={"merge": "border", "image_merge": "spectral"})
     with TestClient(create_app(settings)) as client:
         assert client.get("/readyz").json()["model"]["merge"] == {"images": "spectral", "video": "border"}

@@ -25,8 +25,8 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(state: StateDep) -> JSONResponse:
-    """Ready when the model is loaded and the queue is reachable; reports the execution providers and
-    the foreground merge of still images and of video frames.
+    """Ready when the model is loaded and the queue is reachable; reports the execution providers, the
+    foreground merge of still images and of video frames, and whether photos keep their aspect ratio.
 
     Unauthenticated, so it names the model file but never shows where the server keeps it.
     """
