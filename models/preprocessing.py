@@ -6,13 +6,13 @@ thing when it is trained, evaluated, adapted on a video, and served from ONNX.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import cv2
 import numpy as np
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_INPUT_SIZE", "SIZE_MULTIPLE", "MAX_ASPECT", "network_input_size",
-           "prepare_image", "resize_flow"]
+           "indices_by_size", "prepare_image", "resize_flow"]
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -49,6 +49,15 @@ def network_input_size(image_size: Sequence[int], input_size: Sequence[int] = DE
         return max(SIZE_MULTIPLE, round(side / SIZE_MULTIPLE) * SIZE_MULTIPLE)
 
     return multiple(fitted_height), multiple(fitted_height * aspect)
+
+
+def indices_by_size(sizes: Sequence[Hashable]) -> dict[Hashable, list[int]]:
+    """The positions of each distinct input size in ``sizes``, sizes in order of first appearance: inputs
+    of one size share a network run, and each result goes back to its position."""
+    groups: dict[Hashable, list[int]] = {}
+    for index, size in enumerate(sizes):
+        groups.setdefault(size, []).append(index)
+    return groups
 
 
 def prepare_image(

@@ -21,7 +21,7 @@ import torch
 from models.inference import masks_at_sizes, region_scores
 from models.merge_strategy import MergeStrategy
 from models.merging import foreground_probability
-from models.preprocessing import prepare_image
+from models.preprocessing import indices_by_size, prepare_image
 from models.refinement import refinement_guide
 from models.spec import ModelSpec
 
@@ -122,9 +122,7 @@ class OnnxSegmenter:
         """
         logits: list[torch.Tensor] = [torch.empty(0)] * len(prepared)
         soft: list[torch.Tensor] = [torch.empty(0)] * len(prepared)
-        shapes = [image.shape for image in prepared]
-        for shape in dict.fromkeys(shapes):
-            indices = [i for i, s in enumerate(shapes) if s == shape]
+        for indices in indices_by_size([image.shape for image in prepared]).values():
             logits_np, features_np = self.forward(np.stack([prepared[i] for i in indices]))
             group_logits = torch.from_numpy(logits_np)
             group_soft = foreground_probability(group_logits, torch.from_numpy(features_np), self.info.merge)

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from models.inference import predict
 from models.merge_strategy import PAPER_MERGE, PHOTO_MERGE
 from models.merging import oracle_merge
-from models.preprocessing import network_input_size
+from models.preprocessing import indices_by_size, network_input_size
 from models.refinement import foreground_mask, refine_soft_mask
 from models.segmenters import Segmenter
 
@@ -226,8 +226,7 @@ def _foreground_at_own_sizes(model: Segmenter, images: Sequence[np.ndarray], inp
     """Each image's soft foreground at its network input size: one network run per size among them."""
     sizes = [network_input_size(image.shape[:2], input_size, keep_aspect) for image in images]
     merged: list[torch.Tensor] = [torch.empty(0)] * len(images)
-    for size in dict.fromkeys(sizes):
-        indices = [i for i, s in enumerate(sizes) if s == size]
+    for size, indices in indices_by_size(sizes).items():
         _, soft = predict(model, [images[i] for i in indices], size, device, merge)
         for i, one in zip(indices, soft):
             merged[i] = one
