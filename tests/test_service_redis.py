@@ -242,8 +242,14 @@ def test_upload_space_is_bounded(redis_settings, davis_video) -> None:
 
 
 def test_cleanup_deletes_only_this_queues_keys(redis_settings, davis_video) -> None:
-    """The fixture's cleanup takes the job, its result and the worker's record, and leaves a stranger's keys."""
+    """The fixture's cleanup takes the job, its result and a worker's record, and leaves a stranger's keys.
+
+    The worker is a live one: a burst worker's record expires 60 s after it quits, and a CI run once
+    saw it gone before the check (stop 32).
+    """
     from redis import Redis
+
+    from service.queue.worker import build_worker
 
     connection = Redis.from_url(REDIS_URL)
     stranger = f"someone-else:{uuid.uuid4().hex}"
@@ -252,12 +258,15 @@ def test_cleanup_deletes_only_this_queues_keys(redis_settings, davis_video) -> N
         with new_client(redis_settings) as client:
             url = client.post("/adapt-and-segment?steps=0", files={"file": ("bear.mp4", davis_video.read_bytes())}).json()["url"]
         run_worker_burst(redis_settings)
+        listener = build_worker(redis_settings)
+        listener.register_birth()  # as `gwm worker` does on start
+        listener.connection.close()
         job_id = url.rsplit("/", 1)[1]
         keys = own_keys(connection, redis_settings.queue_name)
-        assert f"rq:job:{job_id}".encode() in keys
-        assert any(key.startswith(b"rq:worker:") for key in keys)
+        assert {f"rq:job:{job_id}".encode(), listener.key.encode()} <= keys
         delete_own_keys(connection, redis_settings.queue_name)
         assert not own_keys(connection, redis_settings.queue_name)
+        assert not connection.sismember("rq:workers", listener.key)
         assert not list(connection.scan_iter(match=f"*{job_id}*"))
         assert connection.get(stranger) == b"keep me"
     finally:
