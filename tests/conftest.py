@@ -22,12 +22,12 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     On the refine test's image, seed 8's soft mask keeps 1.4e-3 from 0.5 (0.09 after the guided
     filter); seed 0's comes within 4e-6 (1e-6).
     """
+    import torch
+
     from models.segmenters import build_segmenter
     from models.spec import ModelSpec
     from training.checkpoint import save_checkpoint
     from training.export import export_onnx
-
-    import torch
 
     root = tmp_path_factory.mktemp("model")
     options = {"num_regions": 4, "width": 8, "depth": 2}
