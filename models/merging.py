@@ -20,10 +20,13 @@ to mean mass over the whole image — among groups covering at least 2 % of the 
 off the border cannot win), near-ties going to the larger group.
 
 ``framed`` (for still photos, a gwm deviation): the ``border`` choice, grown by every other region
-that covers at least 2 % of the image and owns at most one side of the border (more than 30 % of
-its strip, the authors' ownership rule): a photographer frames the subject, so what owns two or
-more sides is background (the boundary-connectivity prior of saliency detection, Zhu et al., CVPR
-2014), and a subject cut off at one edge still counts. A network trained on video splits a large
+that covers at least 2 % of the image, owns at most one side of the border (more than 30 % of
+its strip, the authors' ownership rule) and is no more concentrated on the border strips than on the
+image as a whole (the border rule's ratio below 1): a photographer frames the subject, so what owns
+two or more sides is background (the boundary-connectivity prior of saliency detection, Zhu et al.,
+CVPR 2014), and a subject cut off at one edge still counts, but a band of floor, water or sky along
+one edge does not. Without the ratio condition, 365 of the 1 000 ECSSD photos took more regions than
+the oracle's pick; with it, ECSSD J rises by 0.5 on either half of the set (model 0.4.1, README). A network trained on video splits a large
 subject over several regions, and ``border`` takes only the most central one: on ECSSD (model 0.4.0,
 128×224 grid) ``border`` scores J 41.9 and ``framed`` 47.2, against an oracle of 55.7 — +5 on either
 half of the set. On video frames, where the object is small and the network splits the *background*
@@ -179,13 +182,15 @@ def framed_groups(probabilities: torch.Tensor, min_area: float = MIN_FOREGROUND_
     """The ``framed`` strategy (still photos): foreground regions (B, K) bool, from soft masks (B, K, H, W).
 
     The ``border`` choice plus every region of mean mass at least ``min_area`` owning at most
-    ``FRAMED_MAX_OWNED_SIDES`` border sides; where that would leave no background, the ``border``
-    choice alone.
+    ``FRAMED_MAX_OWNED_SIDES`` border sides and with less mean mass on the border strips than on the
+    image; where that would leave no background, the ``border`` choice alone.
     """
     chosen = border_contrast_groups(probabilities, min_area)
-    owned_sides = (border_strips(probabilities) > BORDER_OWNERSHIP).sum(dim=-1)  # (B, K)
-    large = probabilities.mean(dim=(-2, -1)) >= min_area
-    grown = chosen | (large & (owned_sides <= FRAMED_MAX_OWNED_SIDES))
+    strips = border_strips(probabilities)  # (B, K, 4)
+    owned_sides = (strips > BORDER_OWNERSHIP).sum(dim=-1)
+    area = probabilities.mean(dim=(-2, -1))
+    off_border = strips.mean(dim=-1) < area  # the border rule's ratio below 1
+    grown = chosen | ((area >= min_area) & (owned_sides <= FRAMED_MAX_OWNED_SIDES) & off_border)
     return torch.where(grown.all(dim=-1, keepdim=True), chosen, grown)
 
 

@@ -220,6 +220,19 @@ def test_framed_merge_keeps_regions_owning_two_sides_as_background():
     assert framed_groups(_one_hot_regions(labels)).tolist() == [[False, False, True, False]]
 
 
+def test_framed_merge_keeps_a_band_along_one_edge_as_background():
+    """A strip of floor under the subject owns one side only, but it lies on the border more than
+    anywhere else: it is not part of the subject."""
+    labels = _photo_with_a_split_subject()
+    labels[34:, :] = 1  # a floor band along the bottom edge, in front of the subject's lower part
+    probabilities = _one_hot_regions(labels)
+    floor = probabilities[:, 1:2].clone()
+    floor[..., :34, :] = 0
+    probabilities = torch.cat([probabilities[:, :1] + probabilities[:, 1:2] - floor, floor,
+                               probabilities[:, 2:]], dim=1)  # region 1 is the band; the right half joins 0
+    assert framed_groups(probabilities).tolist() == [[False, False, True, True]]
+
+
 def test_framed_merge_leaves_some_background():
     """Four horizontal bands own one side (top, bottom) or none: growing would take every region,
     so the border choice stands alone."""
