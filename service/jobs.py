@@ -122,6 +122,7 @@ class WorkerConfig:
     flow_method: str
     flow_size: tuple[int, int] | None  # see Settings.flow_size
     adaptation_interpolation: float  # see Settings.adaptation_interpolation
+    adaptation_runs: int  # see Settings.adaptation_runs
     adaptation_appearance_check: bool  # see Settings.adaptation_appearance_check
     adaptation_component_check: bool  # see Settings.adaptation_component_check
     adaptation_motion_check: bool  # see Settings.adaptation_motion_check
@@ -135,6 +136,7 @@ class WorkerConfig:
         return cls(checkpoint_path=settings.checkpoint_path, device=settings.device, flow_method=settings.flow_method,
                    flow_size=settings.flow_size, merge=settings.merge, flow_options=settings.flow_options(),
                    adaptation_interpolation=settings.adaptation_interpolation,
+                   adaptation_runs=settings.adaptation_runs,
                    adaptation_appearance_check=settings.adaptation_appearance_check,
                    adaptation_component_check=settings.adaptation_component_check,
                    adaptation_motion_check=settings.adaptation_motion_check,
@@ -259,6 +261,7 @@ def run_video_job(
             settings = AdaptationSettings(steps=request.steps, flow_method=config.flow_method,
                                           flow_options=dict(config.flow_options), flow_size=config.flow_size,
                                           interpolation=config.adaptation_interpolation,
+                                          runs=config.adaptation_runs,
                                           appearance_check=config.adaptation_appearance_check,
                                           component_check=config.adaptation_component_check,
                                           motion_check=config.adaptation_motion_check)

@@ -113,6 +113,12 @@ class Settings(BaseSettings):
         description="Fraction of the adaptation's change of the weights used: 0.5 segments with the midpoint of the "
                     "original and the adapted network (training/adapt.py), 1 with the adapted network (the paper).",
     )
+    adaptation_runs: int = Field(
+        1, ge=1, le=8,
+        description="Independent runs of the adaptation steps (seeds 0, 1, ...) whose weights are averaged before the "
+                    "interpolation (training/adapt.py): each run costs the steps' time again, and the average moves "
+                    "less with one run's draw of frames.",
+    )
     adaptation_appearance_check: bool = Field(
         True,
         description="After adaptation, hold each frame's foreground where it would grow into colours the original "

@@ -50,6 +50,7 @@ def test_video_job_runs_to_masks_of_every_frame(client, davis_video, service_set
     assert result["adaptation"]["decision"] == "kept" and result["adaptation"]["steps"] == 2
     assert result["adaptation"]["heldout_frames"] == 0
     assert result["adaptation"]["interpolation"] == service_settings.adaptation_interpolation == 0.5
+    assert result["adaptation"]["runs"] == service_settings.adaptation_runs
     assert result["adaptation"]["appearance_check"] is service_settings.adaptation_appearance_check is True
     assert result["adaptation"]["component_check"] is service_settings.adaptation_component_check is True
     assert result["adaptation"]["motion_check"] is service_settings.adaptation_motion_check is True

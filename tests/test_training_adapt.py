@@ -154,6 +154,42 @@ def test_one_run_of_steps_settled_at_each_interpolation_is_what_adapt_gives(sing
         assert all(torch.equal(a, b) for a, b in zip(shared.state_dict().values(), alone.state_dict().values()))
 
 
+def test_several_runs_average_the_weights_of_runs_with_successive_seeds(single_thread):
+    """runs=2 is two independent runs of the steps (seeds 3 and 4), each from the original weights, and
+    their weights averaged; the progress counts every run's steps."""
+    frames, _, flows, valid = make_video(0)
+    dataset = _dataset(flows, valid, frames)
+    settings = AdaptationSettings(steps=3, batch_size=4, lr=1e-2, holdout_every=0, interpolation=1.0, seed=3)
+    singles = []
+    for seed in (3, 4):
+        model = _model()
+        adapt(model, dataset, dataclasses.replace(settings, seed=seed), torch.device("cpu"))
+        singles.append(model.state_dict())
+    assert not torch.equal(singles[0]["head.weight"], singles[1]["head.weight"])  # two different draws
+    soup, calls = _model(), []
+    report = adapt(soup, dataset, dataclasses.replace(settings, runs=2), torch.device("cpu"),
+                   progress=lambda *call: calls.append(call))
+    assert report.runs == 2 and report.steps == 3 and len(report.train_losses) == 6
+    for name, value in soup.state_dict().items():
+        if value.is_floating_point():
+            assert torch.allclose(value, (singles[0][name] + singles[1][name]) / 2, atol=1e-6), name
+    assert calls == [("adapting", done, 6) for done in range(7)]
+
+
+def test_the_safeguard_judges_the_average_of_several_runs(single_thread):
+    frames, _, flows, valid = make_video(0)
+    dataset = _dataset(flows, valid, frames)
+    for interpolation in (0.5, 1.0):  # with and without the midpoint, the verdict is on the weights used
+        model = _model()
+        report = adapt(model, dataset, dataclasses.replace(SETTINGS, runs=2, interpolation=interpolation),
+                       torch.device("cpu"))
+        assert report.decision == "kept"
+        measured = heldout_loss(model, dataset, heldout_frames(len(frames), 4),
+                                LossFunction(SETTINGS.train_config(), torch.device("cpu")), SETTINGS.scale)
+        assert report.heldout_loss_after == pytest.approx(measured, rel=1e-5)
+        assert report.heldout_loss_after < 0.98 * report.heldout_loss_before
+
+
 def test_held_encoder_stays_as_it_was_while_the_decoder_adapts(single_thread):
     frames, _, flows, valid = make_video(0)
     model = _model()
@@ -166,6 +202,11 @@ def test_held_encoder_stays_as_it_was_while_the_decoder_adapts(single_thread):
     for name, is_encoder in names.items():
         assert torch.equal(model.state_dict()[name], original[name]) == is_encoder, name
     assert all(p.requires_grad for p in model.parameters())  # trainable again afterwards
+
+
+def test_fewer_than_one_run_is_refused():
+    with pytest.raises(ValueError, match="runs"):
+        AdaptationSettings(runs=0)
 
 
 @pytest.mark.parametrize("interpolation", [0.0, -0.5, 1.5])

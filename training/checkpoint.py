@@ -11,6 +11,7 @@ optimiser, the step and the sampler's RNG state, so a run resumes exactly.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from models.segmenters import Segmenter, build_segmenter
 from models.spec import ModelSpec
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_model", "slim_checkpoint", "interpolate_weights",
-           "interpolate_checkpoints"]
+           "average_weights", "interpolate_checkpoints"]
 
 
 def save_checkpoint(path: str | Path, model: Segmenter, spec: ModelSpec, **state: Any) -> None:
@@ -74,6 +75,16 @@ def interpolate_weights(start: dict[str, torch.Tensor], end: dict[str, torch.Ten
     (batch-norm running statistics included); integer buffers (batch counters) come from ``end``."""
     return {name: torch.lerp(start[name], value, alpha) if value.is_floating_point() else value
             for name, value in end.items()}
+
+
+def average_weights(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The mean of state dicts of one network, entry by entry (a model soup, Wortsman et al., ICML 2022):
+    floating-point entries are averaged, batch-norm running statistics included; integer buffers
+    (batch counters) come from the first."""
+    if not states:
+        raise ValueError("no weights to average")
+    return {name: torch.stack([state[name] for state in states]).mean(dim=0) if value.is_floating_point() else value
+            for name, value in states[0].items()}
 
 
 def interpolate_checkpoints(start: str | Path, end: str | Path, target: str | Path, alpha: float = 0.5,
