@@ -323,7 +323,7 @@ def _one_run(
     model: Segmenter,
     training_set: FlowPairDataset,
     judge: Callable[[], float] | None,
-    start_loss: float,
+    start: tuple[dict[str, torch.Tensor], float],
     settings: AdaptationSettings,
     config: TrainConfig,
     loss_fn: LossFunction,
@@ -331,12 +331,13 @@ def _one_run(
     report_step: Callable[[int], None],
     should_cancel: Callable[[], bool] | None,
 ) -> _RunOutcome:
-    """``settings.steps`` steps on ``model`` in place from its current weights, ``judge`` (the held-out
-    loss, None without a safeguard) measured every ``check_every`` steps and after the last."""
+    """``settings.steps`` steps on ``model`` in place from its current weights, ``start`` (those weights
+    and their held-out loss), ``judge`` (the held-out loss, None without a safeguard) measured every
+    ``check_every`` steps and after the last."""
     generator = torch.Generator().manual_seed(seed)
     optimizer = make_optimizer(model, config)
     batch_size = min(settings.batch_size, len(training_set))
-    best = _RunOutcome(state=copy.deepcopy(model.state_dict()), step=0, loss=start_loss, train_losses=[])
+    best = _RunOutcome(state=start[0], step=0, loss=start[1], train_losses=[])
     model.train()
     if settings.freeze_norm:
         _set_norm_frozen(model)
@@ -393,8 +394,8 @@ def run_adaptation_steps(
                 if progress is not None:
                     progress("adapting", done + step, total)
 
-            outcomes.append(_one_run(model, training_set, judge if safeguard else None, before, settings, config,
-                                     loss_fn, settings.seed + index, report_step, should_cancel))
+            outcomes.append(_one_run(model, training_set, judge if safeguard else None, (original, before), settings,
+                                     config, loss_fn, settings.seed + index, report_step, should_cancel))
     best_step = max(outcome.step for outcome in outcomes)
     if len(outcomes) == 1:
         best_state, best_loss = outcomes[0].state, outcomes[0].loss
