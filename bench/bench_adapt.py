@@ -18,8 +18,8 @@ step kept; the others add the safeguard unless named `-noguard`):
     fast-raft, fast-raft-flow128,
     fast-raft-g1 (gaps -1, 1 only), fast-raft-g1-i4 (and 4 RAFT iterations), fast-full, fast-raft-full (the adapted
     weights, not the midpoint with the original ones), fast-lr2e-4 (adaptation rate 2e-4), fast-nocheck,
-    fast-raft-nocheck (without the appearance, component and motion checks, models/appearance.py,
-    models/connectivity.py and models/motion_check.py), fast-decoder (the encoder's weights held), fast-b16 (the paper's batch of 16,
+    fast-raft-nocheck (without the appearance, component, motion and steadiness checks, models/appearance.py,
+    models/connectivity.py, models/motion_check.py and models/steadiness.py), fast-decoder (the encoder's weights held), fast-b16 (the paper's batch of 16,
     at half the input size: the service default), fast-b16-runs2 (two runs of its steps, their weights averaged)
 `fast` = batch 8, adaptation at half the input size, the midpoint weights, the appearance, component and
 motion checks (the component check since 2026-12-06, the motion check since its third session: rows
@@ -52,7 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from models.inference import segment_frames  # noqa: E402
-from models.temporal import temporal_iou  # noqa: E402
+from models.steadiness import flicker as mask_flicker  # noqa: E402
 from training.adapt import AdaptationSettings, run_adaptation_steps, settle  # noqa: E402
 from training.checkpoint import load_model  # noqa: E402
 from training.data import FlowPairDataset  # noqa: E402
@@ -64,7 +64,7 @@ DATA = (REPO / DEFAULT_EVAL_DATA).resolve()
 FAST = {"batch_size": 8, "scale": 0.5}
 VARIANTS: dict[str, dict] = {
     "paper": {"batch_size": 16, "scale": 1.0, "holdout_every": 0, "interpolation": 1.0, "appearance_check": False,
-              "component_check": False, "motion_check": False},
+              "component_check": False, "motion_check": False, "steadiness_check": False},
     "fast-noguard": {**FAST, "holdout_every": 0},
     "fast": FAST,
     "fast-trust": {**FAST, "trust_check": True},
@@ -76,9 +76,10 @@ VARIANTS: dict[str, dict] = {
     "fast-raft-g1": {**FAST, "flow_method": "raft", "gaps": (-1, 1)},
     "fast-raft-g1-i4": {**FAST, "flow_method": "raft", "gaps": (-1, 1), "flow_options": {"iterations": 4}},
     "fast-full": {**FAST, "interpolation": 1.0},  # the adapted weights as they are, not the midpoint
-    "fast-nocheck": {**FAST, "appearance_check": False, "component_check": False, "motion_check": False},  # no check
+    "fast-nocheck": {**FAST, "appearance_check": False, "component_check": False, "motion_check": False,
+                     "steadiness_check": False},  # no check
     "fast-raft-nocheck": {**FAST, "flow_method": "raft", "appearance_check": False, "component_check": False,
-                          "motion_check": False},
+                          "motion_check": False, "steadiness_check": False},
     "fast-lr2e-4": {**FAST, "lr": 2e-4},  # a third of the paper's rate: smaller moves away from the shipped weights
     "fast-decoder": {**FAST, "adapt_encoder": False},  # the encoder's weights held: decoder and head adapt
     "fast-b16": {**FAST, "batch_size": 16},  # the paper's batch, at half the input size: the default since 2026-12-03
@@ -152,11 +153,11 @@ def flicker(masks: list[np.ndarray], dataset: FlowPairDataset) -> float:
     h, w = dataset.flow.flows.shape[2:4]
     small = torch.from_numpy(np.stack([cv2.resize(m.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
                                        for m in masks]).astype(bool))
-    return 1.0 - float(temporal_iou(small, dataset.flow).mean())
+    return mask_flicker(small, dataset.flow)
 
 
 #: The mask checks --compare-check can judge each run with and without, and their rows' suffixes.
-COMPARED_CHECKS = {"appearance": "ac", "component": "cc", "motion": "mc"}
+COMPARED_CHECKS = {"appearance": "ac", "component": "cc", "motion": "mc", "steadiness": "sc"}
 
 
 def label_of(variant: str, alpha: float | None, interpolations: list[float] | None, compared: str | None,
@@ -244,12 +245,17 @@ def main() -> int:
                     adapt_s = steps_s + time.perf_counter() - start
                     for checked in compared_states:  # and with and without the compared check, if asked
                         label = label_of(name, alpha, args.interpolations, args.compare_check, checked)
-                        checks = {f"{check}_check": getattr(report, f"{check}_check") for check in COMPARED_CHECKS}
+                        checks = {f"{check}_check": getattr(report, f"{check}_check")
+                                  for check in ("appearance", "component", "motion")}
+                        # the steadiness check runs while segmenting, on kept adaptations (training.adapt)
+                        checks["steadiness_check"] = report.decision == "kept" and settings.steadiness_check
                         if checked is not None:
                             checks[f"{args.compare_check}_check"] = report.decision == "kept" and checked
-                        masks = list(segment_frames(adapted, frames, input_size, device, merge, flow=dataset.flow,
-                                                    original=model, **checks))
-                        runs[label].append({"J": sequence_j(masks, truths), "kept": report.decision == "kept",
+                        segmented = segment_frames(adapted, frames, input_size, device, merge, flow=dataset.flow,
+                                                   original=model, **checks)
+                        masks = list(segmented)
+                        kept = report.decision == "kept" and not segmented.reverted
+                        runs[label].append({"J": sequence_j(masks, truths), "kept": kept,
                                             "adapt_s": adapt_s,
                                             "agreement": np.mean([jaccard(a, b) for a, b in zip(masks0, masks)]),
                                             "before": report.heldout_loss_before, "after": report.heldout_loss_after})

@@ -3,7 +3,8 @@
 network → soft regions (N, K, h, w) → merged soft foreground (N, h, w) at the network's input size
 → after test-time adaptation, optionally held where it would grow into background colours
 (models/appearance.py), on components the original network's foreground does not touch
-(models/connectivity.py) and where what it grew moves like the background (models/motion_check.py)
+(models/connectivity.py) and where what it grew moves like the background (models/motion_check.py),
+and replaced by the original network's masks if it flickers along the flow (models/steadiness.py)
 → optionally fused with its neighbours along the flow (models/temporal.py)
 → a boolean mask at each frame's own size, optionally snapped to the frame's edges
 (models/refinement.py).
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,13 +33,34 @@ from .motion_check import restrict_to_independent_motion
 from .merging import foreground_probability
 from .preprocessing import prepare_image
 from .refinement import foreground_mask, refinement_guide
+from .steadiness import Steadiness, measure_steadiness
 from .temporal import temporal_fuse
 from .video_flow import VideoFlow
 
 if TYPE_CHECKING:
     from .segmenters import Segmenter
 
-__all__ = ["predict", "segment_frames", "masks_at_sizes", "region_scores"]
+__all__ = ["SegmentedFrames", "predict", "segment_frames", "masks_at_sizes", "region_scores"]
+
+
+@dataclass
+class SegmentedFrames:
+    """What :func:`segment_frames` returns: an iterator of the full-size masks, one per ``next`` and
+    only once, and what the steadiness check measured (None when it did not run)."""
+
+    masks: Iterator[np.ndarray]
+    steadiness: Steadiness | None = None
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self.masks
+
+    def __next__(self) -> np.ndarray:
+        return next(self.masks)
+
+    @property
+    def reverted(self) -> bool:
+        """Whether the steadiness check replaced the adapted masks by the original network's."""
+        return self.steadiness is not None and not self.steadiness.steady
 
 
 @torch.inference_mode()
@@ -93,10 +116,11 @@ def segment_frames(
     appearance_check: bool = True,
     component_check: bool = True,
     motion_check: bool = True,
+    steadiness_check: bool = True,
     batch_size: int = 16,
     progress: Callable[[int, int], None] | None = None,
     check_cancel: Callable[[], None] | None = None,
-) -> Iterator[np.ndarray]:
+) -> SegmentedFrames:
     """One boolean mask per frame at its own resolution. ``flow`` is the video's (on the input grid):
     with ``temporal``, soft masks are fused with their neighbours' along it first (models/temporal.py).
     With ``original`` (the network ``model`` was adapted from), the foreground may not grow into
@@ -104,7 +128,9 @@ def segment_frames(
     nor keep components the original's foreground does not touch (``component_check``,
     models/connectivity.py), nor keep what it grew where that moves like the original's background
     by ``flow`` (``motion_check``, models/motion_check.py); the checks act in that order, before the
-    temporal fusion, and with none asked ``original`` is not run.
+    temporal fusion, and with none asked ``original`` is not run. Last, with ``steadiness_check``, the
+    checked masks are replaced by the original's if they flicker along ``flow`` more than it allows
+    (models/steadiness.py; the result says so).
 
     The networks run now, on every frame; the full-size masks come lazily, one per ``next``, from
     the iterator returned: 300 masks of a 1080p video take 0.6 GB, and a caller that encodes each
@@ -112,9 +138,9 @@ def segment_frames(
     the first batch and after each; ``check_cancel`` before each batch and each full-size mask, and
     raises to stop.
     """
-    if (temporal or (original is not None and motion_check)) and flow is None:
-        raise ValueError("temporal fusion and the motion check need the video's flow")
-    if not (appearance_check or component_check or motion_check):
+    if (temporal or (original is not None and (motion_check or steadiness_check))) and flow is None:
+        raise ValueError("temporal fusion, the motion check and the steadiness check need the video's flow")
+    if not (appearance_check or component_check or motion_check or steadiness_check):
         original = None  # nothing to check against it
     soft_masks = []
     # per batch: the original's soft masks, and the colours for the appearance check (None without it)
@@ -141,11 +167,18 @@ def segment_frames(
         soft_masks = [_checked(soft, before, colours, histograms, component_check)
                       for soft, (before, colours) in zip(soft_masks, originals)]
     soft = torch.cat(soft_masks)
-    if original is not None and motion_check:
-        soft = restrict_to_independent_motion(soft, torch.cat([before for before, _ in originals]), flow)
+    steadiness = None
+    if original is not None:
+        before = torch.cat([before for before, _ in originals])
+        if motion_check:
+            soft = restrict_to_independent_motion(soft, before, flow)
+        if steadiness_check:
+            steadiness = measure_steadiness(soft, before, flow)
+            if steadiness is not None and not steadiness.steady:
+                soft = before
     if temporal:
         soft = temporal_fuse(soft, flow)
-    return _full_size_masks(soft, frames, refine, check_cancel)
+    return SegmentedFrames(_full_size_masks(soft, frames, refine, check_cancel), steadiness)
 
 
 def _checked(adapted: torch.Tensor, original: torch.Tensor, colours: torch.Tensor | None,

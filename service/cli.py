@@ -112,6 +112,11 @@ def configure_segment(segment: argparse.ArgumentParser) -> None:
                        help="after adaptation, drop what the mask grew where it moves like the background "
                             f"(default {'on' if settings.adaptation_motion_check else 'off'}, "
                             "GWM_ADAPTATION_MOTION_CHECK)")
+    video.add_argument("--steadiness-check", dest="adaptation_steadiness_check",
+                       action=argparse.BooleanOptionalAction, default=None,
+                       help="after adaptation, keep the original network's masks if the adapted ones flicker along the "
+                            f"flow more than twice as much (default {'on' if settings.adaptation_steadiness_check else 'off'}, "
+                            "GWM_ADAPTATION_STEADINESS_CHECK)")
     video.add_argument("--stride", type=int, default=1, help="use every stride-th frame (default 1)")
     video.add_argument("--max-frames", type=int, default=settings.max_video_frames,
                        help=f"stop after this many frames (default {settings.max_video_frames}, GWM_MAX_VIDEO_FRAMES)")
@@ -145,7 +150,7 @@ def _segment(args: argparse.Namespace) -> int:
                  for name in ("model_path", "checkpoint_path", "device", "merge", "image_merge", "flow_method",
                               "raft_weights", "refine", "temporal", "adaptation_interpolation", "adaptation_runs",
                               "adaptation_appearance_check", "adaptation_component_check",
-                              "adaptation_motion_check")}
+                              "adaptation_motion_check", "adaptation_steadiness_check")}
     settings = Settings(**{name: value for name, value in overrides.items() if value is not None})
     format = OutputFormat(args.format)
     if args.steps < 0 or args.stride < 1 or args.max_frames < 1:

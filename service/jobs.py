@@ -126,6 +126,7 @@ class WorkerConfig:
     adaptation_appearance_check: bool  # see Settings.adaptation_appearance_check
     adaptation_component_check: bool  # see Settings.adaptation_component_check
     adaptation_motion_check: bool  # see Settings.adaptation_motion_check
+    adaptation_steadiness_check: bool  # see Settings.adaptation_steadiness_check
     merge: str | None = None  # None: the checkpoint's own
     flow_options: dict[str, str] = field(default_factory=dict)  # RAFT: weights file and device
     timeout_seconds: float | None = None  # a job running longer stops within 2 s and fails (JobTimedOut)
@@ -140,6 +141,7 @@ class WorkerConfig:
                    adaptation_appearance_check=settings.adaptation_appearance_check,
                    adaptation_component_check=settings.adaptation_component_check,
                    adaptation_motion_check=settings.adaptation_motion_check,
+                   adaptation_steadiness_check=settings.adaptation_steadiness_check,
                    timeout_seconds=settings.job_timeout_seconds)
 
 
@@ -264,7 +266,8 @@ def run_video_job(
                                           runs=config.adaptation_runs,
                                           appearance_check=config.adaptation_appearance_check,
                                           component_check=config.adaptation_component_check,
-                                          motion_check=config.adaptation_motion_check)
+                                          motion_check=config.adaptation_motion_check,
+                                          steadiness_check=config.adaptation_steadiness_check)
             segmentation = adapt_and_segment(
                 video.frames,
                 config.checkpoint_path,

@@ -137,6 +137,12 @@ class Settings(BaseSettings):
                     "network's background (models/motion_check.py): scenery beside a panning camera moves unlike the "
                     "far background, and adaptation can add it to the object it touches.",
     )
+    adaptation_steadiness_check: bool = Field(
+        True,
+        description="After adaptation and the other checks, segment with the original network's masks if the adapted "
+                    "ones flicker along the video's flow more than twice as much (models/steadiness.py): a wake, new "
+                    "in every frame, passes the other checks and makes the masks jump between frames.",
+    )
 
     max_queued_jobs: int = Field(20, gt=0, description="Video jobs waiting for a worker; more get a 429.")
     max_upload_dir_bytes: int = Field(

@@ -136,10 +136,12 @@ def test_video_json_is_the_jobs_json(client, model_args, davis_video: Path, tmp_
 def test_adaptation_options_reach_the_job(model_args, davis_video: Path, capsys) -> None:
     assert main(["segment", str(davis_video), "--steps", "2", "--max-frames", "4", "--format", "json", "-q",
                  "--adaptation-interpolation", "1", "--no-appearance-check", "--no-component-check", "--motion-check",
+                 "--no-steadiness-check",
                  *model_args]) == 0
     adaptation = json.loads(capsys.readouterr().out)["adaptation"]
     assert adaptation["interpolation"] == 1.0 and adaptation["appearance_check"] is False
     assert adaptation["component_check"] is False and adaptation["motion_check"] is True
+    assert adaptation["flicker_before"] is None and adaptation["reverted_by"] is None  # not measured
 
 
 def test_a_bad_file_fails_alone(model_args, tmp_path: Path, caplog, capsys) -> None:

@@ -76,7 +76,8 @@ def test_segment_frames_counts_the_colours_of_every_batch_before_holding_any() -
     original = build_segmenter("unet", num_regions=4, width=8).eval()
     adapted = build_segmenter("unet", num_regions=4, width=8).eval()
     frames = [np.random.default_rng(i).integers(0, 256, (40, 60, 3), dtype=np.uint8) for i in range(5)]
-    appearance_only = {"original": original, "component_check": False, "motion_check": False}
+    appearance_only = {"original": original, "component_check": False, "motion_check": False,
+                       "steadiness_check": False}
     whole = list(segment_frames(adapted, frames, SIZE, torch.device("cpu"), "border", **appearance_only, batch_size=8))
     batched = list(segment_frames(adapted, frames, SIZE, torch.device("cpu"), "border", **appearance_only, batch_size=2))
     plain = list(segment_frames(adapted, frames, SIZE, torch.device("cpu"), "border"))
@@ -96,5 +97,5 @@ def test_segment_frames_is_unchanged_when_the_network_did_not_move() -> None:
     frames = [np.random.default_rng(i).integers(0, 256, (40, 60, 3), dtype=np.uint8) for i in range(3)]
     plain = list(segment_frames(model, frames, SIZE, torch.device("cpu"), "border"))
     checked = list(segment_frames(model, frames, SIZE, torch.device("cpu"), "border", original=model,
-                                  component_check=False, motion_check=False))
+                                  component_check=False, motion_check=False, steadiness_check=False))
     assert all(np.array_equal(a, b) for a, b in zip(plain, checked))

@@ -105,7 +105,8 @@ def test_segment_frames_applies_the_check_only_when_asked_and_needs_the_flow() -
 
     def masks(model: torch.nn.Module, **checks: object) -> np.ndarray:
         return np.stack(list(segment_frames(model, frames, SIZE, torch.device("cpu"), "border", flow=flow,
-                                            appearance_check=False, component_check=False, **checks)))
+                                            appearance_check=False, component_check=False, steadiness_check=False,
+                                            **checks)))
 
     unchecked = masks(adapted, original=original, motion_check=False)
     checked = masks(adapted, original=original, motion_check=True)

@@ -54,6 +54,9 @@ def test_video_job_runs_to_masks_of_every_frame(client, davis_video, service_set
     assert result["adaptation"]["appearance_check"] is service_settings.adaptation_appearance_check is True
     assert result["adaptation"]["component_check"] is service_settings.adaptation_component_check is True
     assert result["adaptation"]["motion_check"] is service_settings.adaptation_motion_check is True
+    assert service_settings.adaptation_steadiness_check is True  # and the steadiness check measured the masks
+    assert 0.0 <= result["adaptation"]["flicker_after"] <= 2 * result["adaptation"]["flicker_before"] <= 2.0
+    assert result["adaptation"]["reverted_by"] is None
 
     archive = zipfile.ZipFile(io.BytesIO(client.get(f"{job['url']}/result").content))
     assert archive.namelist() == [f"{i:05d}.png" for i in range(6)]

@@ -67,6 +67,7 @@ def test_adaptation_on_real_motion_is_kept(single_thread, seed):
     assert report.appearance_check  # kept weights segment behind the appearance check (models/appearance.py)
     assert report.component_check  # and the component check (models/connectivity.py)
     assert report.motion_check  # and the motion check (models/motion_check.py), all on by default
+    assert report.reverted_by is None and report.flicker_before is None  # the steadiness check: when segmenting
     assert not model.training
 
 
@@ -77,7 +78,7 @@ def test_adaptation_on_noise_flow_is_reverted_and_segments_as_before(single_thre
     original = {k: v.clone() for k, v in model.state_dict().items()}
     before = list(segment_frames(model, list(frames), (HEIGHT, WIDTH), torch.device("cpu"), "border"))
     report = adapt(model, _dataset(noise, valid, frames), SETTINGS, torch.device("cpu"))
-    assert report.decision == "reverted" and report.best_step == 0
+    assert report.decision == "reverted" and report.best_step == 0 and report.reverted_by == "heldout_loss"
     # the original weights have nothing to be checked against
     assert not report.appearance_check and not report.component_check and not report.motion_check
     assert len(report.train_losses) == SETTINGS.steps  # it did adapt, then threw the result away
@@ -213,3 +214,22 @@ def test_fewer_than_one_run_is_refused():
 def test_interpolation_outside_the_unit_interval_is_refused(interpolation):
     with pytest.raises(ValueError, match="interpolation"):
         AdaptationSettings(interpolation=interpolation)
+
+
+def test_an_unsteady_adaptation_is_reported_reverted_by_the_steadiness_check():
+    """``with_steadiness``: the flickers are reported either way; masks flickering over twice the original's
+    turn a kept adaptation into a reverted one, its mask checks not applied (models/steadiness.py)."""
+    from models.steadiness import Steadiness
+    from training.adapt import AdaptationReport
+
+    kept = AdaptationReport(decision="kept", reverted_by=None, steps=20, runs=1, best_step=15, heldout_frames=10,
+                            heldout_loss_before=0.3, heldout_loss_after=0.2, interpolation=0.5,
+                            appearance_check=True, component_check=True, motion_check=True,
+                            flicker_before=None, flicker_after=None, train_losses=[0.3])
+    assert kept.with_steadiness(None) is kept
+    steady = kept.with_steadiness(Steadiness(original_flicker=0.2, adapted_flicker=0.3))
+    assert (steady.decision, steady.flicker_before, steady.flicker_after) == ("kept", 0.2, 0.3)
+    unsteady = kept.with_steadiness(Steadiness(original_flicker=0.1, adapted_flicker=0.4))
+    assert (unsteady.decision, unsteady.reverted_by, unsteady.best_step) == ("reverted", "steadiness", 0)
+    assert not (unsteady.appearance_check or unsteady.component_check or unsteady.motion_check)
+    assert unsteady.to_dict()["flicker_after"] == 0.4

@@ -56,6 +56,13 @@ merely moves unlike the far background — parked scooters beside a panning came
 object and in its colours. With ``motion_check`` each component of the adapted foreground's growth
 whose flow the original background's motion model explains as well as the foreground's, and as well
 as the background itself, is held back (models/motion_check.py; figures in the README, Benchmarks).
+
+**The steadiness check** (not in the paper): what adaptation learns can also be no object at all — a
+swan's wake, new in every frame, attached to the swan and moving unlike the water, which the loss and
+the three checks above all let through — and then the masks jump from frame to frame. With
+``steadiness_check`` the checked masks are used only if they flicker along the video's flow at most
+twice as much as the original network's (models/steadiness.py); otherwise the original network's masks
+segment the video and the report says ``reverted`` by ``steadiness``.
 """
 
 from __future__ import annotations
@@ -74,6 +81,7 @@ import numpy as np
 import torch
 
 from models.inference import segment_frames
+from models.steadiness import Steadiness
 from models.segmenters import Segmenter
 
 from .checkpoint import average_weights, interpolate_weights, load_model
@@ -150,6 +158,9 @@ class AdaptationSettings:
     #: Hold what the adapted foreground grew where it moves like the original's background
     #: (models/motion_check.py).
     motion_check: bool = True
+    #: Segment with the original network's masks if the adapted ones flicker along the flow more than
+    #: it allows (models/steadiness.py).
+    steadiness_check: bool = True
     #: Independent runs of the steps, with seeds ``seed``, ``seed + 1``, …, whose kept weights are averaged
     #: before the interpolation (see the module docstring); each run costs the steps' time again.
     runs: int = 1
@@ -177,6 +188,9 @@ class AdaptationReport:
     """What adaptation did, for the job result: ``kept`` or ``reverted``, and the evidence."""
 
     decision: str  # "kept": adapted weights segment the video; "reverted": the original ones do
+    #: what reverted it: "heldout_loss" (the safeguard, before segmenting) or "steadiness" (the masks
+    #: flickered, models/steadiness.py); None when kept
+    reverted_by: str | None
     steps: int  # steps taken per run
     runs: int  # independent runs whose kept weights were averaged
     best_step: int  # step whose weights were kept (0 when reverted; with several runs, the latest of theirs)
@@ -187,10 +201,25 @@ class AdaptationReport:
     appearance_check: bool  # the masks were held where they grew into background colours
     component_check: bool  # the masks were held on components the original's foreground does not touch
     motion_check: bool  # the masks were held where their growth moves like the original's background
+    #: flicker (1 − mean temporal IoU on the network's grid) of the original and the checked adapted masks,
+    #: when the steadiness check measured it (kept adaptations of videos with a next frame's flow)
+    flicker_before: float | None
+    flicker_after: float | None
     train_losses: list[float]
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "train_losses": [round(x, 6) for x in self.train_losses]}
+
+    def with_steadiness(self, steadiness: Steadiness | None) -> AdaptationReport:
+        """This report after the steadiness check measured ``steadiness`` (None: it did not run); an
+        unsteady adaptation is reported reverted, its mask checks not applied."""
+        if steadiness is None:
+            return self
+        flickers = {"flicker_before": steadiness.original_flicker, "flicker_after": steadiness.adapted_flicker}
+        if steadiness.steady:
+            return dataclasses.replace(self, **flickers)
+        return dataclasses.replace(self, **flickers, decision="reverted", reverted_by="steadiness", best_step=0,
+                                   appearance_check=False, component_check=False, motion_check=False)
 
 
 @dataclass
@@ -429,6 +458,7 @@ def settle(
     model.eval()
     report = AdaptationReport(
         decision="kept" if keep else "reverted",
+        reverted_by=None if keep else "heldout_loss",
         steps=settings.steps,
         runs=settings.runs,
         best_step=run.best_step if keep else 0,
@@ -439,6 +469,8 @@ def settle(
         appearance_check=keep and settings.appearance_check,
         component_check=keep and settings.component_check,
         motion_check=keep and settings.motion_check,
+        flicker_before=None,
+        flicker_after=None,
         train_losses=run.train_losses,
     )
     log.info("adaptation %s: held-out loss %.4f -> %.4f (best at step %d of %d, %d held-out frames)",
@@ -515,13 +547,15 @@ def adapt_and_segment(
                                               flow_size=settings.flow_frame_size(input_size),
                                               trust_check=settings.trust_check)
     # the network before adaptation, for the mask checks: a copy in memory (with the cancel hooks)
-    checks_asked = settings.appearance_check or settings.component_check or settings.motion_check
+    checks_asked = (settings.appearance_check or settings.component_check or settings.motion_check
+                    or settings.steadiness_check)
     original = copy.deepcopy(model) if settings.steps > 0 and checks_asked else None
     report = adapt(model, dataset, settings, torch_device, progress, should_cancel) if settings.steps > 0 else None
     # only kept adaptations are checked (the report says which): reverted weights are the original
     checks = {"appearance_check": report is not None and report.appearance_check,
               "component_check": report is not None and report.component_check,
-              "motion_check": report is not None and report.motion_check}
+              "motion_check": report is not None and report.motion_check,
+              "steadiness_check": report is not None and report.decision == "kept" and settings.steadiness_check}
 
     def on_segmented(done: int, total: int) -> None:
         if progress is not None:
@@ -532,4 +566,9 @@ def adapt_and_segment(
                            original=original, **checks,
                            progress=on_segmented,
                            check_cancel=lambda: _check_cancel(should_cancel))
+    if report is not None:
+        report = report.with_steadiness(masks.steadiness)
+        if report.reverted_by == "steadiness":
+            log.info("adaptation reverted: its masks flicker %.3f along the flow, the original's %.3f",
+                     report.flicker_after, report.flicker_before)
     return VideoSegmentation(masks=masks, adaptation=report)

@@ -372,6 +372,9 @@ function adaptationNote(adaptation) {
     const motion = adaptation.motion_check ? ", growth moving with the background held back" : "";
     return ` · adaptation kept (${adaptation.steps} steps${appearance}${components}${motion})`;
   }
+  if (adaptation.reverted_by === "steadiness") {
+    return " · adaptation reverted: its masks flickered from frame to frame, so the original network's masks are shown";
+  }
   return " · adaptation reverted: it did not explain held-out frames' motion better, so the original network segmented";
 }
 
