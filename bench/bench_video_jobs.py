@@ -132,11 +132,13 @@ def main() -> int:
         print(f"{'MEAN':<16}{'':4}{mean['0']:6.1f}{mean['N']:6.1f}{mean['N'] - mean['0']:+6.1f}{f'{kept} kept':>10}"
               f"{mean.get('0+temporal', np.nan):7.1f}{mean.get('N+temporal', np.nan):7.1f}{temporal_gain:+7.1f}"
               f"{flk['0']:6.1f}{flk['N']:6.1f}{flk.get('N+temporal', np.nan):8.1f}")
-        print(f"worst video change {worst:+.1f} J; {args.steps}-step job / 0-step job wall time: {ratio:.2f}x (mean)")
+        print(f"mean change {mean['N'] - mean['0']:+.2f} J, worst video change {worst:+.1f} J; "
+              f"{args.steps}-step job / 0-step job wall time: {ratio:.2f}x (mean)")
         if not args.no_temporal:
             worst_temporal = 100 * min(j(r, "N+temporal") - j(r, "0+temporal") for r in rows)
             ratio_temporal = np.mean([r["N+temporal"]["wall_s"] / r["0+temporal"]["wall_s"] for r in rows])
-            print(f"with temporal fusion (the default job): worst video change {worst_temporal:+.1f} J; "
+            print(f"with temporal fusion (the default job): mean change {temporal_gain:+.2f} J, "
+                  f"worst video change {worst_temporal:+.1f} J; "
                   f"wall time {ratio_temporal:.2f}x")
     return 0
 
