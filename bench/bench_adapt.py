@@ -53,7 +53,7 @@ sys.path.insert(0, str(REPO))
 
 from models.inference import segment_frames  # noqa: E402
 from models.steadiness import flicker as mask_flicker  # noqa: E402
-from training.adapt import AdaptationSettings, run_adaptation_steps, settle  # noqa: E402
+from training.adapt import AdaptationSettings, mask_checks, run_adaptation_steps, settle  # noqa: E402
 from training.checkpoint import load_model  # noqa: E402
 from training.data import FlowPairDataset  # noqa: E402
 from training.evaluate import jaccard, read_annotation  # noqa: E402
@@ -245,16 +245,13 @@ def main() -> int:
                     adapt_s = steps_s + time.perf_counter() - start
                     for checked in compared_states:  # and with and without the compared check, if asked
                         label = label_of(name, alpha, args.interpolations, args.compare_check, checked)
-                        checks = {f"{check}_check": getattr(report, f"{check}_check")
-                                  for check in ("appearance", "component", "motion")}
-                        # the steadiness check runs while segmenting, on kept adaptations (training.adapt)
-                        checks["steadiness_check"] = report.decision == "kept" and settings.steadiness_check
+                        checks = mask_checks(report, settings)
                         if checked is not None:
                             checks[f"{args.compare_check}_check"] = report.decision == "kept" and checked
                         segmented = segment_frames(adapted, frames, input_size, device, merge, flow=dataset.flow,
                                                    original=model, **checks)
                         masks = list(segmented)
-                        kept = report.decision == "kept" and not segmented.reverted
+                        kept = report.with_steadiness(segmented.steadiness).decision == "kept"
                         runs[label].append({"J": sequence_j(masks, truths), "kept": kept,
                                             "adapt_s": adapt_s,
                                             "agreement": np.mean([jaccard(a, b) for a, b in zip(masks0, masks)]),

@@ -100,6 +100,7 @@ __all__ = [
     "adapt",
     "adapt_and_segment",
     "heldout_frames",
+    "mask_checks",
     "run_adaptation_steps",
     "settle",
 ]
@@ -495,6 +496,16 @@ def adapt(
     return settle(model, run, dataset, settings, device)
 
 
+def mask_checks(report: AdaptationReport | None, settings: AdaptationSettings) -> dict[str, bool]:
+    """The mask checks :func:`~models.inference.segment_frames` applies after adaptation ``report``
+    (None: no step was taken): a kept adaptation's, as ``settings`` ask; none for the original weights."""
+    kept = report is not None and report.decision == "kept"
+    return {"appearance_check": kept and report.appearance_check,
+            "component_check": kept and report.component_check,
+            "motion_check": kept and report.motion_check,
+            "steadiness_check": kept and settings.steadiness_check}
+
+
 def adapt_and_segment(
     frames: Sequence[np.ndarray],
     checkpoint_path: str | Path,
@@ -552,10 +563,7 @@ def adapt_and_segment(
     original = copy.deepcopy(model) if settings.steps > 0 and checks_asked else None
     report = adapt(model, dataset, settings, torch_device, progress, should_cancel) if settings.steps > 0 else None
     # only kept adaptations are checked (the report says which): reverted weights are the original
-    checks = {"appearance_check": report is not None and report.appearance_check,
-              "component_check": report is not None and report.component_check,
-              "motion_check": report is not None and report.motion_check,
-              "steadiness_check": report is not None and report.decision == "kept" and settings.steadiness_check}
+    checks = mask_checks(report, settings)
 
     def on_segmented(done: int, total: int) -> None:
         if progress is not None:
