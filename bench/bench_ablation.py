@@ -43,6 +43,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "raft-aug": (RAFT, AUGMENTED),
     "raft-colour": (RAFT, {k: v for k, v in AUGMENTED.items() if k != "max_zoom"}),
     "raft-zoom": (RAFT, {"max_zoom": AUGMENTED["max_zoom"]}),
+    "raft-aug-cp": (RAFT, {**AUGMENTED, "copy_paste": 0.5}),
     "raft-aug-w24": (RAFT, {**AUGMENTED, "width": 24}),
     "raft-aug-w32": (RAFT, {**AUGMENTED, "width": 32}),
     "raft-aug-loss-half": (RAFT, {**AUGMENTED, "loss_size": "half"}),

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models.preprocessing import IMAGENET_MEAN, IMAGENET_STD
-from training.augment import Augmentation, augment
+from training.augment import Augmentation, augment, moving_region
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
@@ -96,3 +96,56 @@ def test_flow_trust_masks_follow_the_flow_through_crops():
                                         trusted)
     assert torch.equal(out_trusted, (out_flows[:, :1] > 0.5).float())
     assert out_trusted.shape == trusted.shape
+
+
+def _camera_pan(flows: torch.Tensor, pan: float = -1.5) -> torch.Tensor:
+    """The same flows with a camera pan added: a zoom-like quadratic background motion the square
+    does not share (the square keeps its own flow)."""
+    b, _, h, w = flows.shape
+    xs = torch.linspace(-1, 1, w).view(1, 1, w).expand(1, h, w)
+    background = torch.cat([pan + 0.5 * xs, 0.3 * xs**2], dim=0)
+    moving = flows[:, :1].abs() > 0
+    return torch.where(moving, flows, background.unsqueeze(0).expand(b, 2, h, w))
+
+
+def test_moving_region_is_what_moves_unlike_the_background():
+    _, flows = _scene(batch=2, flow_size=(32, 60), shift=3.0)
+    truth = flows[:, :1] > 0
+    found = moving_region(_camera_pan(flows))
+    iou = (found & truth).sum() / (found | truth).sum()
+    assert iou > 0.85
+    # a flow that is the dominant motion everywhere has no moving region
+    assert not moving_region(_camera_pan(torch.zeros_like(flows))).any()
+
+
+def test_copy_paste_moves_another_samples_object_with_its_flow():
+    images, flows = _scene(batch=4, image_size=(64, 120), flow_size=(32, 60))
+    flows = _camera_pan(flows)
+    # only sample 1 has an object: the others are the background alone, in a plain colour and flow
+    plain = (torch.tensor([0.2, 0.2, 0.8]).view(1, 3, 1, 1) - MEAN) / STD
+    donor_images, donor_flows = images[1:2].clone(), flows[1:2].clone()
+    images = plain.expand(4, 3, 64, 120).clone()
+    images[1:2] = donor_images
+    flows = _camera_pan(torch.zeros_like(flows))
+    flows[1:2] = donor_flows
+    config = Augmentation(copy_paste=1.0)
+    out_images, out_flows, _ = augment(images, flows, config, torch.Generator().manual_seed(0))
+    square = donor_flows[0, 0] == 3.0
+    receivers = [i for i in (0, 2, 3) if _square(out_images)[i].any()]
+    assert len(receivers) == 1  # the one sample whose donor is sample 1 received the square
+    receiver = receivers[0]
+    assert torch.equal(out_flows[receiver][:, square], donor_flows[0][:, square])
+    assert torch.equal(out_flows[receiver][:, ~square], flows[receiver][:, ~square])
+    image_square = _square(out_images)[receiver]
+    assert image_square.sum().item() == pytest.approx(_square(donor_images)[0].sum().item(), rel=0.15)
+    assert torch.equal(out_images[1], images[1])  # the donor's own donors had nothing that moved
+
+
+def test_copy_paste_draws_from_the_generator_and_leaves_inputs_alone():
+    images, flows = _scene(batch=6)
+    flows = _camera_pan(flows)
+    before = images.clone(), flows.clone()
+    first = augment(images, flows, Augmentation(copy_paste=0.5), torch.Generator().manual_seed(5))
+    second = augment(images, flows, Augmentation(copy_paste=0.5), torch.Generator().manual_seed(5))
+    assert all(torch.equal(a, b) for a, b in zip(first[:2], second[:2]))
+    assert torch.equal(images, before[0]) and torch.equal(flows, before[1])

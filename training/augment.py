@@ -9,7 +9,11 @@ and framing by heart, so gwm offers, as explicit options (all off by default, as
   input changes, the flow target does not — the object still moves the same way;
 - random zoom crops: a random window of the frame is scaled up to the input size and the flow is
   cropped to the same window and rescaled (its vectors grow by the zoom factor), so image and flow
-  stay consistent.
+  stay consistent;
+- copy-paste of moving things: what moves unlike its own frame's background in one sample of the
+  batch — found from the flow alone, no label and no network — is pasted, pixels and flow, onto
+  another sample. The training videos then show each object over many backgrounds, so the network
+  cannot learn which background goes with which object by heart (60 videos is few).
 
 Every random draw comes from the training run's generator, so a resumed run replays it exactly.
 """
@@ -21,9 +25,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from models.motion import MotionModel, coordinate_basis, fit_motion, motion_residuals
 from models.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["Augmentation", "augment"]
+__all__ = ["Augmentation", "augment", "moving_region"]
 
 #: Luma weights of ITU-R BT.601, what greyscale conversions commonly use.
 _LUMA = (0.299, 0.587, 0.114)
@@ -39,6 +44,8 @@ class Augmentation:
         blur_probability: chance of a Gaussian blur with σ drawn from ``blur_sigma`` (input pixels).
         max_zoom: a window of 1/z of the frame's height and width, z drawn from [1, max_zoom], is
             scaled up to the full input; 1.0 disables cropping.
+        copy_paste: chance that a sample receives the moving region of another sample of the batch
+            (see :func:`moving_region`); a donor with no such region, or one too large, gives nothing.
     """
 
     colour_jitter: float = 0.0
@@ -46,10 +53,12 @@ class Augmentation:
     blur_probability: float = 0.0
     blur_sigma: tuple[float, float] = (0.3, 1.5)
     max_zoom: float = 1.0
+    copy_paste: float = 0.0
 
     @property
     def enabled(self) -> bool:
-        return bool(self.colour_jitter or self.grey_probability or self.blur_probability or self.max_zoom > 1.0)
+        return bool(self.colour_jitter or self.grey_probability or self.blur_probability or self.max_zoom > 1.0
+                    or self.copy_paste)
 
 
 def _uniform(low: float, high: float, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -116,6 +125,58 @@ def _zoom_crop(images: torch.Tensor, flows: torch.Tensor, confidence: torch.Tens
     return sample(images, "bilinear"), sample(flows, "nearest") * zooms.to(flows).view(n, 1, 1, 1), confidence
 
 
+#: A flow vector belongs to the moving region when its residual under the frame's dominant quadratic
+#: motion exceeds this many times the median residual, and at least MIN_RESIDUAL pixels of the flow grid.
+RESIDUAL_FACTOR, MIN_RESIDUAL = 3.0, 1.0
+#: Moving regions outside this fraction of the frame are not pasted: below, noise; above, the
+#: "background" fit has failed (the camera's motion is not the dominant one).
+PASTE_AREA = (0.01, 0.4)
+
+
+def moving_region(flows: torch.Tensor) -> torch.Tensor:
+    """Where each flow (B, 2, h, w) moves unlike its frame's dominant motion: (B, 1, h, w) booleans.
+
+    The dominant motion is the quadratic model (the loss's own) fitted to the whole frame, then refitted
+    to the vectors it explains well (residual below twice the median), so that a moving object does not
+    drag the background's fit. A 3×3 opening removes isolated vectors."""
+    b, _, h, w = flows.shape
+    basis = coordinate_basis(h, w, MotionModel.QUADRATIC, device=flows.device)
+    vectors = flows.flatten(2).transpose(1, 2)  # (B, N, 2)
+    weights = torch.ones(b, 1, h * w, dtype=flows.dtype, device=flows.device)
+    for _ in range(2):
+        residual = motion_residuals(vectors, basis, fit_motion(weights, vectors, basis)).sqrt()  # (B, 1, N)
+        median = residual.median(dim=-1, keepdim=True).values
+        weights = (residual <= 2 * median).to(flows.dtype)
+    moving = residual > torch.clamp(RESIDUAL_FACTOR * median, min=MIN_RESIDUAL)
+    moving = moving.view(b, 1, h, w).float()
+    opened = F.max_pool2d(-F.max_pool2d(-moving, 3, 1, 1), 3, 1, 1)  # erosion, then dilation
+    return opened > 0.5
+
+
+def _copy_paste(images: torch.Tensor, flows: torch.Tensor, confidence: torch.Tensor | None, probability: float,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Paste the moving region of sample (i + offset) mod B onto sample i, for each i drawn with
+    ``probability``: its pixels (edges feathered over one flow-grid pixel) and its flow vectors (and
+    trust), where they are. Returns new tensors."""
+    n = len(images)
+    receives = torch.rand(n, generator=generator) < probability
+    offset = int(torch.randint(1, max(n, 2), (1,), generator=generator))
+    if n < 2 or not receives.any():
+        return images, flows, confidence
+    donor = (torch.arange(n) + offset) % n
+    region = moving_region(flows)[donor]
+    area = region.flatten(1).float().mean(1)
+    paste = (receives & (area >= PASTE_AREA[0]) & (area <= PASTE_AREA[1])).view(n, 1, 1, 1).to(region.device)
+    region = region & paste
+    alpha = F.avg_pool2d(region.float(), 3, 1, 1, count_include_pad=False)
+    alpha = F.interpolate(alpha, size=images.shape[-2:], mode="bilinear", align_corners=False)
+    images = images + alpha * (images[donor] - images)
+    flows = torch.where(region, flows[donor], flows)
+    if confidence is not None:
+        confidence = torch.where(region, confidence[donor], confidence)
+    return images, flows, confidence
+
+
 def augment(images: torch.Tensor, flows: torch.Tensor, config: Augmentation, generator: torch.Generator,
             confidence: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Augment a batch: normalised network inputs (B, 3, H, W), flow (B, 2, h, w) in pixels of the
@@ -125,6 +186,8 @@ def augment(images: torch.Tensor, flows: torch.Tensor, config: Augmentation, gen
         return images, flows, confidence
     if config.max_zoom > 1.0:
         images, flows, confidence = _zoom_crop(images, flows, confidence, config.max_zoom, generator)
+    if config.copy_paste:
+        images, flows, confidence = _copy_paste(images, flows, confidence, config.copy_paste, generator)
     if config.colour_jitter or config.grey_probability or config.blur_probability:
         mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)

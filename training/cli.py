@@ -224,6 +224,10 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-zoom", dest="max_zoom", type=float,
                        help="random zoom crops up to this factor, flow cropped and scaled with the frame "
                             f"(default {defaults.max_zoom}: no crops)")
+    group.add_argument("--copy-paste", dest="copy_paste", type=float,
+                       help="chance a frame receives what moves unlike its background in another frame of the "
+                            "batch, pixels and flow, found from the flow alone "
+                            f"(default {defaults.copy_paste:g}: none, as the paper)")
     group.add_argument("--flow-trust-check", dest="flow_trust_check", action="store_const", const=True,
                        help="zero weight for flow failing the forward-backward check (default off, as the paper)")
     group.add_argument("--steps", type=int, help=f"training steps (default {defaults.steps})")

@@ -85,11 +85,13 @@ class TrainConfig:
     # steps is a cheap ensemble along the run, like the WiSE-FT midpoint, which model 0.4.0 gained from.
     ema_decay: float = 0.0
     # Augmentation (training/augment.py; the paper has none): colour jitter strength, greyscale and blur
-    # probabilities, largest zoom of random crops (1.0 = no crops).
+    # probabilities, largest zoom of random crops (1.0 = no crops), chance of receiving another sample's
+    # moving region (copy-paste).
     colour_jitter: float = 0.0
     grey_probability: float = 0.0
     blur_probability: float = 0.0
     max_zoom: float = 1.0
+    copy_paste: float = 0.0
     seed: int = 0
     device: str = "auto"
     threads: int | None = None  # None = all cores
@@ -126,7 +128,8 @@ class TrainConfig:
 
     def augmentation(self) -> Augmentation:
         return Augmentation(colour_jitter=self.colour_jitter, grey_probability=self.grey_probability,
-                            blur_probability=self.blur_probability, max_zoom=self.max_zoom)
+                            blur_probability=self.blur_probability, max_zoom=self.max_zoom,
+                            copy_paste=self.copy_paste)
 
     def segmenter_options(self) -> dict[str, Any]:
         """The architecture's constructor options, as the model records them (``ModelSpec.options``):
