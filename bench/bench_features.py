@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from models.preprocessing import prepare_image
 from training.checkpoint import load_model
-from training.evaluate import read_annotation
+from training.evaluate import jaccard, read_annotation
 from training.frames import DEFAULT_EVAL_DATA, DEFAULT_EVAL_SPLIT, list_sequences, read_rgb
 from training.raft import load_raft
 
@@ -101,10 +101,6 @@ def frames(data: Path, per_video: int) -> Iterator[tuple[str, np.ndarray, np.nda
             yield video.name, read_rgb(video.frames[index]), cv2.resize(truth, GRID[::-1], interpolation=cv2.INTER_AREA) > 0
 
 
-def _iou(prediction: np.ndarray, truth: np.ndarray) -> float:
-    return float((prediction & truth).sum() / max((prediction | truth).sum(), 1))
-
-
 def _kmeans(points: np.ndarray, k: int = 4, iterations: int = 20) -> np.ndarray:
     centres = points[np.random.default_rng(0).choice(len(points), k, replace=False)]
     for _ in range(iterations):
@@ -117,7 +113,7 @@ def kmeans_oracle_j(features: np.ndarray, truth: np.ndarray, k: int = 4) -> floa
     """J of the best union of k-means groups of one frame's (N, C) features."""
     labels = _kmeans((features - features.mean(0)) / (features.std(0) + 1e-6), k)
     subsets = itertools.chain.from_iterable(itertools.combinations(range(k), r) for r in range(1, k))
-    return max(_iou(np.isin(labels, subset), truth) for subset in subsets)
+    return max(jaccard(np.isin(labels, subset), truth, empty_score=0.0) for subset in subsets)
 
 
 def linear_probe_j(samples: list[tuple[str, np.ndarray, np.ndarray]]) -> float:
@@ -148,7 +144,7 @@ def linear_probe_j(samples: list[tuple[str, np.ndarray, np.ndarray]]) -> float:
             for video, features, truth in samples:
                 if (video in first_half) != fold:
                     logits = torch.from_numpy((features - mean) / std).float() @ weight + bias
-                    scores.append(_iou(logits.numpy() > 0, truth))
+                    scores.append(jaccard(logits.numpy() > 0, truth, empty_score=0.0))
     return float(np.mean(scores))
 
 
