@@ -242,6 +242,28 @@ def test_interpolated_checkpoint_is_the_weighted_mean_of_the_two(tmp_path):
     assert any(not torch.equal(a[name], b[name]) for name in a if "running_mean" in name)
 
 
+def test_several_ends_are_averaged_before_the_interpolation(tmp_path):
+    """`gwm interpolate START END1 END2`: runs of one recipe with different seeds make one soup, so the
+    candidate is 0.5 START + 0.25 END1 + 0.25 END2 and no seed is picked by its score."""
+    from gwm_cli.main import main
+    from training.checkpoint import load_model, save_checkpoint
+
+    options = {"num_regions": 4, "width": 4, "depth": 2}
+    spec = ModelSpec("unet", options, input_size=(32, 48), version="1.0")
+    networks = [build_segmenter("unet", **options) for _ in range(3)]
+    for name, network in zip(("start", "seed2", "seed3"), networks):
+        save_checkpoint(tmp_path / f"{name}.pt", network.eval(), spec)
+    code = main(["interpolate", *(str(tmp_path / f"{n}.pt") for n in ("start", "seed2", "seed3")),
+                 "--output", str(tmp_path / "mid.pt")])
+    assert code == 0
+    mid, _ = load_model(tmp_path / "mid.pt")
+    a, b, c = (network.state_dict() for network in networks)
+    for name, value in mid.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, 0.5 * a[name] + 0.25 * b[name] + 0.25 * c[name])
+    assert any(not torch.equal(b[name], c[name]) for name in b if "weight" in name)
+
+
 def test_interpolate_weights_is_the_weighted_midpoint_and_keeps_counters():
     start = {"w": torch.zeros(3), "bn.num_batches_tracked": torch.tensor(0)}
     end = {"w": torch.tensor([2.0, 4.0, -2.0]), "bn.num_batches_tracked": torch.tensor(20)}
@@ -260,5 +282,7 @@ def test_only_the_same_network_interpolates(tmp_path):
         save_checkpoint(tmp_path / f"w{width}.pt", build_segmenter("unet", **options), ModelSpec("unet", options, (32, 48)))
     with pytest.raises(ValueError, match="different networks"):
         interpolate_checkpoints(tmp_path / "w4.pt", tmp_path / "w8.pt", tmp_path / "mid.pt")
+    with pytest.raises(ValueError, match="different networks"):  # among the ends of a soup too
+        interpolate_checkpoints(tmp_path / "w4.pt", [tmp_path / "w4.pt", tmp_path / "w8.pt"], tmp_path / "mid.pt")
     with pytest.raises(ValueError, match="alpha"):
         interpolate_checkpoints(tmp_path / "w4.pt", tmp_path / "w4.pt", tmp_path / "mid.pt", alpha=1.5)

@@ -87,21 +87,32 @@ def average_weights(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torc
             for name, value in states[0].items()}
 
 
-def interpolate_checkpoints(start: str | Path, end: str | Path, target: str | Path, alpha: float = 0.5,
-                            version: str | None = None) -> ModelSpec:
+def interpolate_checkpoints(start: str | Path, end: str | Path | Sequence[str | Path], target: str | Path,
+                            alpha: float = 0.5, version: str | None = None) -> ModelSpec:
     """Write ``(1 - alpha) * start + alpha * end``, weight by weight, as a model checkpoint at ``target``.
 
     Weight-space ensembling of a model and its fine-tuned descendant (WiSE-FT, Wortsman et al., CVPR
     2022): when ``end`` was trained from ``start`` (``gwm train --init-from``) the two lie in one basin,
     and the midpoint often holds what each does best, on data neither trained on. Batch-norm running
     statistics are interpolated like the weights (:func:`interpolate_weights`).
+
+    ``end`` may name several descendants of ``start`` (runs of one recipe with different seeds): they are
+    averaged first (:func:`average_weights`, a model soup), so no run is picked by its score; the
+    version and spec recorded are the first end's.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    (first, start_spec), (model, spec) = load_model(start), load_model(end)
-    if (start_spec.architecture, start_spec.options) != (spec.architecture, spec.options):
-        raise ValueError(f"{start} and {end} are different networks; only the same network interpolates")
-    model.load_state_dict(interpolate_weights(first.state_dict(), model.state_dict(), alpha))
+    ends = [end] if isinstance(end, (str, Path)) else list(end)
+    if not ends:
+        raise ValueError("no weights to interpolate towards")
+    first, start_spec = load_model(start)
+    loaded = [load_model(path) for path in ends]
+    model, spec = loaded[0]
+    for path, (_, other) in zip([start, *ends[1:]], [(first, start_spec), *loaded[1:]]):
+        if (other.architecture, other.options) != (spec.architecture, spec.options):
+            raise ValueError(f"{path} and {ends[0]} are different networks; only the same network interpolates")
+    soup = average_weights([other.state_dict() for other, _ in loaded])
+    model.load_state_dict(interpolate_weights(first.state_dict(), soup, alpha))
     spec = spec if version is None else replace(spec, version=version)
     save_checkpoint(target, model, spec)
     return spec

@@ -345,7 +345,8 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
     from .checkpoint import interpolate_checkpoints
 
     spec = interpolate_checkpoints(args.start, args.end, args.output, alpha=args.alpha, version=args.version)
-    print(f"checkpoint: {args.output}  ({1 - args.alpha:g} x {args.start} + {args.alpha:g} x {args.end}, "
+    end = args.end[0] if len(args.end) == 1 else f"mean({', '.join(args.end)})"
+    print(f"checkpoint: {args.output}  ({1 - args.alpha:g} x {args.start} + {args.alpha:g} x {end}, "
           f"version {spec.version})")
     return 0
 
@@ -353,9 +354,11 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
 def configure_interpolate(interpolate: argparse.ArgumentParser) -> None:
     """``gwm interpolate``: weight-space interpolation of a model and its fine-tuned descendant."""
     interpolate.description = ("Write (1 - alpha) x START + alpha x END, weight by weight (WiSE-FT): for END "
-                               "trained from START with gwm train --init-from.")
+                               "trained from START with gwm train --init-from. Several ENDs (one recipe, "
+                               "different seeds) are averaged first (a model soup).")
     interpolate.add_argument("start", help="the starting weights (.pt), e.g. models/weights/gwm-default.pt")
-    interpolate.add_argument("end", help="the weights trained from them (.pt), e.g. runs/more/last.pt")
+    interpolate.add_argument("end", nargs="+",
+                             help="the weights trained from them (.pt), e.g. runs/more/last.pt; several are averaged")
     interpolate.add_argument("--alpha", type=float, default=0.5,
                              help="how far towards END, 0 to 1 (default 0.5, the midpoint)")
     interpolate.add_argument("--version", help="model version to record (default: END's)")
