@@ -128,24 +128,53 @@ def test_copy_paste_moves_another_samples_object_with_its_flow():
     images[1:2] = donor_images
     flows = _camera_pan(torch.zeros_like(flows))
     flows[1:2] = donor_flows
+    trust = torch.ones(4, 1, 32, 60)
+    trust[1] = 0.5  # the donor's trust travels with its vectors
     config = Augmentation(copy_paste=1.0)
-    out_images, out_flows, _ = augment(images, flows, config, torch.Generator().manual_seed(0))
+    out_images, out_flows, out_trust = augment(images, flows, config, torch.Generator().manual_seed(0), trust)
     square = donor_flows[0, 0] == 3.0
     receivers = [i for i in (0, 2, 3) if _square(out_images)[i].any()]
     assert len(receivers) == 1  # the one sample whose donor is sample 1 received the square
     receiver = receivers[0]
     assert torch.equal(out_flows[receiver][:, square], donor_flows[0][:, square])
     assert torch.equal(out_flows[receiver][:, ~square], flows[receiver][:, ~square])
+    assert torch.equal(out_trust[receiver, 0], torch.where(square, 0.5, 1.0))
     image_square = _square(out_images)[receiver]
     assert image_square.sum().item() == pytest.approx(_square(donor_images)[0].sum().item(), rel=0.15)
     assert torch.equal(out_images[1], images[1])  # the donor's own donors had nothing that moved
 
 
-def test_copy_paste_draws_from_the_generator_and_leaves_inputs_alone():
-    images, flows = _scene(batch=6)
+def test_copy_paste_skips_regions_too_small_to_be_an_object():
+    """A moving patch under 1 % of the frame (3×5 of 32×60 flow vectors: 0.8 %) is noise, not pasted."""
+    images, flows = _scene(batch=4)
+    flows = torch.zeros_like(flows)
+    for i in range(4):  # a patch in another place in each sample, so that a paste would show
+        flows[i, 0, 10:13, 10 + 8 * i:15 + 8 * i] = 3.0
     flows = _camera_pan(flows)
+    assert moving_region(flows).any()  # found as moving, then left out by its area
+    out_images, out_flows, _ = augment(images, flows, Augmentation(copy_paste=1.0), torch.Generator().manual_seed(0))
+    assert torch.equal(out_images, images) and torch.equal(out_flows, flows)
+
+
+def _varied_scene(batch: int):
+    """_scene with each sample's square moved 2·i flow-grid pixels to the right (4·i image pixels), so
+    that a paste changes its receiver."""
+    images, flows = _scene(batch=batch)
+    for i in range(batch):
+        images[i] = images[i].roll(4 * i, dims=-1)
+        flows[i] = flows[i].roll(2 * i, dims=-1)
+    return images, _camera_pan(flows)
+
+
+def test_copy_paste_draws_from_the_generator_and_leaves_inputs_alone():
+    images, flows = _varied_scene(batch=6)
     before = images.clone(), flows.clone()
-    first = augment(images, flows, Augmentation(copy_paste=0.5), torch.Generator().manual_seed(5))
-    second = augment(images, flows, Augmentation(copy_paste=0.5), torch.Generator().manual_seed(5))
-    assert all(torch.equal(a, b) for a, b in zip(first[:2], second[:2]))
+
+    def run(seed: int) -> tuple[torch.Tensor, ...]:
+        return augment(images, flows, Augmentation(copy_paste=0.5), torch.Generator().manual_seed(seed))[:2]
+
+    first, again, other = run(5), run(5), run(6)
+    assert not torch.equal(first[1], flows)  # something was pasted
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other))  # another seed, other draws
     assert torch.equal(images, before[0]) and torch.equal(flows, before[1])

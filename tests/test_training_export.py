@@ -244,24 +244,30 @@ def test_interpolated_checkpoint_is_the_weighted_mean_of_the_two(tmp_path):
 
 def test_several_ends_are_averaged_before_the_interpolation(tmp_path):
     """`gwm interpolate START END1 END2`: runs of one recipe with different seeds make one soup, so the
-    candidate is 0.5 START + 0.25 END1 + 0.25 END2 and no seed is picked by its score."""
+    candidate is (1 - alpha) START + alpha (END1 + END2) / 2 and no seed is picked by its score."""
     from gwm_cli.main import main
     from training.checkpoint import load_model, save_checkpoint
 
     options = {"num_regions": 4, "width": 4, "depth": 2}
     spec = ModelSpec("unet", options, input_size=(32, 48), version="1.0")
     networks = [build_segmenter("unet", **options) for _ in range(3)]
-    for name, network in zip(("start", "seed2", "seed3"), networks):
-        save_checkpoint(tmp_path / f"{name}.pt", network.eval(), spec)
-    code = main(["interpolate", *(str(tmp_path / f"{n}.pt") for n in ("start", "seed2", "seed3")),
+    for version, network in zip(("1.0", "1.1", "1.2"), networks):
+        if version != "1.0":
+            with torch.no_grad():  # training mode: each end's batch-norm statistics move its own way
+                network(torch.randn(2, 3, 32, 48))
+        save_checkpoint(tmp_path / f"{version}.pt", network.eval(), replace(spec, version=version))
+    code = main(["interpolate", *(str(tmp_path / f"{v}.pt") for v in ("1.0", "1.1", "1.2")), "--alpha", "0.25",
                  "--output", str(tmp_path / "mid.pt")])
     assert code == 0
-    mid, _ = load_model(tmp_path / "mid.pt")
+    mid, mid_spec = load_model(tmp_path / "mid.pt")
+    assert mid_spec.version == "1.1"  # the first end's
     a, b, c = (network.state_dict() for network in networks)
     for name, value in mid.state_dict().items():
         if value.is_floating_point():
-            torch.testing.assert_close(value, 0.5 * a[name] + 0.25 * b[name] + 0.25 * c[name])
-    assert any(not torch.equal(b[name], c[name]) for name in b if "weight" in name)
+            torch.testing.assert_close(value, 0.75 * a[name] + 0.125 * b[name] + 0.125 * c[name])
+        else:
+            assert torch.equal(value, b[name]), name
+    assert any(not torch.equal(b[name], c[name]) for name in b if "running_mean" in name)
 
 
 def test_interpolate_weights_is_the_weighted_midpoint_and_keeps_counters():

@@ -45,7 +45,8 @@ class Augmentation:
         max_zoom: a window of 1/z of the frame's height and width, z drawn from [1, max_zoom], is
             scaled up to the full input; 1.0 disables cropping.
         copy_paste: chance that a sample receives the moving region of another sample of the batch
-            (see :func:`moving_region`); a donor with no such region, or one too large, gives nothing.
+            (see :func:`moving_region`); a donor with no such region, or one outside ``PASTE_AREA`` of the
+            frame, gives nothing.
     """
 
     colour_jitter: float = 0.0
@@ -140,7 +141,7 @@ def moving_region(flows: torch.Tensor) -> torch.Tensor:
     to the vectors it explains well (residual below twice the median), so that a moving object does not
     drag the background's fit. A 3×3 opening removes isolated vectors."""
     b, _, h, w = flows.shape
-    basis = coordinate_basis(h, w, MotionModel.QUADRATIC, device=flows.device)
+    basis = coordinate_basis(h, w, MotionModel.QUADRATIC, device=flows.device, dtype=flows.dtype)
     vectors = flows.flatten(2).transpose(1, 2)  # (B, N, 2)
     weights = torch.ones(b, 1, h * w, dtype=flows.dtype, device=flows.device)
     for _ in range(2):
@@ -166,7 +167,7 @@ def _copy_paste(images: torch.Tensor, flows: torch.Tensor, confidence: torch.Ten
     donor = (torch.arange(n) + offset) % n
     region = moving_region(flows)[donor]
     area = region.flatten(1).float().mean(1)
-    paste = (receives & (area >= PASTE_AREA[0]) & (area <= PASTE_AREA[1])).view(n, 1, 1, 1).to(region.device)
+    paste = (receives.to(area.device) & (area >= PASTE_AREA[0]) & (area <= PASTE_AREA[1])).view(n, 1, 1, 1)
     region = region & paste
     alpha = F.avg_pool2d(region.float(), 3, 1, 1, count_include_pad=False)
     alpha = F.interpolate(alpha, size=images.shape[-2:], mode="bilinear", align_corners=False)

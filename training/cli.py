@@ -361,7 +361,7 @@ def configure_interpolate(interpolate: argparse.ArgumentParser) -> None:
                              help="the weights trained from them (.pt), e.g. runs/more/last.pt; several are averaged")
     interpolate.add_argument("--alpha", type=float, default=0.5,
                              help="how far towards END, 0 to 1 (default 0.5, the midpoint)")
-    interpolate.add_argument("--version", help="model version to record (default: END's)")
+    interpolate.add_argument("--version", help="model version to record (default: the first END's)")
     interpolate.add_argument("--output", required=True, help="checkpoint to write (.pt)")
     interpolate.set_defaults(handler=_cmd_interpolate)
 
