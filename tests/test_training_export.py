@@ -179,6 +179,8 @@ def test_card_of_a_fine_tuned_run_keeps_the_starting_weights_history(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"init_from": "old.pt", "flow_cache": "cache/flow-dis-fine"}))
+    flow = {"method": "raft", "height": 32, "width": 48, "gaps": [-2, -1, 1, 2], "settings": {"iterations": 6}}
+    (run / "flow.json").write_text(json.dumps(flow))  # written by gwm train; the cache itself may be gone
     # 200 steps at 2 steps/s then 200 more at 4 steps/s: 100 s + 50 s
     (run / "log.jsonl").write_text("\n".join(json.dumps(r) for r in [
         {"step": 200, "loss": 0.5, "steps_per_s": 2.0},
@@ -195,7 +197,7 @@ def test_card_of_a_fine_tuned_run_keeps_the_starting_weights_history(tmp_path):
             "--output", str(tmp_path / "card.json"), "--initialised-from", str(tmp_path / "old.card.json")]
     assert main([*card, "--run-dir", str(run)]) == 0
     training = json.loads((tmp_path / "card.json").read_text())["training"]
-    assert training["steps"] == 400 and training["final_loss"] == 0.4
+    assert training["steps"] == 400 and training["final_loss"] == 0.4 and training["flow"] == flow
     assert training["learning_curve"] == [{"step": 400, "J_merged": 0.61, "J_oracle": 0.71}]
     assert training["initialised_from"] == {"version": "1.0", **earlier["training"]}
     assert training["total_training_hours"] == pytest.approx(1.5 + 150 / 3600)

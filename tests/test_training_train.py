@@ -110,6 +110,8 @@ def test_resume_after_interruption_is_exact(tiny_training_data, tmp_path, monkey
     assert [r["step"] for r in log] == [2, 4, 6] and all(np.isfinite(r["loss"]) for r in log)
     config = json.loads((tmp_path / "b" / "config.json").read_text())
     assert config["steps"] == 6 and config["width"] == 4
+    flow = json.loads((tmp_path / "b" / "flow.json").read_text())  # the run directory is self-contained
+    assert flow == json.loads((Path(config["flow_cache"]) / "meta.json").read_text())
 
 
 def test_weight_average_follows_the_run_and_resumes_exactly(tiny_training_data, tmp_path, monkeypatch,

@@ -66,10 +66,12 @@ def training_summary(run_dir: str | Path) -> dict[str, Any]:
             curve[report["step"]] = {"step": report["step"], "J_merged": overall["merged"]["J_mean"],
                                      "J_oracle": overall["oracle"]["J_mean"]}
     config = json.loads((run_dir / "config.json").read_text())
-    flow_meta = Path(config.get("flow_cache", "")) / "meta.json"
+    # method, grid, gaps, settings: recorded in the run (since 2026-12-07), else read from its cache
+    flow_meta = next((path for path in (run_dir / "flow.json", Path(config.get("flow_cache", "")) / "meta.json")
+                      if path.is_file()), None)
     return {
         "config": config,
-        "flow": json.loads(flow_meta.read_text()) if flow_meta.is_file() else None,  # method, grid, gaps, settings
+        "flow": json.loads(flow_meta.read_text()) if flow_meta else None,
         "steps": previous,
         "training_hours": seconds / 3600,
         "final_loss": steps[-1]["loss"] if steps else None,

@@ -279,9 +279,12 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
             raise ValueError(f"{last} was written without a weight average; resume with ema_decay=0")
         ema.load_state_dict(state["ema"])
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    cache = FlowCache(config.flow_cache)
+    # the flow trained on, beside the config: the run directory alone can card its weights (gwm card)
+    (out / "flow.json").write_text(json.dumps(asdict(cache.spec), indent=2))
 
     videos = list_sources(config.data, config.resolution)
-    dataset = FlowPairDataset.from_cache(videos, FlowCache(config.flow_cache), config.input_size, progress=progress,
+    dataset = FlowPairDataset.from_cache(videos, cache, config.input_size, progress=progress,
                                          loss_size=config.loss_size, flip=config.flip, flow_clip=config.flow_clip,
                                          augmentation=config.augmentation(), trust_check=config.flow_trust_check)
     log.info("training on %d frames from %d sequences, device %s, %d threads",
