@@ -107,10 +107,10 @@ def interpolate_checkpoints(start: str | Path, end: str | Path | Sequence[str | 
         raise ValueError("no weights to interpolate towards")
     first, start_spec = load_model(start)
     loaded = [load_model(path) for path in ends]
+    for path, (_, other) in zip(ends, loaded):
+        if (other.architecture, other.options) != (start_spec.architecture, start_spec.options):
+            raise ValueError(f"{start} and {path} are different networks; only the same network interpolates")
     model, spec = loaded[0]
-    for path, (_, other) in zip([start, *ends[1:]], [(first, start_spec), *loaded[1:]]):
-        if (other.architecture, other.options) != (spec.architecture, spec.options):
-            raise ValueError(f"{path} and {ends[0]} are different networks; only the same network interpolates")
     soup = average_weights([other.state_dict() for other, _ in loaded])
     model.load_state_dict(interpolate_weights(first.state_dict(), soup, alpha))
     spec = spec if version is None else replace(spec, version=version)

@@ -96,7 +96,8 @@ class FlowPairDataset:
         loss_size: (h, w) grid of the loss; ``None`` keeps the flow's grid.
         flip: random horizontal flips (the flow's u component changes sign).
         flow_clip: clip in reference pixels, ``None`` to disable.
-        augmentation: appearance changes, zoom crops and copy-paste of moving regions (training/augment.py); ``None``: none.
+        augmentation: appearance changes, zoom crops and copy-paste of moving regions
+            (training/augment.py); ``None``: none.
         trust_check: give zero weight to flow vectors that fail the forward–backward check
             (models/video_flow.py); off by default, as in the paper, which trusts every vector.
     """

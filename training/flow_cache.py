@@ -55,6 +55,9 @@ class FlowCacheSpec:
     gaps: tuple[int, ...] = PAPER_GAPS
     settings: dict[str, Any] = field(default_factory=dict)  # e.g. RAFT's scale and iterations
 
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
     @classmethod
     def from_json(cls, text: str) -> FlowCacheSpec:
         data = json.loads(text)
@@ -124,7 +127,7 @@ class FlowCache:
         if workers > 1 and not isinstance(estimator, FlowRecipe):
             raise TypeError("parallel flow needs a FlowRecipe (estimators do not cross process boundaries)")
         self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "meta.json").write_text(json.dumps(asdict(self.spec)))
+        (self.root / "meta.json").write_text(self.spec.to_json())
         todo = [(v, g) for v in videos for g in self.spec.gaps if not self.has(v.name, g)]
         done = len(videos) * len(self.spec.gaps) - len(todo)
         if done:

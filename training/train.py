@@ -281,7 +281,7 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
     cache = FlowCache(config.flow_cache)
     # the flow trained on, beside the config: the run directory alone can card its weights (gwm card)
-    (out / "flow.json").write_text(json.dumps(asdict(cache.spec), indent=2))
+    (out / "flow.json").write_text(cache.spec.to_json())
 
     videos = list_sources(config.data, config.resolution)
     dataset = FlowPairDataset.from_cache(videos, cache, config.input_size, progress=progress,
