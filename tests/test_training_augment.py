@@ -118,6 +118,20 @@ def test_moving_region_is_what_moves_unlike_the_background():
     assert not moving_region(_camera_pan(torch.zeros_like(flows))).any()
 
 
+def test_moving_region_ignores_flow_it_does_not_trust():
+    _, flows = _scene(batch=2, flow_size=(32, 60), shift=3.0)
+    truth = flows[:, :1] > 0
+    flows = _camera_pan(flows)
+    garbage = torch.zeros(2, 1, 32, 60, dtype=torch.bool)
+    garbage[:, :, 20:30, 2:14] = True  # an occlusion: vectors that fit nothing, flagged by the trust check
+    flows = torch.where(garbage, torch.tensor([6.0, -5.0]).view(1, 2, 1, 1), flows)
+    trust = (~garbage).float()
+    assert (moving_region(flows) & garbage).sum() > 0.5 * garbage.sum()  # untrusted, it looks like an object
+    found = moving_region(flows, trust)
+    assert not (found & garbage).any()
+    assert (found & truth).sum() / (found | truth).sum() > 0.85  # the object is still found
+
+
 def test_copy_paste_moves_another_samples_object_with_its_flow():
     images, flows = _scene(batch=4, image_size=(64, 120), flow_size=(32, 60))
     flows = _camera_pan(flows)

@@ -134,24 +134,36 @@ RESIDUAL_FACTOR, MIN_RESIDUAL = 3.0, 1.0
 PASTE_AREA = (0.01, 0.4)
 
 
-def moving_region(flows: torch.Tensor) -> torch.Tensor:
+def moving_region(flows: torch.Tensor, confidence: torch.Tensor | None = None) -> torch.Tensor:
     """Where each flow (B, 2, h, w) moves unlike its frame's dominant motion: (B, 1, h, w) booleans.
 
     The dominant motion is the quadratic model (the loss's own) fitted to the whole frame, then refitted
     to the vectors it explains well (residual below twice the median), so that a moving object does not
-    drag the background's fit. A 3×3 opening removes isolated vectors."""
+    drag the background's fit. A 3×3 opening removes isolated vectors. With ``confidence`` (B, 1, h, w)
+    in [0, 1] (the forward–backward trust of models/video_flow.py), the fits weigh each vector by it
+    and a vector trusted less than half is never moving: an occlusion's garbage is not an object."""
     b, _, h, w = flows.shape
     basis = coordinate_basis(h, w, MotionModel.QUADRATIC, device=flows.device, dtype=flows.dtype)
     vectors = flows.flatten(2).transpose(1, 2)  # (B, N, 2)
-    weights = torch.ones(b, 1, h * w, dtype=flows.dtype, device=flows.device)
+    trust = (torch.ones(b, 1, h * w, dtype=flows.dtype, device=flows.device) if confidence is None
+             else confidence.reshape(b, 1, h * w).to(flows.dtype))
+    weights = trust
     for _ in range(2):
         residual = motion_residuals(vectors, basis, fit_motion(weights, vectors, basis)).sqrt()  # (B, 1, N)
-        median = residual.median(dim=-1, keepdim=True).values
-        weights = (residual <= 2 * median).to(flows.dtype)
-    moving = residual > torch.clamp(RESIDUAL_FACTOR * median, min=MIN_RESIDUAL)
+        median = _weighted_median(residual, trust)
+        weights = trust * (residual <= 2 * median).to(flows.dtype)
+    moving = (residual > torch.clamp(RESIDUAL_FACTOR * median, min=MIN_RESIDUAL)) & (trust >= 0.5)
     moving = moving.view(b, 1, h, w).float()
     opened = F.max_pool2d(-F.max_pool2d(-moving, 3, 1, 1), 3, 1, 1)  # erosion, then dilation
     return opened > 0.5
+
+
+def _weighted_median(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Median of ``values`` (B, 1, N) over the entries with weight ≥ ½ (all of them where none has)."""
+    counted = weights >= 0.5
+    counted = counted | ~counted.any(dim=-1, keepdim=True)
+    masked = torch.where(counted, values, torch.full_like(values, float("nan")))
+    return masked.nanmedian(dim=-1, keepdim=True).values
 
 
 def _copy_paste(images: torch.Tensor, flows: torch.Tensor, confidence: torch.Tensor | None, probability: float,
@@ -165,7 +177,7 @@ def _copy_paste(images: torch.Tensor, flows: torch.Tensor, confidence: torch.Ten
     if n < 2 or not receives.any():
         return images, flows, confidence
     donor = (torch.arange(n) + offset) % n
-    region = moving_region(flows)[donor]
+    region = moving_region(flows, confidence)[donor]
     area = region.flatten(1).float().mean(1)
     paste = (receives.to(area.device) & (area >= PASTE_AREA[0]) & (area <= PASTE_AREA[1])).view(n, 1, 1, 1)
     region = region & paste
