@@ -150,7 +150,7 @@ def moving_region(flows: torch.Tensor, confidence: torch.Tensor | None = None) -
     weights = trust
     for _ in range(2):
         residual = motion_residuals(vectors, basis, fit_motion(weights, vectors, basis)).sqrt()  # (B, 1, N)
-        median = _weighted_median(residual, trust)
+        median = _trusted_median(residual, trust)
         weights = trust * (residual <= 2 * median).to(flows.dtype)
     moving = (residual > torch.clamp(RESIDUAL_FACTOR * median, min=MIN_RESIDUAL)) & (trust >= 0.5)
     moving = moving.view(b, 1, h, w).float()
@@ -158,9 +158,9 @@ def moving_region(flows: torch.Tensor, confidence: torch.Tensor | None = None) -
     return opened > 0.5
 
 
-def _weighted_median(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Median of ``values`` (B, 1, N) over the entries with weight ≥ ½ (all of them where none has)."""
-    counted = weights >= 0.5
+def _trusted_median(values: torch.Tensor, trust: torch.Tensor) -> torch.Tensor:
+    """Median of ``values`` (B, 1, N) over the entries trusted at least ½ (all of them where none is)."""
+    counted = trust >= 0.5
     counted = counted | ~counted.any(dim=-1, keepdim=True)
     masked = torch.where(counted, values, torch.full_like(values, float("nan")))
     return masked.nanmedian(dim=-1, keepdim=True).values
