@@ -20,7 +20,8 @@ step kept; the others add the safeguard unless named `-noguard`):
     weights, not the midpoint with the original ones), fast-lr2e-4 (adaptation rate 2e-4), fast-nocheck,
     fast-raft-nocheck (without the appearance, component, motion and steadiness checks, models/appearance.py,
     models/connectivity.py, models/motion_check.py and models/steadiness.py), fast-decoder (the encoder's weights held), fast-b16 (the paper's batch of 16,
-    at half the input size: the service default), fast-b16-runs2 (two runs of its steps, their weights averaged)
+    at half the input size: the service default), fast-b16-runs2 (two runs of its steps, their weights averaged),
+    fast-b16-avg (the checked steps that beat the start averaged, not the best one)
 `fast` = batch 8, adaptation at half the input size, the midpoint weights, the appearance, component and
 motion checks (the component check since 2026-12-06, the motion check since its third session: rows
 measured before ran without them), DIS flow at the
@@ -84,6 +85,7 @@ VARIANTS: dict[str, dict] = {
     "fast-decoder": {**FAST, "adapt_encoder": False},  # the encoder's weights held: decoder and head adapt
     "fast-b16": {**FAST, "batch_size": 16},  # the paper's batch, at half the input size: the default since 2026-12-03
     "fast-b16-runs2": {**FAST, "batch_size": 16, "runs": 2},  # two runs of the steps, their weights averaged
+    "fast-b16-avg": {**FAST, "batch_size": 16, "average_checked": True},  # the improving checked steps averaged
 }
 
 

@@ -191,6 +191,41 @@ def test_the_safeguard_judges_the_average_of_several_runs(single_thread):
         assert report.heldout_loss_after < 0.98 * report.heldout_loss_before
 
 
+def test_averaging_the_checked_steps_segments_with_the_mean_of_their_weights(single_thread):
+    """average_checked without a safeguard: the weights after steps 2 and 4 of one run, averaged — the
+    same as the weights of a 2-step and a 4-step adaptation with that seed."""
+    frames, _, flows, valid = make_video(0)
+    dataset = _dataset(flows, valid, frames)
+    settings = AdaptationSettings(steps=4, batch_size=4, lr=1e-2, holdout_every=0, check_every=2, interpolation=1.0)
+    singles = []
+    for steps in (2, 4):
+        model = _model()
+        adapt(model, dataset, dataclasses.replace(settings, steps=steps), torch.device("cpu"))
+        singles.append(model.state_dict())
+    averaged = _model()
+    report = adapt(averaged, dataset, dataclasses.replace(settings, average_checked=True), torch.device("cpu"))
+    assert report.decision == "kept" and report.best_step == 4
+    for name, value in averaged.state_dict().items():
+        if value.is_floating_point():
+            assert torch.allclose(value, (singles[0][name] + singles[1][name]) / 2, atol=1e-6), name
+    assert not torch.equal(averaged.state_dict()["head.weight"], singles[1]["head.weight"])
+
+
+def test_the_safeguard_judges_the_average_of_the_checked_steps(single_thread):
+    frames, _, flows, valid = make_video(0)
+    dataset = _dataset(flows, valid, frames)
+    model = _model()
+    report = adapt(model, dataset, dataclasses.replace(SETTINGS, steps=40, average_checked=True), torch.device("cpu"))
+    assert report.decision == "kept"
+    measured = heldout_loss(model, dataset, heldout_frames(len(frames), 4),
+                            LossFunction(SETTINGS.train_config(), torch.device("cpu")), SETTINGS.scale)
+    assert report.heldout_loss_after == pytest.approx(measured, rel=1e-5)
+    noise = np.random.default_rng(1).normal(0, 2.0, flows.shape).astype(np.float32) * valid[..., None, None, None]
+    reverted = adapt(_model(), _dataset(noise, valid, frames), dataclasses.replace(SETTINGS, average_checked=True),
+                     torch.device("cpu"))
+    assert reverted.decision == "reverted"  # no checked step beat the start: nothing to average
+
+
 def test_held_encoder_stays_as_it_was_while_the_decoder_adapts(single_thread):
     frames, _, flows, valid = make_video(0)
     model = _model()

@@ -158,6 +158,34 @@ def test_copy_paste_moves_another_samples_object_with_its_flow():
     assert torch.equal(out_images[1], images[1])  # the donor's own donors had nothing that moved
 
 
+def test_relative_paste_moves_the_object_unlike_its_new_background():
+    """The square moves at 3 px in a scene panning at −1.5; pasted onto a scene panning at +3, its flow as
+    it is would move with the new background (nothing there moves unlike it), while its relative flow
+    keeps the motion that made it an object."""
+    images, flows = _scene(batch=4, image_size=(64, 120), flow_size=(32, 60))
+    donor_flows = _camera_pan(flows[1:2])
+    donor_background = _camera_pan(torch.zeros_like(donor_flows))
+    plain = (torch.tensor([0.2, 0.2, 0.8]).view(1, 3, 1, 1) - MEAN) / STD
+    images = torch.cat([plain.expand(1, 3, 64, 120), images[1:2], plain.expand(2, 3, 64, 120)])
+    receiver_background = _camera_pan(torch.zeros_like(flows[:1]), pan=3.0)
+    flows = torch.cat([receiver_background, donor_flows, receiver_background, receiver_background])
+    square = donor_flows[0, 0] == 3.0
+    outputs = {relative: augment(images, flows, Augmentation(copy_paste=1.0, paste_relative_flow=relative),
+                                 torch.Generator().manual_seed(0)) for relative in (False, True)}
+    receiver = next(i for i in (0, 2, 3) if _square(outputs[True][0])[i].any())
+    absolute, relative = outputs[False][1][receiver], outputs[True][1][receiver]
+    assert torch.equal(absolute[:, square], donor_flows[0][:, square])
+    assert torch.allclose(relative[:, square] - receiver_background[0][:, square],
+                          donor_flows[0][:, square] - donor_background[0][:, square], atol=1e-3)
+    assert torch.equal(relative[:, ~square], receiver_background[0][:, ~square])  # elsewhere nothing changed
+
+    def found_square(flow: torch.Tensor) -> float:  # IoU of the moving region with the square
+        found = moving_region(flow[None])[0, 0]
+        return float((found & square).sum() / (found | square).sum())
+
+    assert found_square(relative) > 0.85 and found_square(absolute) < 0.2
+
+
 def test_copy_paste_skips_regions_too_small_to_be_an_object():
     """A moving patch under 1 % of the frame (3×5 of 32×60 flow vectors: 0.8 %) is noise, not pasted."""
     images, flows = _scene(batch=4)

@@ -166,6 +166,9 @@ class AdaptationSettings:
     #: before the interpolation (see the module docstring); each run costs the steps' time again.
     runs: int = 1
     seed: int = 0
+    #: Segment with the average of the checked steps' weights whose held-out loss beat the start (every
+    #: checked step's without a safeguard) instead of the single best one (see the module docstring).
+    average_checked: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.interpolation <= 1.0:
@@ -368,6 +371,7 @@ def _one_run(
     optimizer = make_optimizer(model, config)
     batch_size = min(settings.batch_size, len(training_set))
     best = _RunOutcome(state=start[0], step=0, loss=start[1], train_losses=[])
+    improving: list[tuple[int, dict[str, torch.Tensor]]] = []  # checked steps that beat the start
     model.train()
     if settings.freeze_norm:
         _set_norm_frozen(model)
@@ -378,12 +382,16 @@ def _one_run(
             batch = batch.rescaled(settings.scale)
         loss, _ = train_step(model, optimizer, loss_fn, batch, config.lr, config)
         best.train_losses.append(loss)
-        if judge is not None and (step % settings.check_every == 0 or step == settings.steps):
-            current = judge()
+        if step % settings.check_every == 0 or step == settings.steps:
+            current = judge() if judge is not None else math.nan
+            if judge is None or current < start[1]:
+                improving.append((step, copy.deepcopy(model.state_dict())))
             if current < best.loss:
-                best.state, best.step, best.loss = copy.deepcopy(model.state_dict()), step, current
+                best.state, best.step, best.loss = improving[-1][1], step, current
         report_step(step)
-    if judge is None:
+    if settings.average_checked and improving:  # its held-out loss is settle's to measure
+        best.state, best.step, best.loss = average_weights([state for _, state in improving]), improving[-1][0], math.nan
+    elif judge is None:
         best.state, best.step = copy.deepcopy(model.state_dict()), settings.steps
     return best
 

@@ -47,6 +47,12 @@ class Augmentation:
         copy_paste: chance that a sample receives the moving region of another sample of the batch
             (see :func:`moving_region`); a donor with no such region, or one outside ``PASTE_AREA`` of the
             frame, gives nothing.
+        paste_relative_flow: the pasted flow is the donor's motion relative to its own background added
+            to the receiver's background motion, not the donor's flow as it is. Pasted as it is, a thing
+            that moved with a panning camera's speed can land on a background panning the same way and
+            not move at all there, while its pixels still differ from the background: the loss then
+            teaches nothing about it, or teaches that such things are background. Relative, every pasted
+            thing moves unlike its new background by exactly what made it a moving region.
     """
 
     colour_jitter: float = 0.0
@@ -55,6 +61,7 @@ class Augmentation:
     blur_sigma: tuple[float, float] = (0.3, 1.5)
     max_zoom: float = 1.0
     copy_paste: float = 0.0
+    paste_relative_flow: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -142,6 +149,11 @@ def moving_region(flows: torch.Tensor, confidence: torch.Tensor | None = None) -
     drag the background's fit. A 3×3 opening removes isolated vectors. With ``confidence`` (B, 1, h, w)
     in [0, 1] (the forward–backward trust of models/video_flow.py), the fits weigh each vector by it
     and a vector trusted less than half is never moving: an occlusion's garbage is not an object."""
+    return _dominant_motion(flows, confidence)[1]
+
+
+def _dominant_motion(flows: torch.Tensor, confidence: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each flow's dominant motion, as a flow (B, 2, h, w), and :func:`moving_region`'s mask."""
     b, _, h, w = flows.shape
     basis = coordinate_basis(h, w, MotionModel.QUADRATIC, device=flows.device, dtype=flows.dtype)
     vectors = flows.flatten(2).transpose(1, 2)  # (B, N, 2)
@@ -149,13 +161,15 @@ def moving_region(flows: torch.Tensor, confidence: torch.Tensor | None = None) -
              else confidence.reshape(b, 1, h * w).to(flows.dtype))
     weights = trust
     for _ in range(2):
-        residual = motion_residuals(vectors, basis, fit_motion(weights, vectors, basis)).sqrt()  # (B, 1, N)
+        theta = fit_motion(weights, vectors, basis)  # (B, 1, P, 2)
+        residual = motion_residuals(vectors, basis, theta).sqrt()  # (B, 1, N)
         median = _trusted_median(residual, trust)
         weights = trust * (residual <= 2 * median).to(flows.dtype)
     moving = (residual > torch.clamp(RESIDUAL_FACTOR * median, min=MIN_RESIDUAL)) & (trust >= 0.5)
     moving = moving.view(b, 1, h, w).float()
     opened = F.max_pool2d(-F.max_pool2d(-moving, 3, 1, 1), 3, 1, 1)  # erosion, then dilation
-    return opened > 0.5
+    background = torch.matmul(basis, theta[:, 0]).transpose(1, 2).reshape(b, 2, h, w)
+    return background, opened > 0.5
 
 
 def _trusted_median(values: torch.Tensor, trust: torch.Tensor) -> torch.Tensor:
@@ -167,24 +181,28 @@ def _trusted_median(values: torch.Tensor, trust: torch.Tensor) -> torch.Tensor:
 
 
 def _copy_paste(images: torch.Tensor, flows: torch.Tensor, confidence: torch.Tensor | None, probability: float,
-                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                generator: torch.Generator, relative: bool = False,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Paste the moving region of sample (i + offset) mod B onto sample i, for each i drawn with
     ``probability``: its pixels (edges feathered over one flow-grid pixel) and its flow vectors (and
-    trust), where they are. Returns new tensors."""
+    trust), where they are — as they are, or with ``relative`` their motion relative to the donor's
+    dominant motion added to the receiver's (see :class:`Augmentation`). Returns new tensors."""
     n = len(images)
     receives = torch.rand(n, generator=generator) < probability
     offset = int(torch.randint(1, max(n, 2), (1,), generator=generator))
     if n < 2 or not receives.any():
         return images, flows, confidence
     donor = (torch.arange(n) + offset) % n
-    region = moving_region(flows, confidence)[donor]
+    background, moving = _dominant_motion(flows, confidence)
+    region = moving[donor]
     area = region.flatten(1).float().mean(1)
     paste = (receives.to(area.device) & (area >= PASTE_AREA[0]) & (area <= PASTE_AREA[1])).view(n, 1, 1, 1)
     region = region & paste
     alpha = F.avg_pool2d(region.float(), 3, 1, 1, count_include_pad=False)
     alpha = F.interpolate(alpha, size=images.shape[-2:], mode="bilinear", align_corners=False)
     images = images + alpha * (images[donor] - images)
-    flows = torch.where(region, flows[donor], flows)
+    pasted = background + flows[donor] - background[donor] if relative else flows[donor]
+    flows = torch.where(region, pasted, flows)
     if confidence is not None:
         confidence = torch.where(region, confidence[donor], confidence)
     return images, flows, confidence
@@ -200,7 +218,8 @@ def augment(images: torch.Tensor, flows: torch.Tensor, config: Augmentation, gen
     if config.max_zoom > 1.0:
         images, flows, confidence = _zoom_crop(images, flows, confidence, config.max_zoom, generator)
     if config.copy_paste:
-        images, flows, confidence = _copy_paste(images, flows, confidence, config.copy_paste, generator)
+        images, flows, confidence = _copy_paste(images, flows, confidence, config.copy_paste, generator,
+                                                config.paste_relative_flow)
     if config.colour_jitter or config.grey_probability or config.blur_probability:
         mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)

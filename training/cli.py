@@ -228,6 +228,10 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                        help="chance a frame receives what moves unlike its background in another frame of the "
                             "batch, pixels and flow, found from the flow alone "
                             f"(default {defaults.copy_paste:g}: none, as the paper)")
+    group.add_argument("--paste-relative-flow", dest="paste_relative_flow", action="store_const", const=True,
+                       help="paste the donor's motion relative to its own background onto the receiver's background "
+                            "motion, so that every pasted thing moves unlike its new background (default: its flow "
+                            "as it is)")
     group.add_argument("--flow-trust-check", dest="flow_trust_check", action="store_const", const=True,
                        help="zero weight for flow failing the forward-backward check (default off, as the paper)")
     group.add_argument("--steps", type=int, help=f"training steps (default {defaults.steps})")

@@ -92,6 +92,7 @@ class TrainConfig:
     blur_probability: float = 0.0
     max_zoom: float = 1.0
     copy_paste: float = 0.0
+    paste_relative_flow: bool = False  # pasted flow relative to the donor's background (Augmentation)
     seed: int = 0
     device: str = "auto"
     threads: int | None = None  # None = all cores
@@ -129,7 +130,7 @@ class TrainConfig:
     def augmentation(self) -> Augmentation:
         return Augmentation(colour_jitter=self.colour_jitter, grey_probability=self.grey_probability,
                             blur_probability=self.blur_probability, max_zoom=self.max_zoom,
-                            copy_paste=self.copy_paste)
+                            copy_paste=self.copy_paste, paste_relative_flow=self.paste_relative_flow)
 
     def segmenter_options(self) -> dict[str, Any]:
         """The architecture's constructor options, as the model records them (``ModelSpec.options``):
