@@ -272,7 +272,8 @@ def main() -> int:
                 row[label] = summarise(runs[label], flow_s)
         rows.append(row)
         print(f"{video.name}: J0 {100 * row['J0']:.1f}  " + "  ".join(
-            f"{n} {100 * row[n]['J']:.1f} ({row[n]['decision']}, IoU0 {100 * row[n]['agreement']:.0f}, "
+            f"{n} {100 * row[n]['J']:.1f} ({row[n]['decision']}, worst run {100 * row[n]['J_min']:.1f}, "
+            f"IoU0 {100 * row[n]['agreement']:.0f}, "
             f"{row[n]['adapt_s']:.1f} s)" for n in labels),
             flush=True)
 
