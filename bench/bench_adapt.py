@@ -40,6 +40,7 @@ import argparse
 import copy
 import dataclasses
 import io
+import json
 import sys
 import time
 from pathlib import Path
@@ -193,6 +194,9 @@ def main() -> int:
     parser.add_argument("--interpolations", type=float, nargs="+",
                         help="judge each run of steps at these interpolations too (rows VARIANT@ALPHA): the same "
                              "steps, so the rows differ by the interpolation alone")
+    parser.add_argument("--records", type=Path,
+                        help="write every run (video, row, seed, J, 0-step J, kept, held-out losses) to this JSON file: "
+                             "what a verdict made afterwards (another keep margin) would have done can be read off it")
     parser.add_argument("--compare-check", choices=list(COMPARED_CHECKS),
                         help="judge each run of steps with and without this mask check (rows VARIANT-cc and "
                              "VARIANT+cc for the component check, -ac/+ac, -mc/+mc): the same weights, so the rows "
@@ -208,6 +212,7 @@ def main() -> int:
     detail = args.detail or labels[-1]
     videos = val_dev_videos(args.data, args.sequences, args.max_sequences)
     rows: list[dict] = []
+    records: list[dict] = []
     datasets: dict[tuple, FlowPairDataset] = {}
     for video in videos:
         frames = h264_round_trip([video.read(i) for i in range(len(video))], scale=args.upscale)
@@ -254,7 +259,7 @@ def main() -> int:
                                                    original=model, **checks)
                         masks = list(segmented)
                         kept = report.with_steadiness(segmented.steadiness).decision == "kept"
-                        runs[label].append({"J": sequence_j(masks, truths), "kept": kept,
+                        runs[label].append({"seed": seed, "J": sequence_j(masks, truths), "kept": kept,
                                             "adapt_s": adapt_s,
                                             "agreement": np.mean([jaccard(a, b) for a, b in zip(masks0, masks)]),
                                             "before": report.heldout_loss_before, "after": report.heldout_loss_after})
@@ -270,7 +275,10 @@ def main() -> int:
                         row["flicker_temporal"] = flicker(fused, dataset)
             for label in runs:
                 row[label] = summarise(runs[label], flow_s)
+                records.extend({"sequence": video.name, "row": label, "J0": row["J0"], **run} for run in runs[label])
         rows.append(row)
+        if args.records:  # rewritten after each video: a bench cut short keeps what it measured
+            args.records.write_text(json.dumps(records, indent=1))
         print(f"{video.name}: J0 {100 * row['J0']:.1f}  " + "  ".join(
             f"{n} {100 * row[n]['J']:.1f} ({row[n]['decision']}, worst run {100 * row[n]['J_min']:.1f}, "
             f"IoU0 {100 * row[n]['agreement']:.0f}, "
