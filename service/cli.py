@@ -97,6 +97,9 @@ def configure_segment(segment: argparse.ArgumentParser) -> None:
     video.add_argument("--adaptation-runs", type=int,
                        help="independent runs of the steps whose weights are averaged; each costs the steps' time "
                             f"(default {settings.adaptation_runs}, GWM_ADAPTATION_RUNS)")
+    video.add_argument("--adaptation-seed", type=int,
+                       help="seed of the steps' draw of frames and flips: another seed is another draw "
+                            f"(default {settings.adaptation_seed}, GWM_ADAPTATION_SEED)")
     video.add_argument("--appearance-check", dest="adaptation_appearance_check",
                        action=argparse.BooleanOptionalAction, default=None,
                        help="after adaptation, keep masks from growing into the background's colours (wakes, shadows) "
@@ -149,7 +152,7 @@ def _segment(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name)
                  for name in ("model_path", "checkpoint_path", "device", "merge", "image_merge", "flow_method",
                               "raft_weights", "refine", "temporal", "adaptation_interpolation", "adaptation_runs",
-                              "adaptation_appearance_check", "adaptation_component_check",
+                              "adaptation_seed", "adaptation_appearance_check", "adaptation_component_check",
                               "adaptation_motion_check", "adaptation_steadiness_check")}
     settings = Settings(**{name: value for name, value in overrides.items() if value is not None})
     format = OutputFormat(args.format)

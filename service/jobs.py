@@ -123,6 +123,7 @@ class WorkerConfig:
     flow_size: tuple[int, int] | None  # see Settings.flow_size
     adaptation_interpolation: float  # see Settings.adaptation_interpolation
     adaptation_runs: int  # see Settings.adaptation_runs
+    adaptation_seed: int  # see Settings.adaptation_seed
     adaptation_appearance_check: bool  # see Settings.adaptation_appearance_check
     adaptation_component_check: bool  # see Settings.adaptation_component_check
     adaptation_motion_check: bool  # see Settings.adaptation_motion_check
@@ -138,6 +139,7 @@ class WorkerConfig:
                    flow_size=settings.flow_size, merge=settings.merge, flow_options=settings.flow_options(),
                    adaptation_interpolation=settings.adaptation_interpolation,
                    adaptation_runs=settings.adaptation_runs,
+                   adaptation_seed=settings.adaptation_seed,
                    adaptation_appearance_check=settings.adaptation_appearance_check,
                    adaptation_component_check=settings.adaptation_component_check,
                    adaptation_motion_check=settings.adaptation_motion_check,
@@ -263,7 +265,7 @@ def run_video_job(
             settings = AdaptationSettings(steps=request.steps, flow_method=config.flow_method,
                                           flow_options=dict(config.flow_options), flow_size=config.flow_size,
                                           interpolation=config.adaptation_interpolation,
-                                          runs=config.adaptation_runs,
+                                          runs=config.adaptation_runs, seed=config.adaptation_seed,
                                           appearance_check=config.adaptation_appearance_check,
                                           component_check=config.adaptation_component_check,
                                           motion_check=config.adaptation_motion_check,

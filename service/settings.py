@@ -119,6 +119,11 @@ class Settings(BaseSettings):
                     "interpolation (training/adapt.py): each run costs the steps' time again, and the average moves "
                     "less with one run's draw of frames.",
     )
+    adaptation_seed: int = Field(
+        0, ge=0,
+        description="Seed of the adaptation's draw of frames and flips (training/adapt.py): the same upload gives the "
+                    "same masks with the same seed; another seed is another draw of the steps, as a retry.",
+    )
     adaptation_appearance_check: bool = Field(
         True,
         description="After adaptation, hold each frame's foreground where it would grow into colours the original "

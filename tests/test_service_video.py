@@ -51,6 +51,7 @@ def test_video_job_runs_to_masks_of_every_frame(client, davis_video, service_set
     assert result["adaptation"]["heldout_frames"] == 0
     assert result["adaptation"]["interpolation"] == service_settings.adaptation_interpolation == 0.5
     assert result["adaptation"]["runs"] == service_settings.adaptation_runs
+    assert result["adaptation"]["seed"] == service_settings.adaptation_seed == 0
     assert result["adaptation"]["appearance_check"] is service_settings.adaptation_appearance_check is True
     assert result["adaptation"]["component_check"] is service_settings.adaptation_component_check is True
     assert result["adaptation"]["motion_check"] is service_settings.adaptation_motion_check is True
@@ -67,6 +68,24 @@ def test_video_job_runs_to_masks_of_every_frame(client, davis_video, service_set
     with av.open(io.BytesIO(video.content)) as container:
         assert sum(1 for _ in container.decode(video=0)) == 6
     assert not list(service_settings.upload_dir.iterdir()), "upload must be removed after the job"
+
+
+def test_the_adaptation_seed_picks_the_draw_of_the_steps(davis_video, service_settings) -> None:
+    """GWM_ADAPTATION_SEED: the same seed repeats a job's steps exactly, another draws other batches."""
+    from service.jobs import VideoJobRequest, WorkerConfig, run_video_job
+    from service.video import VideoLimits
+
+    request = VideoJobRequest(video_path=str(davis_video), steps=3, stride=1, max_frames=6,
+                              limits=VideoLimits(service_settings.max_video_frames, 60.0, 1920))
+
+    def adaptation(seed: int) -> dict:
+        config = WorkerConfig.from_settings(service_settings.model_copy(update={"adaptation_seed": seed}))
+        return run_video_job(request, config, lambda _: None, lambda: False)["adaptation"]
+
+    first, again, other = adaptation(0), adaptation(0), adaptation(1)
+    assert (first["seed"], other["seed"]) == (0, 1)
+    assert first["train_losses"] == again["train_losses"]
+    assert first["train_losses"] != other["train_losses"]
 
 
 def test_stride_and_max_frames_select_frames(client, davis_video) -> None:

@@ -206,6 +206,7 @@ class AdaptationReport:
     reverted_by: str | None
     steps: int  # steps taken per run
     runs: int  # independent runs whose kept weights were averaged
+    seed: int  # the first run's seed (run i drew with seed + i): the same seed, the same draw
     best_step: int  # step whose weights were kept (0 when reverted; with several runs, the latest of theirs)
     heldout_frames: int  # 0: the video was too short to hold frames out, and the steps were kept unjudged
     heldout_loss_before: float | None
@@ -482,6 +483,7 @@ def settle(
         reverted_by=None if keep else "heldout_loss",
         steps=settings.steps,
         runs=settings.runs,
+        seed=settings.seed,
         best_step=run.best_step if keep else 0,
         heldout_frames=len(run.held_out),
         heldout_loss_before=run.loss_before if run.safeguarded else None,
