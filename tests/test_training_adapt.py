@@ -257,7 +257,7 @@ def test_an_unsteady_adaptation_is_reported_reverted_by_the_steadiness_check():
     from models.steadiness import Steadiness
     from training.adapt import AdaptationReport
 
-    kept = AdaptationReport(decision="kept", reverted_by=None, steps=20, runs=1, best_step=15, heldout_frames=10,
+    kept = AdaptationReport(decision="kept", reverted_by=None, steps=20, runs=1, seed=0, best_step=15, heldout_frames=10,
                             heldout_loss_before=0.3, heldout_loss_after=0.2, interpolation=0.5,
                             appearance_check=True, component_check=True, motion_check=True,
                             flicker_before=None, flicker_after=None, train_losses=[0.3])
