@@ -155,25 +155,33 @@ def test_one_run_of_steps_settled_at_each_interpolation_is_what_adapt_gives(sing
         assert all(torch.equal(a, b) for a, b in zip(shared.state_dict().values(), alone.state_dict().values()))
 
 
+def _adapted_weights(dataset: FlowPairDataset, settings: AdaptationSettings) -> dict[str, torch.Tensor]:
+    """The weights a fresh model ends with after ``adapt`` under ``settings``."""
+    model = _model()
+    adapt(model, dataset, settings, torch.device("cpu"))
+    return model.state_dict()
+
+
+def _assert_mean_of(state: dict[str, torch.Tensor], states: list[dict[str, torch.Tensor]]) -> None:
+    """Every floating-point entry of ``state`` is the mean of ``states``' (batch counters aside)."""
+    for name, value in state.items():
+        if value.is_floating_point():
+            assert torch.allclose(value, sum(other[name] for other in states) / len(states), atol=1e-6), name
+
+
 def test_several_runs_average_the_weights_of_runs_with_successive_seeds(single_thread):
     """runs=2 is two independent runs of the steps (seeds 3 and 4), each from the original weights, and
     their weights averaged; the progress counts every run's steps."""
     frames, _, flows, valid = make_video(0)
     dataset = _dataset(flows, valid, frames)
     settings = AdaptationSettings(steps=3, batch_size=4, lr=1e-2, holdout_every=0, interpolation=1.0, seed=3)
-    singles = []
-    for seed in (3, 4):
-        model = _model()
-        adapt(model, dataset, dataclasses.replace(settings, seed=seed), torch.device("cpu"))
-        singles.append(model.state_dict())
+    singles = [_adapted_weights(dataset, dataclasses.replace(settings, seed=seed)) for seed in (3, 4)]
     assert not torch.equal(singles[0]["head.weight"], singles[1]["head.weight"])  # two different draws
     soup, calls = _model(), []
     report = adapt(soup, dataset, dataclasses.replace(settings, runs=2), torch.device("cpu"),
                    progress=lambda *call: calls.append(call))
     assert report.runs == 2 and report.steps == 3 and len(report.train_losses) == 6
-    for name, value in soup.state_dict().items():
-        if value.is_floating_point():
-            assert torch.allclose(value, (singles[0][name] + singles[1][name]) / 2, atol=1e-6), name
+    _assert_mean_of(soup.state_dict(), singles)
     assert calls == [("adapting", done, 6) for done in range(7)]
 
 
@@ -197,17 +205,11 @@ def test_averaging_the_checked_steps_segments_with_the_mean_of_their_weights(sin
     frames, _, flows, valid = make_video(0)
     dataset = _dataset(flows, valid, frames)
     settings = AdaptationSettings(steps=4, batch_size=4, lr=1e-2, holdout_every=0, check_every=2, interpolation=1.0)
-    singles = []
-    for steps in (2, 4):
-        model = _model()
-        adapt(model, dataset, dataclasses.replace(settings, steps=steps), torch.device("cpu"))
-        singles.append(model.state_dict())
+    singles = [_adapted_weights(dataset, dataclasses.replace(settings, steps=steps)) for steps in (2, 4)]
     averaged = _model()
     report = adapt(averaged, dataset, dataclasses.replace(settings, average_checked=True), torch.device("cpu"))
     assert report.decision == "kept" and report.best_step == 4
-    for name, value in averaged.state_dict().items():
-        if value.is_floating_point():
-            assert torch.allclose(value, (singles[0][name] + singles[1][name]) / 2, atol=1e-6), name
+    _assert_mean_of(averaged.state_dict(), singles)
     assert not torch.equal(averaged.state_dict()["head.weight"], singles[1]["head.weight"])
 
 

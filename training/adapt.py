@@ -382,7 +382,7 @@ def _one_run(
     batch_size = min(settings.batch_size, len(training_set))
     best = _RunOutcome(state=start[0], step=0, loss=start[1], train_losses=[])
     average: dict[str, torch.Tensor] | None = None  # with average_checked: the improving checked steps' mean
-    averaged_steps: list[int] = []
+    averaged, averaged_step = 0, 0  # how many steps that mean holds, and the latest of them
     model.train()
     if settings.freeze_norm:
         _set_norm_frozen(model)
@@ -398,12 +398,12 @@ def _one_run(
             if current < best.loss:
                 best.state, best.step, best.loss = copy.deepcopy(model.state_dict()), step, current
             if settings.average_checked and (judge is None or current < start[1]):
-                averaged_steps.append(step)  # a running mean: memory stays one copy of the weights
+                averaged, averaged_step = averaged + 1, step  # a running mean: one copy of the weights
                 state = copy.deepcopy(model.state_dict())
-                average = state if average is None else interpolate_weights(average, state, 1 / len(averaged_steps))
+                average = state if average is None else interpolate_weights(average, state, 1 / averaged)
         report_step(step)
     if average is not None:  # its held-out loss is settle's to measure
-        best.state, best.step, best.loss = average, averaged_steps[-1], math.nan
+        best.state, best.step, best.loss = average, averaged_step, math.nan
     elif judge is None:
         best.state, best.step = copy.deepcopy(model.state_dict()), settings.steps
     return best
