@@ -167,6 +167,27 @@ def test_cli_export_records_version_and_merge_in_onnx_and_slim_checkpoint(tmp_pa
     assert slim_spec == ModelSpec.from_dict(json.loads(meta["gwm.spec"]))
 
 
+def test_cli_export_records_another_input_size_the_graph_can_take(tmp_path):
+    """``--input-size`` changes the size the service feeds the network (the weights stay), in the ONNX
+    metadata and the slim checkpoint alike; a size the any-size graph cannot take is refused."""
+    from training.checkpoint import load_model, save_checkpoint
+    from gwm_cli.main import main
+
+    options = {"num_regions": 4, "width": 4, "depth": 2}
+    model = build_segmenter("unet", **options).eval()
+    save_checkpoint(tmp_path / "run.pt", model, ModelSpec("unet", options, input_size=(32, 48), version="dev"))
+    code = main(["export", str(tmp_path / "run.pt"), str(tmp_path / "m.onnx"), "--aspect", "keep",
+                 "--input-size", "48x64", "--slim-checkpoint", str(tmp_path / "slim.pt")])
+    assert code == 0
+    recorded = ModelSpec.from_onnx_metadata(read_metadata(tmp_path / "m.onnx"))
+    slim, slim_spec = load_model(tmp_path / "slim.pt")
+    assert recorded.input_size == slim_spec.input_size == (48, 64)
+    assert torch.equal(slim.head.weight.float(), model.head.weight.half().float())
+    odd = main(["export", str(tmp_path / "run.pt"), str(tmp_path / "odd.onnx"), "--aspect", "keep",
+                "--input-size", "40x64"])
+    assert odd == 2 and not (tmp_path / "odd.onnx").exists()
+
+
 def test_card_of_a_fine_tuned_run_keeps_the_starting_weights_history(tmp_path):
     from training.checkpoint import save_checkpoint
     from gwm_cli.main import main

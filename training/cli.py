@@ -22,7 +22,7 @@ from .flow import DEFAULT_FLOW_METHOD, DEFAULT_RAFT_ITERATIONS, DEFAULT_RAFT_SCA
 from .flow_cache import PAPER_GAPS
 from .frames import DEFAULT_EVAL_DATA, DEFAULT_EVAL_SPLIT, DEFAULT_RESOLUTION, DEFAULT_TRAIN_DATA
 
-__all__ = ["configure_flow", "configure_train", "configure_eval", "configure_export", "configure_card"]
+__all__ = ["parse_size", "configure_flow", "configure_train", "configure_eval", "configure_export", "configure_card"]
 
 log = logging.getLogger("gwm")
 
@@ -40,7 +40,7 @@ def _names(choices: type[Enum]) -> list:
     return [member.value for member in choices]
 
 
-def _size(text: str) -> tuple[int, int]:
+def parse_size(text: str) -> tuple[int, int]:
     """Parse ``HxW`` (e.g. 128x224)."""
     try:
         height, width = (int(v) for v in text.lower().split("x"))
@@ -137,8 +137,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx, onnx_parity
 
     model, spec = load_model(args.checkpoint)
+    if args.input_size is not None and not model.any_input_size:
+        raise SystemExit(f"a {spec.architecture} network takes the input size it was built for only: "
+                         "export it without --input-size")
     spec = replace(spec, version=args.version or spec.version, merge=args.merge or spec.merge,
-                   keep_aspect=spec.keep_aspect if args.aspect is None else args.aspect == "keep")
+                   keep_aspect=spec.keep_aspect if args.aspect is None else args.aspect == "keep",
+                   input_size=args.input_size or spec.input_size)
     path = export_onnx(model, spec, args.output)
     difference = max(onnx_parity(model, path, size=size)
                      for size in dict.fromkeys([spec.input_size, spec.input_size_for(spec.input_size[::-1])]))
@@ -206,9 +210,9 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                        help="local file (.pth, .bin, .safetensors) with pretrained weights of that timm model; "
                             "read when a run starts, never downloaded (default none: random weights)")
     group.add_argument("--num-regions", dest="num_regions", type=int, help=f"K (default {defaults.num_regions})")
-    group.add_argument("--input-size", dest="input_size", type=_size,
+    group.add_argument("--input-size", dest="input_size", type=parse_size,
                        help=f"network input HxW (default {_format_size(defaults.input_size)})")
-    group.add_argument("--loss-size", dest="loss_size", type=_size, help="loss grid HxW (default: flow cache grid; paper 480x854)")
+    group.add_argument("--loss-size", dest="loss_size", type=parse_size, help="loss grid HxW (default: flow cache grid; paper 480x854)")
     group.add_argument("--motion-model", dest="motion_model", choices=_names(MotionModel),
                        help=f"flow model per region (default {defaults.motion_model})")
     group.add_argument("--weight-power", dest="weight_power", type=int, choices=_names(WeightPower),
@@ -280,7 +284,7 @@ def configure_flow(flow: argparse.ArgumentParser) -> None:
     flow.add_argument("--device", default="cpu", help="device for RAFT: cpu (default) or cuda")
     flow.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                       help="processes on the CPU, one thread each (default: one per core)")
-    flow.add_argument("--size", type=_size, default=DEFAULT_INPUT_SIZE,
+    flow.add_argument("--size", type=parse_size, default=DEFAULT_INPUT_SIZE,
                       help=f"stored grid HxW (default {_format_size(DEFAULT_INPUT_SIZE)}, the network input)")
     flow.add_argument("--gaps", type=_gaps, default=PAPER_GAPS,
                       help=f"frame gaps (default {_format_gaps(PAPER_GAPS)} as in the paper)")
@@ -338,6 +342,11 @@ def configure_export(export: argparse.ArgumentParser) -> None:
                         help="feed each photo in its own aspect ratio at the input size's pixel count (keep; the "
                              "ONNX graph then takes any height and width) or stretched to the input size (stretch, "
                              "the paper) (default: the checkpoint's own)")
+    export.add_argument("--input-size", type=parse_size,
+                        help="input HxW to record, the size the service feeds the network (with --aspect keep: its "
+                             "pixel count); a fully convolutional network may segment unseen images better at another "
+                             "size than it was trained at: measure with bench/bench_input_size.py (default: the "
+                             "checkpoint's own)")
     export.add_argument("--slim-checkpoint",
                         help="also write a weights-only float16 checkpoint here, for shipping (default: none)")
     export.add_argument("--tolerance", type=float, default=1e-4,

@@ -48,10 +48,13 @@ def export_onnx(model: Segmenter, spec: ModelSpec, path: str | Path, opset: int 
     if spec.keep_aspect and not model.any_input_size:
         raise ValueError(f"a {spec.architecture} network takes one input size only: it cannot keep each image's "
                          "aspect ratio (export it with keep_aspect off)")
+    height, width = spec.input_size
+    if spec.keep_aspect and (height % SIZE_MULTIPLE or width % SIZE_MULTIPLE):
+        raise ValueError(f"the input size {height}x{width} must be a multiple of {SIZE_MULTIPLE} on both sides: the "
+                         "exported graph takes such sizes only, and video frames are fed at exactly this size")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.float().eval().to("cpu", memory_format=torch.contiguous_format)
-    height, width = spec.input_size
     example = torch.zeros(2, 3, height, width)  # not 1: torch.export would specialise a size-1 batch
     dynamic = {0: torch.export.Dim("batch", min=1)}
     if spec.keep_aspect:  # height and width: any multiples of SIZE_MULTIPLE up to 4096
