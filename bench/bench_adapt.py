@@ -53,14 +53,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from models.inference import segment_frames  # noqa: E402
-from models.steadiness import flicker as mask_flicker  # noqa: E402
-from training.adapt import AdaptationSettings, mask_checks, run_adaptation_steps, settle  # noqa: E402
-from training.checkpoint import load_model  # noqa: E402
-from training.data import FlowPairDataset  # noqa: E402
-from training.evaluate import jaccard, read_annotation  # noqa: E402
-from training.flow import build_flow_estimator  # noqa: E402
-from training.frames import DEFAULT_EVAL_DATA, VideoFolder, list_sequences  # noqa: E402
+from models.inference import segment_frames
+from models.steadiness import flicker as mask_flicker
+from training.adapt import AdaptationSettings, mask_checks, run_adaptation_steps, settle
+from training.checkpoint import load_model
+from training.data import FlowPairDataset
+from training.evaluate import jaccard, read_annotation
+from training.flow import build_flow_estimator
+from training.frames import DEFAULT_EVAL_DATA, VideoFolder, list_sequences
 
 DATA = (REPO / DEFAULT_EVAL_DATA).resolve()
 FAST = {"batch_size": 8, "scale": 0.5}
@@ -205,7 +205,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     model, spec = load_model(args.checkpoint)
-    input_size, merge = spec.input_size, spec.merge
+    input_size, merge = spec.video_size, spec.merge
     compared_states = [False, True] if args.compare_check else [None]
     labels = [label_of(name, alpha, args.interpolations, args.compare_check, checked) for name in args.variants
               for alpha in (args.interpolations or [None]) for checked in compared_states]
@@ -273,9 +273,9 @@ def main() -> int:
                         row["flicker0"], row["flicker"] = flicker(masks0, dataset), flicker(masks, dataset)
                         row["flicker0_temporal"] = flicker(fused0, dataset)
                         row["flicker_temporal"] = flicker(fused, dataset)
-            for label in runs:
-                row[label] = summarise(runs[label], flow_s)
-                records.extend({"sequence": video.name, "row": label, "J0": row["J0"], **run} for run in runs[label])
+            for label, label_runs in runs.items():
+                row[label] = summarise(label_runs, flow_s)
+                records.extend({"sequence": video.name, "row": label, "J0": row["J0"], **run} for run in label_runs)
         rows.append(row)
         if args.records:  # rewritten after each video: a bench cut short keeps what it measured
             args.records.write_text(json.dumps(records, indent=1))

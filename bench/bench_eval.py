@@ -19,11 +19,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from training.checkpoint import load_model  # noqa: E402
-from models.merge_strategy import MergeStrategy  # noqa: E402
-from training.evaluate import PROTOCOLS, evaluate_davis, format_table  # noqa: E402
-from training.frames import DEFAULT_EVAL_DATA  # noqa: E402
-from training.train import select_device  # noqa: E402
+from models.merge_strategy import MergeStrategy
+from training.checkpoint import load_model
+from training.evaluate import PROTOCOLS, evaluate_davis, format_table
+from training.frames import DEFAULT_EVAL_DATA
+from training.train import select_device
 
 DATA = (REPO / DEFAULT_EVAL_DATA).resolve()
 

@@ -116,6 +116,24 @@ def kmeans_oracle_j(features: np.ndarray, truth: np.ndarray, k: int = 4) -> floa
     return max(jaccard(np.isin(labels, subset), truth, empty_score=0.0) for subset in subsets)
 
 
+def _fit_logistic(inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of a class-balanced, lightly L2-regularised logistic regression (L-BFGS)."""
+    weight = torch.zeros(inputs.shape[1], requires_grad=True)
+    bias = torch.zeros(1, requires_grad=True)
+    balance = (1 - targets.mean()) / targets.mean().clamp_min(1e-6)
+    optimiser = torch.optim.LBFGS([weight, bias], max_iter=100)
+
+    def loss() -> torch.Tensor:
+        optimiser.zero_grad()
+        value = F.binary_cross_entropy_with_logits(inputs @ weight + bias, targets, pos_weight=balance)
+        value = value + 1e-3 * weight.pow(2).sum()
+        value.backward()
+        return value
+
+    optimiser.step(loss)
+    return weight.detach(), bias.detach()
+
+
 def linear_probe_j(samples: list[tuple[str, np.ndarray, np.ndarray]]) -> float:
     """Mean J over frames of a logistic regression fitted on the other half of the videos."""
     videos = sorted({video for video, _, _ in samples})
@@ -126,25 +144,11 @@ def linear_probe_j(samples: list[tuple[str, np.ndarray, np.ndarray]]) -> float:
         x = np.concatenate([f for f, _ in train])
         y = torch.from_numpy(np.concatenate([t for _, t in train]).astype(np.float32))
         mean, std = x.mean(0), x.std(0) + 1e-6
-        inputs = torch.from_numpy((x - mean) / std).float()
-        weight = torch.zeros(x.shape[1], requires_grad=True)
-        bias = torch.zeros(1, requires_grad=True)
-        balance = (1 - y.mean()) / y.mean().clamp_min(1e-6)
-        optimiser = torch.optim.LBFGS([weight, bias], max_iter=100)
-
-        def loss() -> torch.Tensor:
-            optimiser.zero_grad()
-            value = F.binary_cross_entropy_with_logits(inputs @ weight + bias, y, pos_weight=balance)
-            value = value + 1e-3 * weight.pow(2).sum()
-            value.backward()
-            return value
-
-        optimiser.step(loss)
-        with torch.no_grad():
-            for video, features, truth in samples:
-                if (video in first_half) != fold:
-                    logits = torch.from_numpy((features - mean) / std).float() @ weight + bias
-                    scores.append(jaccard(logits.numpy() > 0, truth, empty_score=0.0))
+        weight, bias = _fit_logistic(torch.from_numpy((x - mean) / std).float(), y)
+        for video, features, truth in samples:
+            if (video in first_half) != fold:
+                logits = torch.from_numpy((features - mean) / std).float() @ weight + bias
+                scores.append(jaccard(logits.numpy() > 0, truth, empty_score=0.0))
     return float(np.mean(scores))
 
 

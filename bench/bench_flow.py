@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import cv2
@@ -20,8 +21,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from training.flow import build_flow_estimator  # noqa: E402
-from training.frames import DEFAULT_EVAL_DATA, DEFAULT_RESOLUTION, read_rgb  # noqa: E402
+from training.flow import build_flow_estimator
+from training.frames import DEFAULT_EVAL_DATA, DEFAULT_RESOLUTION, read_rgb
 
 FRAMES = (REPO / DEFAULT_EVAL_DATA / "JPEGImages" / DEFAULT_RESOLUTION).resolve()
 METHODS = ["dis-ultrafast", "dis-fast", "dis", "dis-fine", "farneback"]
@@ -50,7 +51,7 @@ def main() -> int:
         estimator(frames[0], frames[1])  # warm-up
         magnitudes = []
         start = time.perf_counter()
-        for a, b in zip(frames[:-1], frames[1:]):
+        for a, b in pairwise(frames):
             flow = estimator(a, b)
             magnitudes.append(float(np.median(np.linalg.norm(flow, axis=-1))))
         elapsed = time.perf_counter() - start

@@ -25,12 +25,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import torch  # noqa: E402
+import torch
 
-from training.adapt import AdaptationSettings  # noqa: E402
-from training.checkpoint import load_model  # noqa: E402
-from training.data import Batch  # noqa: E402
-from training.train import LossFunction, make_optimizer, train_step  # noqa: E402
+from training.adapt import AdaptationSettings
+from training.checkpoint import load_model
+from training.data import Batch
+from training.train import LossFunction, make_optimizer, train_step
 
 
 def per_call(fn: Callable[[], object]) -> float:

@@ -2,6 +2,8 @@
 
     python bench/bench_input_size.py models/weights/gwm-default.onnx
     python bench/bench_input_size.py models/weights/gwm-default.pt --sizes 112x192 128x224 --ecssd-limit 300
+    python bench/bench_input_size.py models/weights/gwm-default.onnx --flops-from models/weights/gwm-default.pt \
+        --sizes 112x192 128x224 --cost-only
 
 A fully convolutional network takes any input size, and the size it was trained at need not be the one
 it segments best at: the size sets how large objects are against the network's receptive field and its
@@ -9,14 +11,19 @@ four 2× poolings. Every row runs what ``gwm eval`` runs (DAVIS val-dev, the off
 model's own merge; ECSSD with the ``framed`` merge, each photo in its own aspect ratio at the row's pixel
 count when the model keeps the aspect), only the input size changes; a model exported with
 ``gwm export --input-size`` is then what the chosen row measured. GFLOPs: one forward pass at the row's
-size (PyTorch FLOP counter; for an ``.onnx`` model, pass its training checkpoint with ``--flops-from``).
+size (PyTorch FLOP counter; for an ``.onnx`` model, pass its training checkpoint with ``--flops-from``);
+latency: the median of 20 forward passes of one image at the row's size, interleaved over the rows so
+that a machine shared with other work slows each alike (onnxruntime for an ``.onnx`` model, the served
+path; PyTorch for a checkpoint).
 Both sets are unseen by the shipped model, and a size should be chosen only where both agree.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -24,11 +31,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.checkpoint import load_model  # noqa: E402
-from training.cli import parse_size  # noqa: E402
-from training.evaluate import evaluate_davis, evaluate_images  # noqa: E402
-from training.export import load_network  # noqa: E402
-from training.frames import DEFAULT_EVAL_DATA  # noqa: E402
+from training.checkpoint import load_model
+from training.cli import parse_size
+from training.evaluate import evaluate_davis, evaluate_images
+from training.export import load_network
+from training.frames import DEFAULT_EVAL_DATA
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -41,6 +48,21 @@ def gflops(checkpoint: Path, size: tuple[int, int]) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def latencies_ms(network, sizes: list[tuple[int, int]], repeats: int = 20) -> list[float]:
+    """Median milliseconds of one forward pass of one image at each size, the sizes interleaved."""
+    images = [torch.zeros(1, 3, *size) for size in sizes]
+    timings: list[list[float]] = [[] for _ in sizes]
+    with torch.inference_mode():
+        for image in images:  # warm-up: the first pass at a new size allocates
+            network.forward_with_features(image)
+        for _ in range(repeats):
+            for image, timing in zip(images, timings):
+                start = time.perf_counter()
+                network.forward_with_features(image)
+                timing.append(1000 * (time.perf_counter() - start))
+    return [statistics.median(timing) for timing in timings]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="checkpoint (.pt) or exported model (.onnx) that takes any input size")
@@ -50,6 +72,7 @@ def main() -> None:
     parser.add_argument("--ecssd-limit", type=int, help="score only the first N ECSSD photos")
     parser.add_argument("--flops-from", type=Path,
                         help="checkpoint whose network to count FLOPs of (default: the model itself if a .pt)")
+    parser.add_argument("--cost-only", action="store_true", help="only GFLOPs and latency, no evaluation")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -58,25 +81,26 @@ def main() -> None:
         raise SystemExit(f"{args.model} takes one input size only")
     flops_from = args.flops_from or (Path(args.model) if Path(args.model).suffix == ".pt" else None)
 
-    rows = []
-    for size in args.sizes:
+    costs = [None if flops_from is None else gflops(flops_from, size) for size in args.sizes]
+    timings = latencies_ms(network, args.sizes)
+    scores = []
+    for size in [] if args.cost_only else args.sizes:
         davis = evaluate_davis(network, DEFAULT_EVAL_DATA, size, merge=spec.merge)["overall"]
         photos = evaluate_images(network, SHARED / "ecssd" / "images", SHARED / "ecssd" / "masks", size,
                                  limit=args.ecssd_limit, keep_aspect=spec.keep_aspect)
-        rows.append((size, None if flops_from is None else gflops(flops_from, size),
-                     davis["merged"]["J_mean"], davis["oracle"]["J_mean"], photos["pixel_accuracy"], photos["J"],
-                     photos["max_F_beta"]))
+        scores.append(f"{100 * davis['merged']['J_mean']:.1f} | {100 * davis['oracle']['J_mean']:.1f} | "
+                      f"{100 * photos['pixel_accuracy']:.1f} | {100 * photos['J']:.1f} | "
+                      f"{100 * photos['max_F_beta']:.1f} |")
 
-    trained = spec.input_size
-    print(f"\nmodel {Path(args.model).name} (version {spec.version}, recorded input {trained[0]}×{trained[1]}), "
-          f"{args.threads} thread(s), ECSSD {photos['images']} photos\n"
-          "| input | GFLOPs | val-dev J merged | val-dev J oracle | ECSSD accuracy | ECSSD J | ECSSD max F-β |\n"
-          "| --- | --- | --- | --- | --- | --- | --- |")
-    for size, cost, merged, oracle, accuracy, j, f_beta in rows:
-        label = f"{size[0]}×{size[1]}" + (" (recorded)" if tuple(size) == tuple(trained) else "")
+    recorded = spec.input_size
+    quality = "" if args.cost_only else " val-dev J merged | val-dev J oracle | ECSSD accuracy | ECSSD J | ECSSD max F-β |"
+    print(f"\nmodel {Path(args.model).name} (version {spec.version}, recorded input {recorded[0]}×{recorded[1]}), "
+          f"{args.threads} thread(s)\n| input | GFLOPs | ms per image |{quality}\n"
+          f"|{' --- |' * (3 + (0 if args.cost_only else 5))}")
+    for index, (size, cost, timing) in enumerate(zip(args.sizes, costs, timings)):
+        label = f"{size[0]}×{size[1]}" + (" (recorded)" if tuple(size) == tuple(recorded) else "")
         cost_text = "–" if cost is None else f"{cost:.2f}"
-        print(f"| {label} | {cost_text} | {100 * merged:.1f} | {100 * oracle:.1f} | {100 * accuracy:.1f} | "
-              f"{100 * j:.1f} | {100 * f_beta:.1f} |")
+        print(f"| {label} | {cost_text} | {timing:.1f} |" + ("" if args.cost_only else f" {scores[index]}"))
 
 
 if __name__ == "__main__":

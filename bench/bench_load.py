@@ -44,9 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from PIL import Image
-
 from bench_service import davis_frames, encode_mp4, percentile, random_model, start_server, stop_server
+from PIL import Image
 
 logger = logging.getLogger("bench_load")
 

@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.merging import border_strips, region_subsets, foreground_probability, is_degenerate
+from models.merging import border_strips, foreground_probability, is_degenerate, region_subsets
 from models.preprocessing import prepare_image
-from training.evaluate import read_mask, read_annotation
+from training.evaluate import read_annotation, read_mask
 from training.export import load_network
 from training.frames import DEFAULT_EVAL_DATA, DEFAULT_EVAL_SPLIT, list_sequences, read_rgb
 

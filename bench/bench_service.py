@@ -33,9 +33,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from service.inference import OnnxSegmenter  # noqa: E402
-from service.settings import Settings  # noqa: E402
-from training.frames import DEFAULT_EVAL_DATA, DEFAULT_RESOLUTION  # noqa: E402
+from service.inference import OnnxSegmenter
+from service.settings import Settings
+from training.frames import DEFAULT_EVAL_DATA, DEFAULT_RESOLUTION
 
 DAVIS = (REPO / DEFAULT_EVAL_DATA / "JPEGImages" / DEFAULT_RESOLUTION / "bear").resolve()
 

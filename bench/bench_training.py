@@ -20,9 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.segmenters import build_segmenter  # noqa: E402
-from training.data import Batch  # noqa: E402
-from training.train import LossFunction, TrainConfig, make_optimizer, select_device, train_step  # noqa: E402
+from models.segmenters import build_segmenter
+from training.data import Batch
+from training.train import LossFunction, TrainConfig, make_optimizer, select_device, train_step
 
 
 def random_batch(config: TrainConfig, generator: torch.Generator) -> Batch:

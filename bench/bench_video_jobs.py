@@ -31,13 +31,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_adapt import add_video_arguments, decode_video, encode_h264, flicker, sequence_j, val_dev_videos  # noqa: E402
-from bench_service import start_server, stop_server  # noqa: E402
-from service import rle  # noqa: E402
-from service.settings import Settings  # noqa: E402
-from training.data import FlowPairDataset  # noqa: E402
-from training.evaluate import read_annotation  # noqa: E402
-from training.flow import build_flow_estimator  # noqa: E402
+from bench_adapt import add_video_arguments, decode_video, encode_h264, flicker, sequence_j, val_dev_videos
+from bench_service import start_server, stop_server
+
+from service import rle
+from service.settings import Settings
+from training.data import FlowPairDataset
+from training.evaluate import read_annotation
+from training.flow import build_flow_estimator
 
 
 def run_job(client: httpx.Client, video: bytes, query: str, time_cap: float) -> dict:

@@ -39,7 +39,7 @@ def check_api() -> str | None:
     port = os.environ.get("GWM_PORT", "8000")
     url = f"http://127.0.0.1:{port}/healthz"
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:  # noqa: S310 (fixed local URL)
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:
             if 200 <= resp.status < 300:
                 return None
             return f"{url} answered {resp.status}"

@@ -29,8 +29,8 @@ import torch
 from .appearance import ColourHistograms, colour_indices, restrict_growth
 from .connectivity import restrict_to_anchored_components
 from .merge_strategy import PAPER_MERGE
-from .motion_check import restrict_to_independent_motion
 from .merging import foreground_probability
+from .motion_check import restrict_to_independent_motion
 from .preprocessing import prepare_image
 from .refinement import foreground_mask, refinement_guide
 from .steadiness import Steadiness, measure_steadiness
@@ -40,7 +40,7 @@ from .video_flow import VideoFlow
 if TYPE_CHECKING:
     from .segmenters import Segmenter
 
-__all__ = ["SegmentedFrames", "predict", "segment_frames", "masks_at_sizes", "region_scores"]
+__all__ = ["SegmentedFrames", "masks_at_sizes", "predict", "region_scores", "segment_frames"]
 
 
 @dataclass

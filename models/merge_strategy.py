@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["MergeStrategy", "PAPER_MERGE", "PHOTO_MERGE"]
+__all__ = ["PAPER_MERGE", "PHOTO_MERGE", "MergeStrategy"]
 
 
 class MergeStrategy(StrEnum):

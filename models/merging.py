@@ -54,18 +54,18 @@ from .merge_strategy import PAPER_MERGE, MergeStrategy
 
 __all__ = [
     "AFFINITY_EPSILON",
-    "region_features",
-    "region_affinity",
-    "spectral_bipartition",
     "background_group",
-    "border_strips",
-    "region_subsets",
     "border_contrast_groups",
-    "framed_groups",
+    "border_strips",
     "foreground_probability",
+    "framed_groups",
     "is_degenerate",
     "masks_at_size",
     "oracle_merge",
+    "region_affinity",
+    "region_features",
+    "region_subsets",
+    "spectral_bipartition",
 ]
 
 AFFINITY_EPSILON = 1e-12

@@ -25,8 +25,8 @@ __all__ = [
     "WeightPower",
     "coordinate_basis",
     "fit_motion",
-    "motion_residuals",
     "motion_loss",
+    "motion_residuals",
 ]
 
 

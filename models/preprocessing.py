@@ -11,8 +11,17 @@ from collections.abc import Hashable, Sequence
 import cv2
 import numpy as np
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_INPUT_SIZE", "SIZE_MULTIPLE", "MAX_ASPECT", "network_input_size",
-           "indices_by_size", "prepare_image", "resize_flow"]
+__all__ = [
+    "DEFAULT_INPUT_SIZE",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "MAX_ASPECT",
+    "SIZE_MULTIPLE",
+    "indices_by_size",
+    "network_input_size",
+    "prepare_image",
+    "resize_flow",
+]
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)

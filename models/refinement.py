@@ -20,8 +20,14 @@ import torch.nn.functional as F
 
 from .merging import masks_at_size
 
-__all__ = ["RADIUS_FRACTION", "EPSILON", "GUIDE_MAX_PIXELS", "refine_soft_mask", "refinement_guide",
-           "foreground_mask"]
+__all__ = [
+    "EPSILON",
+    "GUIDE_MAX_PIXELS",
+    "RADIUS_FRACTION",
+    "foreground_mask",
+    "refine_soft_mask",
+    "refinement_guide",
+]
 
 #: Filter radius as a fraction of the image diagonal (≈ 39 px on 854×480).
 RADIUS_FRACTION = 0.04

@@ -43,8 +43,15 @@ class ModelSpec:
             instead of stretched to ``input_size``. Only for networks that take any input size (the
             U-Net; its ONNX export then has dynamic height and width); specs written before gwm 0.4.1
             record none and get the stretch their static ONNX graphs need. Video frames are fed at
-            ``input_size`` either way: test-time adaptation measured better on them stretched
+            :attr:`video_size` either way: test-time adaptation measured better on them stretched
             (training/adapt.py).
+        video_input_size: (height, width) video jobs feed every frame at, to adapt and to segment;
+            ``None`` (every spec before gwm 0.5.1): ``input_size``. Set when single images segment best
+            at another size than the network was trained at: a fully convolutional network fed a
+            smaller grid sees objects smaller against its receptive field, which on unseen photos and
+            frames helped model 0.5.0 (fed 112×192, trained at 128×224), while test-time adaptation,
+            which trains the network further, did better at the size it was trained at (README, Model
+            card).
     """
 
     architecture: str
@@ -55,6 +62,7 @@ class ModelSpec:
     version: str = "dev"
     merge: MergeStrategy = PAPER_MERGE
     keep_aspect: bool = False
+    video_input_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         # Normalise what JSON and torch.load hand back (lists, plain strings) so that a spec read
@@ -65,14 +73,21 @@ class ModelSpec:
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         object.__setattr__(self, "merge", MergeStrategy(self.merge))
         object.__setattr__(self, "keep_aspect", bool(self.keep_aspect))
+        if self.video_input_size is not None:
+            object.__setattr__(self, "video_input_size", (int(self.video_input_size[0]), int(self.video_input_size[1])))
 
     @property
     def num_regions(self) -> int:
         """K, the number of regions the network predicts."""
         return int(self.options["num_regions"])
 
+    @property
+    def video_size(self) -> tuple[int, int]:
+        """The (height, width) video jobs feed every frame at (``video_input_size``, else ``input_size``)."""
+        return self.video_input_size or self.input_size
+
     def input_size_for(self, image_size: tuple[int, int]) -> tuple[int, int]:
-        """The (height, width) a photo of ``image_size`` = (H, W) is fed at (video frames: ``input_size``)."""
+        """The (height, width) a photo of ``image_size`` = (H, W) is fed at (video frames: :attr:`video_size`)."""
         return network_input_size(image_size, self.input_size, self.keep_aspect)
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,6 +101,7 @@ class ModelSpec:
             "version": self.version,
             "merge": self.merge.value,
             "keep_aspect": self.keep_aspect,
+            "video_input_size": None if self.video_input_size is None else list(self.video_input_size),
         }
 
     @classmethod

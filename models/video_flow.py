@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["FB_ALPHA", "FB_BETA", "VideoFlow", "warp", "forward_backward_confidence"]
+__all__ = ["FB_ALPHA", "FB_BETA", "VideoFlow", "forward_backward_confidence", "warp"]
 
 #: Sundaram et al.'s constants: a tolerance growing with the motion, plus a floor in pixels².
 FB_ALPHA = 0.01

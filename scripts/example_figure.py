@@ -20,7 +20,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from service.inference import OnnxSegmenter  # noqa: E402
+from service.inference import OnnxSegmenter
 
 FRAMES = REPO.parent / "shared" / "data" / "davis2016" / "JPEGImages" / "240p"
 DEFAULT_FRAMES = ("car-roundabout/00030", "cows/00030")

@@ -25,7 +25,8 @@ def _run(*args: str) -> subprocess.CompletedProcess:
             "try:\n    runpy.run_module('gwm_cli', run_name='__main__')\n"
             "except SystemExit:\n    pass\n"
             "print('IMPORTED', *sorted({m.split('.')[0] for m in sys.modules}), file=sys.stderr)\n")
-    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          check=False)
 
 
 def _imported(result: subprocess.CompletedProcess) -> set[str]:

@@ -16,9 +16,15 @@ import pytest
 from PIL import Image
 
 from gwm_cli.main import main
+from helpers.service_media import (
+    encode_image,
+    encode_video,
+    exif_rotated_jpeg,
+    gradient_rgb,
+    image_variants,
+    undecodable_video,
+)
 from service.local import Kind, kind_of
-from helpers.service_media import (encode_image, encode_video, exif_rotated_jpeg, gradient_rgb, image_variants,
-                                   undecodable_video)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import models.merging as merging
+from models import merging
 from models.merging import (
     AFFINITY_EPSILON,
     MAX_FOREGROUND_COVERAGE,
@@ -328,7 +328,7 @@ def test_merge_never_returns_a_whole_frame_or_empty_mask(strategy, object_value,
 
 
 def test_degenerate_fallback_leaves_good_merges_alone():
-    logits, square = _square_scene(0.9, 0.0)
+    logits, _ = _square_scene(0.9, 0.0)
     soft = foreground_probability(logits, torch.zeros(1, 8, 12, 16), "border")
     expected = logits.softmax(1)[0, 0]
     torch.testing.assert_close(soft[0], expected)

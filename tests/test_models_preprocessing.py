@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.preprocessing import (DEFAULT_INPUT_SIZE, IMAGENET_MEAN, IMAGENET_STD, MAX_ASPECT, SIZE_MULTIPLE,
-                                  network_input_size, prepare_image)
+from models.preprocessing import (
+    DEFAULT_INPUT_SIZE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MAX_ASPECT,
+    SIZE_MULTIPLE,
+    network_input_size,
+    prepare_image,
+)
 from models.spec import ModelSpec
 
 

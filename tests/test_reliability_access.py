@@ -9,12 +9,12 @@ import pickle
 import httpx
 import pytest
 import torch
-from fastapi.testclient import TestClient
-
 from conftest import API_KEY as KEY  # the key of the keyed_* fixtures
-from helpers.service_process import running_server
+from fastapi.testclient import TestClient
 from test_reliability_inputs import small_clip
 from test_service_video import submit, wait_for_end
+
+from helpers.service_process import running_server
 
 WRONG = "gwm-test-key-0000000000000000"
 PUBLIC = {"/healthz", "/readyz", "/docs", "/redoc", "/openapi.json"}  # docs: where the key is entered

@@ -18,10 +18,10 @@ import time
 
 import httpx
 import pytest
-
-from helpers.service_process import free_port, gwm, metric, private_redis, running_server, start_server, stop
 from test_service_redis import new_client, redis_settings, run_worker_burst  # noqa: F401  (fixture)
 from test_service_video import wait_for_end
+
+from helpers.service_process import free_port, gwm, metric, private_redis, running_server, start_server, stop
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

@@ -22,10 +22,10 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
-
-from helpers.service_media import encode_image, encode_live_webm, encode_video, gradient_rgb, undecodable_video
 from test_service_images import _error
 from test_service_video import submit, wait_for_end
+
+from helpers.service_media import encode_image, encode_live_webm, encode_video, gradient_rgb, undecodable_video
 
 REPLY_SECONDS = 5.0  # generous: this machine's 2 cores are shared
 GOOD_PNG = encode_image(Image.fromarray(gradient_rgb(96, 64)), "PNG")
@@ -320,7 +320,8 @@ def test_malformed_job_ids_on_every_job_route(api, method: str, job_id: str, sta
 def test_openapi_fuzzing_finds_no_5xx(service_settings) -> None:
     """Schemathesis generates requests for every operation of /openapi.json; none may answer 5xx."""
     schemathesis = pytest.importorskip("schemathesis")
-    from hypothesis import HealthCheck, given, settings as hypothesis_settings
+    from hypothesis import HealthCheck, given
+    from hypothesis import settings as hypothesis_settings
 
     from service.api.app import create_app
 

@@ -34,7 +34,7 @@ def test_short_load_run_holds(tiny_model, tmp_path) -> None:
         "--video-jobs", "2", "--video-clients", "2", "--video-frames", "6", "--steps", "1", "--video-cap", "120",
         "--model", str(onnx_path), "--checkpoint", str(checkpoint_path), "--json", str(report_path),
     ]
-    run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240)
+    run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads(report_path.read_text())
 

@@ -31,7 +31,7 @@ def test_huge_pixel_requests_stay_within_memory_bounds(tiny_model, tmp_path) -> 
         "--memory-stop-above-mb", str(CONCURRENT_PEAK_MB),  # old code would go on to take ~23 GB
         "--model", str(onnx_path), "--checkpoint", str(checkpoint_path), "--json", str(report_path),
     ]
-    run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     cases = {(c["images_per_request"], c["concurrent"]): c for c in json.loads(report_path.read_text())["memory"]}
     assert len(cases) == 4, run.stdout[-3000:]

@@ -7,9 +7,9 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import API_KEY as KEY  # the key of the keyed_* fixtures
 
 from helpers.browser import browser_page, screenshot_path, serve
-from conftest import API_KEY as KEY  # the key of the keyed_* fixtures
 
 #: ReDoc's sidebar credit always points its <img> at this CDN logo and hides it when it fails to load;
 #: it is decoration, the one request off the machine that either page makes.

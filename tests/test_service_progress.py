@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers.service_media import DAVIS_FRAMES, davis_frames, encode_video, gradient_rgb
 from service.jobs import STAGES, ProgressMeter
 from service.video import VideoLimits, decode_frames
-from helpers.service_media import DAVIS_FRAMES, davis_frames, encode_video, gradient_rgb
 from training.flow import TRAINING_FLOW_SIZE
 
 #: How long a running job may take to stop after a DELETE or its timeout.

@@ -293,7 +293,7 @@ def test_cancel_stops_a_job_on_an_rq_worker_within_two_seconds(redis_settings, t
         def cancel() -> None:
             try:
                 outcome["latency"], outcome["status"] = cancel_in_stage(client, url, "flow")
-            except BaseException as exc:  # asserted in the test's own thread below
+            except BaseException as exc:  # noqa: BLE001 - asserted in the test's own thread below
                 outcome["error"] = exc
 
         canceller = threading.Thread(target=cancel)

@@ -9,13 +9,13 @@ import json
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from helpers.paths import REPO
 from PIL import Image
 
+from helpers.paths import REPO
+from helpers.service_media import image_variants
 from service import rle
 from service.imaging import to_rgb
 from service.inference import choose_providers
-from helpers.service_media import image_variants
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -260,7 +260,7 @@ def test_default_data_dir_is_per_user_and_private(tmp_path, monkeypatch) -> None
         assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
     settings.data_dir.chmod(0o777)  # as if someone else had made it first, open to all
     with pytest.raises(PermissionError, match="open to others"):
-        Settings().result_dir
+        _ = Settings().result_dir
 
 
 def test_readyz_names_the_model_file_without_its_directory(client, service_settings) -> None:
@@ -367,8 +367,8 @@ def test_an_embedded_server_has_its_data_dir_to_itself(service_settings) -> None
     with TestClient(create_app(service_settings)) as first:
         assert first.get("/healthz").status_code == 200
         for other in (service_settings, redis_settings):
-            with pytest.raises(DataDirInUse, match="give this server its own GWM_DATA_DIR"):
-                with TestClient(create_app(other)):
-                    pass
+            with (pytest.raises(DataDirInUse, match="give this server its own GWM_DATA_DIR"),
+                  TestClient(create_app(other))):
+                pass
     with TestClient(create_app(service_settings)) as again:  # released at shutdown
         assert again.get("/healthz").status_code == 200

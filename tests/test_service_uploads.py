@@ -8,10 +8,10 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
-
-from helpers.browser import serve
 from test_service_images import _error
 from test_service_video import wait_for_end
+
+from helpers.browser import serve
 
 BOUNDARY = "gwmtestboundary"
 

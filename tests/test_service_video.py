@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service import rle
 from helpers.service_media import encode_image, encode_mjpeg_avi, encode_video, gradient_rgb
 from helpers.service_process import metric
+from service import rle
 
 
 def wait_for_end(client, url: str, timeout: float = 60.0) -> dict:

@@ -8,12 +8,12 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from test_training_synthetic import GAPS, HEIGHT, WIDTH, make_video
 
 from models.inference import segment_frames
 from models.preprocessing import prepare_image
 from models.segmenters import build_segmenter
 from models.video_flow import VideoFlow
-from test_training_synthetic import GAPS, HEIGHT, WIDTH, make_video
 from training.adapt import AdaptationSettings, adapt, heldout_frames, heldout_loss, run_adaptation_steps, settle
 from training.data import FlowPairDataset
 from training.train import LossFunction

@@ -57,7 +57,7 @@ def test_parity_is_relative_to_the_output_scale_and_catches_a_changed_model(expo
 
 
 def test_metadata(exported):
-    model, spec, path = exported
+    _, spec, path = exported
     meta = read_metadata(path)
     for key in ("gwm.input_height", "gwm.input_width", "gwm.mean", "gwm.std", "gwm.num_regions",
                 "gwm.model_version", "gwm.architecture", "gwm.merge", "gwm.spec"):
@@ -149,11 +149,13 @@ def test_merge_strategy_is_validated_and_defaults_for_old_checkpoints():
     assert ModelSpec("unet", {"num_regions": 4}, merge="border").merge == "border"
     del legacy["keep_aspect"]  # checkpoints written before gwm 0.4.1: stretched to the input size
     assert ModelSpec.from_dict(legacy).keep_aspect is False
+    del legacy["video_input_size"]  # checkpoints written before gwm 0.5.1: video frames at the input size
+    assert ModelSpec.from_dict(legacy).video_size == ModelSpec.from_dict(legacy).input_size
 
 
 def test_cli_export_records_version_and_merge_in_onnx_and_slim_checkpoint(tmp_path):
-    from training.checkpoint import load_model, save_checkpoint
     from gwm_cli.main import main
+    from training.checkpoint import load_model, save_checkpoint
 
     options = {"num_regions": 4, "width": 4, "depth": 2}
     model = build_segmenter("unet", **options).eval()
@@ -168,10 +170,11 @@ def test_cli_export_records_version_and_merge_in_onnx_and_slim_checkpoint(tmp_pa
 
 
 def test_cli_export_records_another_input_size_the_graph_can_take(tmp_path):
-    """``--input-size`` changes the size the service feeds the network (the weights stay), in the ONNX
-    metadata and the slim checkpoint alike; a size the any-size graph cannot take is refused."""
-    from training.checkpoint import load_model, save_checkpoint
+    """``--input-size`` changes the size single images are fed at (the weights stay), in the ONNX
+    metadata and the slim checkpoint alike, and video jobs keep the size the network was trained at
+    unless ``--video-input-size`` says otherwise; a size the any-size graph cannot take is refused."""
     from gwm_cli.main import main
+    from training.checkpoint import load_model, save_checkpoint
 
     options = {"num_regions": 4, "width": 4, "depth": 2}
     model = build_segmenter("unet", **options).eval()
@@ -182,15 +185,19 @@ def test_cli_export_records_another_input_size_the_graph_can_take(tmp_path):
     recorded = ModelSpec.from_onnx_metadata(read_metadata(tmp_path / "m.onnx"))
     slim, slim_spec = load_model(tmp_path / "slim.pt")
     assert recorded.input_size == slim_spec.input_size == (48, 64)
+    assert recorded.video_size == slim_spec.video_size == (32, 48)
     assert torch.equal(slim.head.weight.float(), model.head.weight.half().float())
+    assert main(["export", str(tmp_path / "run.pt"), str(tmp_path / "both.onnx"), "--aspect", "keep",
+                 "--input-size", "48x64", "--video-input-size", "64x96"]) == 0
+    assert ModelSpec.from_onnx_metadata(read_metadata(tmp_path / "both.onnx")).video_size == (64, 96)
     odd = main(["export", str(tmp_path / "run.pt"), str(tmp_path / "odd.onnx"), "--aspect", "keep",
                 "--input-size", "40x64"])
     assert odd == 2 and not (tmp_path / "odd.onnx").exists()
 
 
 def test_card_of_a_fine_tuned_run_keeps_the_starting_weights_history(tmp_path):
-    from training.checkpoint import save_checkpoint
     from gwm_cli.main import main
+    from training.checkpoint import save_checkpoint
 
     options = {"num_regions": 4, "width": 4, "depth": 2}
     model = build_segmenter("unet", **options).eval()

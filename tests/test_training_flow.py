@@ -12,8 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from test_training_evaluate import write_fake_davis
+
 from training.flow import DISFlow, FarnebackFlow, FlowRecipe, build_flow_estimator
 from training.flow_cache import FlowCache, FlowCacheSpec, compute_sequence_flow
 from training.frames import list_sequences

@@ -6,8 +6,8 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from test_training_evaluate import write_fake_davis
+
 from training.frames import DataSource, list_sequences, list_sources
 from training.train import TrainConfig
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
+from test_training_flow import _translated_pair
 
 from helpers.paths import DAVIS, SHARED
 from models.motion import coordinate_basis, fit_motion, motion_residuals
 from models.preprocessing import DEFAULT_INPUT_SIZE, resize_flow
-from test_training_flow import _translated_pair
 from training.evaluate import read_annotation
 from training.flow import build_flow_estimator
 from training.frames import list_sequences

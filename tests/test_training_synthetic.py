@@ -80,7 +80,7 @@ def make_video(seed: int = 0):
 
 def test_synthetic_video_is_consistent_with_its_flow():
     """The construction itself: warping frame t by its flow reproduces frame t+1 away from occlusions."""
-    frames, masks, flows, valid = make_video()
+    frames, masks, flows, _ = make_video()
     t = 4
     flow = flows[t, GAPS.index(1)]
     ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)

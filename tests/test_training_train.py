@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from test_training_evaluate import write_fake_davis
 
 import training.train as train_module
 from models.segmenters import build_segmenter
-from test_training_evaluate import write_fake_davis
-from training.adapt import AdaptationCancelled, AdaptationSettings, adapt, adapt_and_segment
 from models.spec import ModelSpec
+from training.adapt import AdaptationCancelled, AdaptationSettings, adapt, adapt_and_segment
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.data import FlowPairDataset
 from training.flow import DISFlow
@@ -39,10 +40,10 @@ def test_learning_rate_schedule():
     assert learning_rate(550, config) == pytest.approx(7e-4 * 0.5**0.9)
     assert learning_rate(1000, config) == pytest.approx(0.0, abs=1e-12)
     assert learning_rate(1500, config) == 0.0
-    rates = [learning_rate(s, config) for s in range(0, 1001)]
+    rates = [learning_rate(s, config) for s in range(1001)]
     assert max(rates) == pytest.approx(7e-4) and int(np.argmax(rates)) == 100
-    assert all(a <= b for a, b in zip(rates[:101], rates[1:101]))  # warm-up rises
-    assert all(a >= b for a, b in zip(rates[100:], rates[101:]))  # decay falls
+    assert all(a <= b for a, b in pairwise(rates[:101]))  # warm-up rises
+    assert all(a >= b for a, b in pairwise(rates[100:]))  # decay falls
     # an explicit horizon (the reference's 160k horizon stopped at 20k steps) keeps the rate up
     long = TrainConfig(lr=1.5e-4, warmup_steps=1500, steps=20_000, decay_horizon=160_000)
     assert learning_rate(20_000, long) == pytest.approx(1.5e-4 * (1 - 18_500 / 158_500) ** 0.9)
@@ -60,9 +61,9 @@ def tiny_training_data(tmp_path_factory):
 
 def _config(data, out, **overrides) -> TrainConfig:
     davis, cache = data
-    settings = dict(data=[f"{davis}:train"], eval_data=str(davis), flow_cache=str(cache), output_dir=str(out),
-                    width=4, num_regions=3, input_size=(32, 48), steps=6, batch_size=3, warmup_steps=2,
-                    lr=1e-3, checkpoint_every=3, log_every=2, threads=1, device="cpu", seed=3)
+    settings = {"data": [f"{davis}:train"], "eval_data": str(davis), "flow_cache": str(cache), "output_dir": str(out),
+                "width": 4, "num_regions": 3, "input_size": (32, 48), "steps": 6, "batch_size": 3, "warmup_steps": 2,
+                "lr": 1e-3, "checkpoint_every": 3, "log_every": 2, "threads": 1, "device": "cpu", "seed": 3}
     settings.update(overrides)
     return TrainConfig(**settings)
 
@@ -200,6 +201,27 @@ def test_a_portrait_video_is_adapted_at_the_models_fixed_size(tmp_path, restore_
     masks = list(result.masks)
     assert grids == [(32, 48)]  # not the photo rule's (48, 32)
     assert result.adaptation.decision == "kept" and all(mask.shape == (80, 45) for mask in masks)
+
+
+def test_video_jobs_adapt_and_segment_at_the_specs_video_size(tmp_path, restore_threads, monkeypatch):
+    """A model fed single images at one size may record another for video jobs (ModelSpec.video_size):
+    its flow, its adaptation steps and its masks are all computed on that grid."""
+    import training.adapt
+
+    torch.set_num_threads(1)
+    frames, _ = _clip_and_checkpoint(tmp_path, 4)
+    options = {"num_regions": 3, "width": 4, "depth": 2}
+    save_checkpoint(tmp_path / "video.pt", build_segmenter("unet", **options),
+                    ModelSpec("unet", options, input_size=(32, 48), video_input_size=(48, 64)))
+    grids = []
+    segment = training.adapt.segment_frames
+    monkeypatch.setattr(training.adapt, "segment_frames",
+                        lambda model, frames, input_size, *args, **kwargs:
+                        grids.append((input_size, tuple(kwargs["flow"].flows.shape[2:4])))
+                        or segment(model, frames, input_size, *args, **kwargs))
+    result = adapt_and_segment(frames, tmp_path / "video.pt", AdaptationSettings(steps=2, flow_method="dis-ultrafast"))
+    assert grids == [((48, 64), (48, 64))]
+    assert result.adaptation.steps == 2 and all(mask.shape == frames[0].shape[:2] for mask in result.masks)
 
 
 def _clip_and_checkpoint(tmp_path: Path, count: int) -> tuple[list[np.ndarray], Path]:

@@ -89,8 +89,8 @@ import numpy as np
 import torch
 
 from models.inference import segment_frames
-from models.steadiness import Steadiness
 from models.segmenters import Segmenter
+from models.steadiness import Steadiness
 
 from .checkpoint import average_weights, interpolate_weights, load_model
 from .data import Batch, FlowPairDataset, rescale_grid, rescale_images, to_reference_units
@@ -561,10 +561,11 @@ def adapt_and_segment(
     torch_device = select_device(device)
     model, spec = load_model(checkpoint_path, torch_device)
     _check_cancel_in_layers(model, should_cancel)
-    # Video frames are fed at the paper's fixed size whatever their shape, even for a model that keeps
-    # photos' aspect ratio (ModelSpec.keep_aspect): on 9:16 uploads cut from five val-dev videos, 20 steps
-    # reached J 69.8 on frames stretched to 128×224 and 59.0 at 224×128 (README, Model card).
-    input_size = spec.input_size
+    # Video frames are fed at one fixed size whatever their shape, even for a model that keeps photos'
+    # aspect ratio (ModelSpec.keep_aspect): on 9:16 uploads cut from five val-dev videos, 20 steps
+    # reached J 69.8 on frames stretched to 128×224 and 59.0 at 224×128 (README, Model card). The size
+    # is the spec's video size, which may differ from the one single images are fed at.
+    input_size = spec.video_size
     merge = merge or spec.merge
     dataset = None
     if settings.steps > 0 or temporal:

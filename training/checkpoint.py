@@ -21,8 +21,15 @@ import torch
 from models.segmenters import Segmenter, build_segmenter
 from models.spec import ModelSpec
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_model", "slim_checkpoint", "interpolate_weights",
-           "average_weights", "interpolate_checkpoints"]
+__all__ = [
+    "average_weights",
+    "interpolate_checkpoints",
+    "interpolate_weights",
+    "load_checkpoint",
+    "load_model",
+    "save_checkpoint",
+    "slim_checkpoint",
+]
 
 
 def save_checkpoint(path: str | Path, model: Segmenter, spec: ModelSpec, **state: Any) -> None:

@@ -22,7 +22,7 @@ from .flow import DEFAULT_FLOW_METHOD, DEFAULT_RAFT_ITERATIONS, DEFAULT_RAFT_SCA
 from .flow_cache import PAPER_GAPS
 from .frames import DEFAULT_EVAL_DATA, DEFAULT_EVAL_SPLIT, DEFAULT_RESOLUTION, DEFAULT_TRAIN_DATA
 
-__all__ = ["parse_size", "configure_flow", "configure_train", "configure_eval", "configure_export", "configure_card"]
+__all__ = ["configure_card", "configure_eval", "configure_export", "configure_flow", "configure_train", "parse_size"]
 
 log = logging.getLogger("gwm")
 
@@ -137,12 +137,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx, onnx_parity
 
     model, spec = load_model(args.checkpoint)
-    if args.input_size is not None and not model.any_input_size:
+    if (args.input_size or args.video_input_size) and not model.any_input_size:
         raise SystemExit(f"a {spec.architecture} network takes the input size it was built for only: "
-                         "export it without --input-size")
+                         "export it without --input-size and --video-input-size")
     spec = replace(spec, version=args.version or spec.version, merge=args.merge or spec.merge,
                    keep_aspect=spec.keep_aspect if args.aspect is None else args.aspect == "keep",
-                   input_size=args.input_size or spec.input_size)
+                   input_size=args.input_size or spec.input_size,
+                   video_input_size=args.video_input_size or spec.video_size)
     path = export_onnx(model, spec, args.output)
     difference = max(onnx_parity(model, path, size=size)
                      for size in dict.fromkeys([spec.input_size, spec.input_size_for(spec.input_size[::-1])]))
@@ -158,8 +159,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_card(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
-    from .model_card import (build_model_card, inference_cost, interpolation_record, training_summary,
-                             with_initial_training)
+    from .model_card import (
+        build_model_card,
+        inference_cost,
+        interpolation_record,
+        training_summary,
+        with_initial_training,
+    )
 
     if args.initialised_from and not args.run_dir:
         raise SystemExit("--initialised-from goes with --run-dir (the run that started from those weights)")
@@ -347,6 +353,10 @@ def configure_export(export: argparse.ArgumentParser) -> None:
                              "pixel count); a fully convolutional network may segment unseen images better at another "
                              "size than it was trained at: measure with bench/bench_input_size.py (default: the "
                              "checkpoint's own)")
+    export.add_argument("--video-input-size", type=parse_size,
+                        help="input HxW video jobs feed every frame at, to adapt and to segment (default: the "
+                             "checkpoint's video size, which is its input size unless recorded otherwise; "
+                             "--input-size leaves it alone)")
     export.add_argument("--slim-checkpoint",
                         help="also write a weights-only float16 checkpoint here, for shipping (default: none)")
     export.add_argument("--tolerance", type=float, default=1e-4,

@@ -34,15 +34,15 @@ from .frames import DEFAULT_EVAL_SPLIT, DEFAULT_RESOLUTION, VideoFolder, list_se
 
 __all__ = [
     "PROTOCOLS",
-    "jaccard",
     "davis_sequence_scores",
-    "f_beta_curve",
-    "read_mask",
-    "read_annotation",
-    "evaluate_sequence",
     "evaluate_davis",
     "evaluate_images",
+    "evaluate_sequence",
+    "f_beta_curve",
     "format_table",
+    "jaccard",
+    "read_annotation",
+    "read_mask",
 ]
 
 PROTOCOLS = ("davis", "gwm-reference")

@@ -21,7 +21,7 @@ from models.spec import ModelSpec
 
 from .checkpoint import load_model
 
-__all__ = ["export_onnx", "read_metadata", "onnx_parity", "OnnxNetwork", "load_network"]
+__all__ = ["OnnxNetwork", "export_onnx", "load_network", "onnx_parity", "read_metadata"]
 
 
 class _WithFeatures(nn.Module):

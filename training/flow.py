@@ -12,15 +12,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import cv2
 import numpy as np
 
 __all__ = [
-    "FlowEstimator", "DISFlow", "FarnebackFlow",
-    "FLOW_METHODS", "WEIGHTLESS_FLOW_METHODS", "DEFAULT_FLOW_METHOD", "build_flow_estimator", "FlowRecipe",
-    "DEFAULT_RAFT_ITERATIONS", "DEFAULT_RAFT_SCALE",
+    "DEFAULT_FLOW_METHOD",
+    "DEFAULT_RAFT_ITERATIONS",
+    "DEFAULT_RAFT_SCALE",
+    "FLOW_METHODS",
+    "WEIGHTLESS_FLOW_METHODS",
+    "DISFlow",
+    "FarnebackFlow",
+    "FlowEstimator",
+    "FlowRecipe",
+    "build_flow_estimator",
 ]
 
 
@@ -45,7 +52,7 @@ class DISFlow:
     """
 
     #: name -> (OpenCV base preset, overrides applied on top of it: OpenCV setter name -> value)
-    PRESETS: dict[str, tuple[int, dict[str, int]]] = {
+    PRESETS: ClassVar[dict[str, tuple[int, dict[str, int]]]] = {
         "ultrafast": (cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, {}),
         "fast": (cv2.DISOPTICAL_FLOW_PRESET_FAST, {}),
         "medium": (cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, {}),

@@ -32,7 +32,7 @@ from models.preprocessing import resize_flow
 from .flow import FlowEstimator, FlowRecipe
 from .frames import VideoFolder
 
-__all__ = ["PAPER_GAPS", "FlowCacheSpec", "FlowCache", "compute_sequence_flow", "default_cache_dir"]
+__all__ = ["PAPER_GAPS", "FlowCache", "FlowCacheSpec", "compute_sequence_flow", "default_cache_dir"]
 
 log = logging.getLogger(__name__)
 

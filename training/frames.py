@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["DEFAULT_RESOLUTION", "DEFAULT_TRAIN_DATA", "DEFAULT_EVAL_DATA", "DEFAULT_EVAL_SPLIT", "VideoFolder", "DataSource", "list_sequences", "list_sources", "read_rgb", "IMAGE_SUFFIXES"]
+__all__ = ["DEFAULT_EVAL_DATA", "DEFAULT_EVAL_SPLIT", "DEFAULT_RESOLUTION", "DEFAULT_TRAIN_DATA", "IMAGE_SUFFIXES", "DataSource", "VideoFolder", "list_sequences", "list_sources", "read_rgb"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 

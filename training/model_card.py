@@ -20,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from models.segmenters import Segmenter
 from models.spec import ModelSpec
 
-__all__ = ["inference_cost", "training_summary", "with_initial_training", "interpolation_record", "build_model_card"]
+__all__ = ["build_model_card", "inference_cost", "interpolation_record", "training_summary", "with_initial_training"]
 
 
 def inference_cost(model: Segmenter, spec: ModelSpec, onnx_path: str | Path, repeats: int = 20) -> dict[str, Any]:
@@ -116,7 +116,8 @@ def build_model_card(
         "method": "Guess What Moves (Choudhury, Karazija et al., BMVC 2022): segmentation learned from optical "
                   "flow with a closed-form motion-model loss; no labels used in training",
         "architecture": {"name": spec.architecture, **spec.options, "input_size": list(spec.input_size),
-                         "keep_aspect": spec.keep_aspect, "merge": spec.merge.value},
+                         "video_input_size": list(spec.video_size), "keep_aspect": spec.keep_aspect,
+                         "merge": spec.merge.value},
         "training": training,
         "evaluation": {
             "davis_val_dev": {"protocol": davis.get("protocol"), **davis.get("overall", {})},

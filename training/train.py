@@ -34,7 +34,7 @@ from .flow import DEFAULT_FLOW_METHOD
 from .flow_cache import FlowCache, default_cache_dir
 from .frames import DEFAULT_EVAL_DATA, DEFAULT_EVAL_SPLIT, DEFAULT_RESOLUTION, DEFAULT_TRAIN_DATA, list_sources
 
-__all__ = ["AUTO_MERGE", "TrainConfig", "learning_rate", "make_optimizer", "LossFunction", "train_step", "train", "select_device"]
+__all__ = ["AUTO_MERGE", "LossFunction", "TrainConfig", "learning_rate", "make_optimizer", "select_device", "train", "train_step"]
 
 log = logging.getLogger(__name__)
 

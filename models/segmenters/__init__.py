@@ -8,7 +8,7 @@ from .backbone import DEFAULT_BACKBONE, BackboneSegmenter
 from .base import Segmenter, SegmenterOutput
 from .unet import UNet
 
-__all__ = ["Segmenter", "SegmenterOutput", "UNet", "BackboneSegmenter", "DEFAULT_BACKBONE", "ARCHITECTURES", "build_segmenter"]
+__all__ = ["ARCHITECTURES", "DEFAULT_BACKBONE", "BackboneSegmenter", "Segmenter", "SegmenterOutput", "UNet", "build_segmenter"]
 
 #: Architectures by the name used in configs, checkpoints and ONNX metadata.
 ARCHITECTURES: dict[str, type[Segmenter]] = {"unet": UNet, "backbone": BackboneSegmenter}

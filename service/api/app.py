@@ -37,7 +37,7 @@ def _load_segmenter(settings: Settings) -> tuple[OnnxSegmenter | None, str | Non
     """Load the ONNX model; a failure keeps the service up (health, jobs) and /readyz says why."""
     try:
         return OnnxSegmenter(settings.model_path, settings.device, settings.image_merge), None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever breaks loading, the service stays up to say so
         logger.error("could not load model %s: %s", settings.model_path, exc)
         return None, f"{type(exc).__name__}: {exc}"
 

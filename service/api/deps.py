@@ -15,7 +15,7 @@ from service.api.state import ServiceState
 from service.errors import Unavailable
 from service.inference import OnnxSegmenter
 
-__all__ = ["StateDep", "SegmenterDep", "get_state", "get_segmenter"]
+__all__ = ["SegmenterDep", "StateDep", "get_segmenter", "get_state"]
 
 
 def get_state(request: Request) -> ServiceState:

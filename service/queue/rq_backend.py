@@ -30,7 +30,7 @@ separate Redis key, so the worker's meta writes cannot overwrite it.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,8 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import Callback, Queue, Retry, get_current_job
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.job import Job, JobStatus as RQStatus
+from rq.job import Job
+from rq.job import JobStatus as RQStatus
 from rq.registry import StartedJobRegistry
 from rq.timeouts import JobTimeoutException, TimerDeathPenalty
 
@@ -292,4 +293,4 @@ def _timestamp(value: datetime | None) -> float | None:
     """Unix seconds; RQ stores naive datetimes in UTC."""
     if value is None:
         return None
-    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
