@@ -39,7 +39,8 @@ class ModelInfo:
     version: str
     architecture: str
     input_size: tuple[int, int]
-    keep_aspect: bool  # photos fed in their own aspect ratio at input_size's pixel count; video frames at input_size
+    keep_aspect: bool  # photos fed in their own aspect ratio at input_size's pixel count
+    video_input_size: tuple[int, int]  # video jobs feed every frame at this size (ModelSpec.video_size)
     num_regions: int
     merge: MergeStrategy  # of the images this segmenter segments (/segment); video frames: service.jobs
     providers: list[str]
@@ -81,6 +82,7 @@ class OnnxSegmenter:
             architecture=self.spec.architecture,
             input_size=self.spec.input_size,
             keep_aspect=self.spec.keep_aspect,
+            video_input_size=self.spec.video_size,
             num_regions=self.spec.num_regions,
             merge=MergeStrategy(merge) if merge else self.spec.merge,
             providers=self._session.get_providers(),

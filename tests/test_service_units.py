@@ -155,6 +155,7 @@ def test_readyz_reports_the_merges_and_the_settings_override_them(service_settin
         model = client.get("/readyz").json()["model"]
         assert model["merge"] == {"images": "framed", "video": "spectral"}
         assert (model["input_size"], model["keep_aspect"]) == ([64, 96], True)  # as the tiny model's spec says
+        assert model["video_input_size"] == [64, 96]  # a spec that records no video size: its input size
     settings = service_settings.model_copy(update={"merge": "border", "image_merge": "spectral"})
     with TestClient(create_app(settings)) as client:
         assert client.get("/readyz").json()["model"]["merge"] == {"images": "spectral", "video": "border"}

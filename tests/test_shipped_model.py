@@ -35,8 +35,8 @@ def segmenter() -> OnnxSegmenter:
 def test_shipped_files_load_with_their_spec() -> None:
     """The shipped checkpoint and ONNX file were written before ModelSpec was a class; both must still
     load, unchanged, and describe the same model."""
-    expected = ModelSpec("unet", {"num_regions": 4, "width": 16}, input_size=(128, 224), version="0.5.0",
-                         merge=MergeStrategy.BORDER, keep_aspect=True)
+    expected = ModelSpec("unet", {"num_regions": 4, "width": 16}, input_size=(112, 192), version="0.5.1",
+                         merge=MergeStrategy.BORDER, keep_aspect=True, video_input_size=(128, 224))
     model, checkpoint_spec = load_model(WEIGHTS / "gwm-default.pt")
     onnx_spec = ModelSpec.from_onnx_metadata(read_metadata(WEIGHTS / "gwm-default.onnx"))
     assert checkpoint_spec == onnx_spec == expected
@@ -47,6 +47,7 @@ def test_card_matches_the_shipped_model(segmenter: OnnxSegmenter) -> None:
     card = json.loads((WEIGHTS / "gwm-default.card.json").read_text())
     assert card["version"] == segmenter.info.version
     assert tuple(card["architecture"]["input_size"]) == segmenter.info.input_size
+    assert tuple(card["architecture"]["video_input_size"]) == segmenter.spec.video_size
     assert card["architecture"]["merge"] == segmenter.info.merge
     assert card["architecture"]["keep_aspect"] == segmenter.spec.keep_aspect
     assert card["evaluation"]["davis_val_dev"]["merged"]["J_mean"] > IOU_FLOOR
@@ -69,7 +70,7 @@ def test_shipped_onnx_segments_val_dev_frames(segmenter: OnnxSegmenter) -> None:
 @pytest.mark.skipif(not DAVIS.is_dir(), reason=f"{DAVIS} is not beside the repository")
 def test_shipped_onnx_segments_portrait_crops_at_their_own_aspect(segmenter: OnnxSegmenter) -> None:
     """9:16 crops of the same frames, around the object, as a phone held upright films them: the
-    graph takes them at 224×128 (not stretched to 128×224) and still finds the object."""
+    graph takes them at 192×112 (not stretched to 112×192) and still finds the object."""
     ious = []
     for seq, i in FRAMES:
         image = read_rgb(DAVIS / "JPEGImages" / "240p" / seq / f"{i:05d}.jpg")
@@ -77,7 +78,7 @@ def test_shipped_onnx_segments_portrait_crops_at_their_own_aspect(segmenter: Onn
         centre = int(np.nonzero(truth)[1].mean())
         left = int(np.clip(centre - 67, 0, image.shape[1] - 135))
         crop, truth = image[:, left:left + 135], truth[: image.shape[0], left:left + 135]
-        assert segmenter.prepare(crop).shape == (3, 224, 128)
+        assert segmenter.prepare(crop).shape == (3, 192, 112)
         mask = segmenter.segment([crop])[0].mask
         assert mask.shape == crop.shape[:2]
         ious.append((mask & truth).sum() / max((mask | truth).sum(), 1))
