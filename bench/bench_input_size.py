@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -36,16 +35,9 @@ from training.cli import parse_size
 from training.evaluate import evaluate_davis, evaluate_images
 from training.export import load_network
 from training.frames import DEFAULT_EVAL_DATA
+from training.model_card import forward_gflops
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def gflops(checkpoint: Path, size: tuple[int, int]) -> float:
-    """GFLOPs of one forward pass of ``checkpoint``'s network at ``size``."""
-    model, _ = load_model(checkpoint)
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model.forward_with_features(torch.zeros(1, 3, *size))
-    return counter.get_total_flops() / 1e9
 
 
 def latencies_ms(network, sizes: list[tuple[int, int]], repeats: int = 20) -> list[float]:
@@ -81,7 +73,8 @@ def main() -> None:
         raise SystemExit(f"{args.model} takes one input size only")
     flops_from = args.flops_from or (Path(args.model) if Path(args.model).suffix == ".pt" else None)
 
-    costs = [None if flops_from is None else gflops(flops_from, size) for size in args.sizes]
+    counted = None if flops_from is None else load_model(flops_from)[0]
+    costs = [None if counted is None else forward_gflops(counted, size) for size in args.sizes]
     timings = latencies_ms(network, args.sizes)
     scores = []
     for size in [] if args.cost_only else args.sizes:

@@ -24,6 +24,11 @@ __all__ = ["ModelSpec"]
 _SPEC_KEY = "gwm.spec"
 
 
+def _int_pair(size: Any) -> tuple[int, int]:
+    """(height, width) as ints, from the list or tuple a file or a caller hands over."""
+    return int(size[0]), int(size[1])
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """The description of one model.
@@ -68,13 +73,13 @@ class ModelSpec:
         # Normalise what JSON and torch.load hand back (lists, plain strings) so that a spec read
         # from a file equals the one that was written.
         object.__setattr__(self, "options", dict(self.options))
-        object.__setattr__(self, "input_size", (int(self.input_size[0]), int(self.input_size[1])))
+        object.__setattr__(self, "input_size", _int_pair(self.input_size))
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         object.__setattr__(self, "merge", MergeStrategy(self.merge))
         object.__setattr__(self, "keep_aspect", bool(self.keep_aspect))
         if self.video_input_size is not None:
-            object.__setattr__(self, "video_input_size", (int(self.video_input_size[0]), int(self.video_input_size[1])))
+            object.__setattr__(self, "video_input_size", _int_pair(self.video_input_size))
 
     @property
     def num_regions(self) -> int:

@@ -23,13 +23,19 @@ from models.spec import ModelSpec
 __all__ = ["build_model_card", "inference_cost", "interpolation_record", "training_summary", "with_initial_training"]
 
 
+def forward_gflops(model: Segmenter, size: tuple[int, int]) -> float:
+    """GFLOPs of one forward pass of one image at ``size`` (PyTorch FLOP counter, on the CPU)."""
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model.float().eval().to("cpu").forward_with_features(torch.zeros(1, 3, *size))
+    return counter.get_total_flops() / 1e9
+
+
 def inference_cost(model: Segmenter, spec: ModelSpec, onnx_path: str | Path, repeats: int = 20) -> dict[str, Any]:
     """GFLOPs of one forward pass (PyTorch FLOP counter) and onnxruntime CPU latency at batch 1."""
     import onnxruntime
 
     image = torch.zeros(1, 3, *spec.input_size)
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model.float().eval().to("cpu").forward_with_features(image)
+    gflops = forward_gflops(model, spec.input_size)
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     feed = {"image": image.numpy()}
     for _ in range(3):
@@ -40,7 +46,7 @@ def inference_cost(model: Segmenter, spec: ModelSpec, onnx_path: str | Path, rep
         session.run(None, feed)
         timings.append(time.perf_counter() - start)
     return {
-        "gflops_per_image": counter.get_total_flops() / 1e9,
+        "gflops_per_image": gflops,
         "parameters": sum(p.numel() for p in model.parameters()),
         "onnxruntime_cpu_ms_per_image_p50": 1000 * float(np.median(timings)),
         "measured_on": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
