@@ -30,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from models.spec import ModelSpec
 from training.checkpoint import load_model
 from training.cli import parse_size
 from training.evaluate import evaluate_davis, evaluate_images
@@ -55,6 +56,18 @@ def latencies_ms(network, sizes: list[tuple[int, int]], repeats: int = 20) -> li
     return [statistics.median(timing) for timing in timings]
 
 
+QUALITY_COLUMNS = ["val-dev J merged", "val-dev J oracle", "ECSSD accuracy", "ECSSD J", "ECSSD max F-β"]
+
+
+def quality(network, spec: ModelSpec, size: tuple[int, int], ecssd_limit: int | None) -> list[float]:
+    """What ``gwm eval`` scores, fed at ``size``: the values of :data:`QUALITY_COLUMNS`, as fractions."""
+    davis = evaluate_davis(network, DEFAULT_EVAL_DATA, size, merge=spec.merge)["overall"]
+    photos = evaluate_images(network, SHARED / "ecssd" / "images", SHARED / "ecssd" / "masks", size,
+                             limit=ecssd_limit, keep_aspect=spec.keep_aspect)
+    return [davis["merged"]["J_mean"], davis["oracle"]["J_mean"], photos["pixel_accuracy"], photos["J"],
+            photos["max_F_beta"]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="checkpoint (.pt) or exported model (.onnx) that takes any input size")
@@ -76,24 +89,17 @@ def main() -> None:
     counted = None if flops_from is None else load_model(flops_from)[0]
     costs = [None if counted is None else forward_gflops(counted, size) for size in args.sizes]
     timings = latencies_ms(network, args.sizes)
-    scores = []
-    for size in [] if args.cost_only else args.sizes:
-        davis = evaluate_davis(network, DEFAULT_EVAL_DATA, size, merge=spec.merge)["overall"]
-        photos = evaluate_images(network, SHARED / "ecssd" / "images", SHARED / "ecssd" / "masks", size,
-                                 limit=args.ecssd_limit, keep_aspect=spec.keep_aspect)
-        scores.append(f"{100 * davis['merged']['J_mean']:.1f} | {100 * davis['oracle']['J_mean']:.1f} | "
-                      f"{100 * photos['pixel_accuracy']:.1f} | {100 * photos['J']:.1f} | "
-                      f"{100 * photos['max_F_beta']:.1f} |")
+    quality_columns = [] if args.cost_only else QUALITY_COLUMNS
+    scores = [[] if args.cost_only else quality(network, spec, size, args.ecssd_limit) for size in args.sizes]
 
     recorded = spec.input_size
-    quality = "" if args.cost_only else " val-dev J merged | val-dev J oracle | ECSSD accuracy | ECSSD J | ECSSD max F-β |"
+    columns = ["input", "GFLOPs", "ms per image", *quality_columns]
     print(f"\nmodel {Path(args.model).name} (version {spec.version}, recorded input {recorded[0]}×{recorded[1]}), "
-          f"{args.threads} thread(s)\n| input | GFLOPs | ms per image |{quality}\n"
-          f"|{' --- |' * (3 + (0 if args.cost_only else 5))}")
-    for index, (size, cost, timing) in enumerate(zip(args.sizes, costs, timings)):
+          f"{args.threads} thread(s)\n| {' | '.join(columns)} |\n|{' --- |' * len(columns)}")
+    for size, cost, timing, score in zip(args.sizes, costs, timings, scores):
         label = f"{size[0]}×{size[1]}" + (" (recorded)" if tuple(size) == tuple(recorded) else "")
-        cost_text = "–" if cost is None else f"{cost:.2f}"
-        print(f"| {label} | {cost_text} | {timing:.1f} |" + ("" if args.cost_only else f" {scores[index]}"))
+        cells = [label, "–" if cost is None else f"{cost:.2f}", f"{timing:.1f}", *(f"{100 * v:.1f}" for v in score)]
+        print(f"| {' | '.join(cells)} |")
 
 
 if __name__ == "__main__":
