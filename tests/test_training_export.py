@@ -322,3 +322,24 @@ def test_only_the_same_network_interpolates(tmp_path):
         interpolate_checkpoints(tmp_path / "w4.pt", [tmp_path / "w4.pt", tmp_path / "w8.pt"], tmp_path / "mid.pt")
     with pytest.raises(ValueError, match="alpha"):
         interpolate_checkpoints(tmp_path / "w4.pt", tmp_path / "w4.pt", tmp_path / "mid.pt", alpha=1.5)
+
+
+def test_widened_checkpoint_records_its_width_and_computes_the_same(tmp_path, caplog):
+    """`gwm widen`: the checkpoint a run starts from with `gwm train --init-from OUT --width 8`."""
+    from gwm_cli.main import main
+    from training.checkpoint import load_model, save_checkpoint
+
+    options = {"num_regions": 4, "width": 4, "depth": 2}
+    spec = ModelSpec("unet", options, input_size=(32, 48), version="1.0")
+    narrow = build_segmenter("unet", **options)
+    with torch.no_grad():
+        narrow(torch.randn(2, 3, 32, 48))  # training mode: batch-norm statistics that are not the defaults
+    save_checkpoint(tmp_path / "narrow.pt", narrow.eval(), spec)
+    assert main(["widen", str(tmp_path / "narrow.pt"), "--width", "8", "--output", str(tmp_path / "wide.pt")]) == 0
+    wide, wide_spec = load_model(tmp_path / "wide.pt")
+    assert wide_spec == replace(spec, options={**options, "width": 8})
+    image = torch.randn(1, 3, 32, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(wide(image), narrow(image), atol=1e-4, rtol=1e-4)
+    assert main(["widen", str(tmp_path / "wide.pt"), "--width", "4", "--output", str(tmp_path / "back.pt")]) == 2
+    assert "cannot be widened" in caplog.text and not (tmp_path / "back.pt").exists()

@@ -14,11 +14,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
-from models.segmenters import Segmenter, build_segmenter
+from models.segmenters import Segmenter, UNet, build_segmenter
+from models.segmenters.widening import widen_unet
 from models.spec import ModelSpec
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "load_model",
     "save_checkpoint",
     "slim_checkpoint",
+    "widen_checkpoint",
 ]
 
 
@@ -122,4 +124,19 @@ def interpolate_checkpoints(start: str | Path, end: str | Path | Sequence[str | 
     model.load_state_dict(interpolate_weights(first.state_dict(), soup, alpha))
     spec = spec if version is None else replace(spec, version=version)
     save_checkpoint(target, model, spec)
+    return spec
+
+
+def widen_checkpoint(source: str | Path, target: str | Path, width: int, noise: float = 0.0, seed: int = 0,
+                     version: str | None = None) -> ModelSpec:
+    """Write ``source``'s U-Net widened to ``width`` (:func:`~models.segmenters.widening.widen_unet`) as a
+    model checkpoint at ``target``: the same function in a wider network, to train on with
+    ``gwm train --init-from TARGET --width WIDTH`` and, when that run is done, to interpolate with
+    (``gwm interpolate TARGET RUN/last.pt``), since only networks of one width interpolate."""
+    model, spec = load_model(source)
+    if spec.architecture != "unet":
+        raise ValueError(f"{source} holds a {spec.architecture!r} network; only a U-Net widens")
+    wide = widen_unet(cast(UNet, model), width, noise=noise, seed=seed)
+    spec = replace(spec, options={**spec.options, "width": width}, version=version or spec.version)
+    save_checkpoint(target, wide, spec)
     return spec

@@ -389,6 +389,33 @@ def configure_interpolate(interpolate: argparse.ArgumentParser) -> None:
     interpolate.set_defaults(handler=_cmd_interpolate)
 
 
+def _cmd_widen(args: argparse.Namespace) -> int:
+    from .checkpoint import widen_checkpoint
+
+    spec = widen_checkpoint(args.source, args.output, args.width, noise=args.noise, seed=args.seed,
+                            version=args.version)
+    print(f"checkpoint: {args.output}  ({args.source} widened to width {args.width}, noise {args.noise:g}, "
+          f"version {spec.version})")
+    return 0
+
+
+def configure_widen(widen: argparse.ArgumentParser) -> None:
+    """``gwm widen``: a trained U-Net in a wider network that computes the same (Net2WiderNet)."""
+    widen.description = ("Write SOURCE's U-Net widened to --width: every stage gains copies of its own channels "
+                         "and the layers reading them split their weights, so the wider network computes the "
+                         "same masks (exactly with --noise 0). Train it on with gwm train --init-from OUTPUT "
+                         "--width WIDTH.")
+    widen.add_argument("source", help="the trained weights (.pt), e.g. models/weights/gwm-default.pt")
+    widen.add_argument("--width", type=int, required=True, help="channels of the first stage, at least SOURCE's")
+    widen.add_argument("--noise", type=float, default=0.0,
+                       help="noise on the copied channels' weights, relative to each layer's spread; it lets "
+                            "the copies part ways under AdamW, which keeps exact copies equal (default 0: exact)")
+    widen.add_argument("--seed", type=int, default=0, help="seed of the channels copied and the noise (default 0)")
+    widen.add_argument("--version", help="model version to record (default: SOURCE's)")
+    widen.add_argument("--output", required=True, help="checkpoint to write (.pt)")
+    widen.set_defaults(handler=_cmd_widen)
+
+
 def configure_card(card: argparse.ArgumentParser) -> None:
     """``gwm card``: write a model card (JSON) from a run, an eval report and an ONNX file."""
     card.description = "Write a model card (JSON) from a training run, an evaluation report and an ONNX file."
