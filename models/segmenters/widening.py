@@ -30,6 +30,7 @@ class _ChannelCopies:
     outgoing weight each copy carries (one over the number of copies)."""
 
     def __init__(self, old: int, new: int, generator: torch.Generator) -> None:
+        self.old = old
         extra = torch.randint(old, (new - old,), generator=generator)
         self.source = torch.cat([torch.arange(old), extra])
         self.share = 1.0 / torch.bincount(self.source, minlength=old)[self.source].float()
@@ -46,15 +47,15 @@ def _copy_rows(tensor: torch.Tensor, copies: _ChannelCopies, noise: float,
     return rows
 
 
-def _split_inputs(weight: torch.Tensor, inputs: list[tuple[int, _ChannelCopies]]) -> torch.Tensor:
+def _split_inputs(weight: torch.Tensor, inputs: list[_ChannelCopies]) -> torch.Tensor:
     """A conv weight (out, in, kh, kw) over the concatenation of widened inputs: each part's old input
     channels, read through its copies and scaled by their shares."""
     parts = []
     offset = 0
-    for old, copies in inputs:
-        part = weight[:, offset:offset + old]
+    for copies in inputs:
+        part = weight[:, offset:offset + copies.old]
         parts.append(part[:, copies.source] * copies.share[None, :, None, None])
-        offset += old
+        offset += copies.old
     return torch.cat(parts, dim=1)
 
 
@@ -64,7 +65,7 @@ def _widen_batch_norm(norm: nn.BatchNorm2d, target: nn.BatchNorm2d, copies: _Cha
         target.state_dict()[name].copy_(tensor if tensor.dim() == 0 else tensor[copies.source])
 
 
-def _widen_double_conv(block: _DoubleConv, target: _DoubleConv, inputs: list[tuple[int, _ChannelCopies]],
+def _widen_double_conv(block: _DoubleConv, target: _DoubleConv, inputs: list[_ChannelCopies],
                        middle: _ChannelCopies, output: _ChannelCopies, noise: float,
                        generator: torch.Generator) -> None:
     """conv → BN → ReLU → conv → BN → ReLU, widened: the first conv reads ``inputs``, its output
@@ -72,8 +73,7 @@ def _widen_double_conv(block: _DoubleConv, target: _DoubleConv, inputs: list[tup
     conv1, norm1, _, conv2, norm2, _ = block
     target[0].weight.copy_(_copy_rows(_split_inputs(conv1.weight, inputs), middle, noise, generator))
     _widen_batch_norm(norm1, target[1], middle)
-    inner = [(conv2.in_channels, middle)]
-    target[3].weight.copy_(_copy_rows(_split_inputs(conv2.weight, inner), output, noise, generator))
+    target[3].weight.copy_(_copy_rows(_split_inputs(conv2.weight, [middle]), output, noise, generator))
     _widen_batch_norm(norm2, target[4], output)
 
 
@@ -99,20 +99,17 @@ def widen_unet(model: UNet, width: int, noise: float = 0.0, seed: int = 0) -> UN
     def copies(level: int) -> _ChannelCopies:
         return _ChannelCopies(old_width * 2**level, width * 2**level, generator)
 
-    stage = [copies(0)]
     rgb = _ChannelCopies(3, 3, generator)
-    _widen_double_conv(model.stem, wide.stem, [(3, rgb)], copies(0), stage[0], noise, generator)
+    stage = [copies(0)]  # each encoder stage's output: the skip connections and the bottleneck
+    _widen_double_conv(model.stem, wide.stem, [rgb], copies(0), stage[0], noise, generator)
     for level, (block, target) in enumerate(zip(model.down, wide.down), start=1):
         stage.append(copies(level))
-        _widen_double_conv(block, target, [(old_width * 2 ** (level - 1), stage[level - 1])], copies(level),
-                           stage[level], noise, generator)
+        _widen_double_conv(block, target, [stage[level - 1]], copies(level), stage[level], noise, generator)
     below = stage[depth]
     for level, block, target in zip(reversed(range(depth)), model.up, wide.up):
-        skip = stage[level]
-        output = copies(level)
-        inputs = [(old_width * 2**level, skip), (old_width * 2 ** (level + 1), below)]
-        _widen_double_conv(block.conv, target.conv, inputs, copies(level), output, noise, generator)
+        output = copies(level)  # the decoder reads cat([skip, upsampled]) (unet._Up)
+        _widen_double_conv(block.conv, target.conv, [stage[level], below], copies(level), output, noise, generator)
         below = output
-    wide.head.weight.copy_(_split_inputs(model.head.weight, [(old_width, below)]))
+    wide.head.weight.copy_(_split_inputs(model.head.weight, [below]))
     wide.head.bias.copy_(model.head.bias)
     return wide
