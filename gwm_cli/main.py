@@ -44,6 +44,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("export", "export a checkpoint to ONNX and check parity with PyTorch", "training.cli:configure_export"),
     Command("interpolate", "average a model and its fine-tuned descendant, weight by weight",
             "training.cli:configure_interpolate"),
+    Command("pseudo-label", "masks of the training videos from a network adapted to each (self-training)",
+            "training.cli:configure_pseudo_label"),
     Command("widen", "a trained U-Net in a wider network that computes the same", "training.cli:configure_widen"),
     Command("card", "write a model card (JSON) from a run, an eval report and an ONNX file",
             "training.cli:configure_card"),

@@ -33,7 +33,7 @@ def test_disabled_augmentation_changes_nothing_and_draws_nothing():
     images, flows = _scene()
     generator = torch.Generator().manual_seed(0)
     state = generator.get_state()
-    out_images, out_flows, _ = augment(images, flows, Augmentation(), generator)
+    out_images, out_flows, _, _ = augment(images, flows, Augmentation(), generator)
     assert out_images is images and out_flows is flows
     assert torch.equal(generator.get_state(), state)
 
@@ -41,7 +41,7 @@ def test_disabled_augmentation_changes_nothing_and_draws_nothing():
 def test_appearance_changes_the_frame_but_not_the_flow():
     images, flows = _scene(batch=16)
     config = Augmentation(colour_jitter=0.4, grey_probability=0.5, blur_probability=0.5)
-    out_images, out_flows, _ = augment(images, flows.clone(), config, torch.Generator().manual_seed(1))
+    out_images, out_flows, _, _ = augment(images, flows.clone(), config, torch.Generator().manual_seed(1))
     assert torch.equal(out_flows, flows)
     rgb = out_images * STD + MEAN
     assert rgb.min() >= -1e-5 and rgb.max() <= 1 + 1e-5
@@ -63,7 +63,7 @@ def _centre(mask: torch.Tensor) -> torch.Tensor:
 def test_zoom_crop_moves_image_and_flow_together(seed):
     images, flows = _scene(batch=8)
     config = Augmentation(max_zoom=1.6)
-    out_images, out_flows, _ = augment(images, flows, config, torch.Generator().manual_seed(seed))
+    out_images, out_flows, _, _ = augment(images, flows, config, torch.Generator().manual_seed(seed))
     image_square, moving = _square(out_images), out_flows[:, 0] > 0.5
     compared = 0
     for i in range(len(images)):
@@ -92,10 +92,13 @@ def test_augmentation_is_reproducible_from_the_generator():
 def test_flow_trust_masks_follow_the_flow_through_crops():
     images, flows = _scene(batch=8)
     trusted = (flows[:, :1] > 0.5).float()  # trust exactly the moving square's vectors
-    _, out_flows, out_trusted = augment(images, flows, Augmentation(max_zoom=1.6), torch.Generator().manual_seed(3),
-                                        trusted)
+    _, out_flows, out_trusted, out_teacher = augment(images, flows, Augmentation(max_zoom=1.6),
+                                                     torch.Generator().manual_seed(3), trusted, teacher=trusted)
     assert torch.equal(out_trusted, (out_flows[:, :1] > 0.5).float())
     assert out_trusted.shape == trusted.shape
+    # teacher masks are resampled bilinearly (they are soft): they agree but at the square's edge
+    agreement = ((out_teacher > 0.5) == (out_flows[:, :1] > 0.5)).float().mean()
+    assert agreement > 0.97
 
 
 def _camera_pan(flows: torch.Tensor, pan: float = -1.5) -> torch.Tensor:
@@ -145,7 +148,10 @@ def test_copy_paste_moves_another_samples_object_with_its_flow():
     trust = torch.ones(4, 1, 32, 60)
     trust[1] = 0.5  # the donor's trust travels with its vectors
     config = Augmentation(copy_paste=1.0)
-    out_images, out_flows, out_trust = augment(images, flows, config, torch.Generator().manual_seed(0), trust)
+    teacher = torch.zeros(4, 1, 32, 60)
+    teacher[1, 0] = (donor_flows[0, 0] == 3.0).float()  # the donor's teacher mask travels with its pixels
+    out_images, out_flows, out_trust, out_teacher = augment(images, flows, config, torch.Generator().manual_seed(0),
+                                                            trust, teacher)
     square = donor_flows[0, 0] == 3.0
     receivers = [i for i in (0, 2, 3) if _square(out_images)[i].any()]
     assert len(receivers) == 1  # the one sample whose donor is sample 1 received the square
@@ -153,6 +159,7 @@ def test_copy_paste_moves_another_samples_object_with_its_flow():
     assert torch.equal(out_flows[receiver][:, square], donor_flows[0][:, square])
     assert torch.equal(out_flows[receiver][:, ~square], flows[receiver][:, ~square])
     assert torch.equal(out_trust[receiver, 0], torch.where(square, 0.5, 1.0))
+    assert torch.equal(out_teacher[receiver, 0], square.float())
     image_square = _square(out_images)[receiver]
     assert image_square.sum().item() == pytest.approx(_square(donor_images)[0].sum().item(), rel=0.15)
     assert torch.equal(out_images[1], images[1])  # the donor's own donors had nothing that moved
@@ -194,7 +201,7 @@ def test_copy_paste_skips_regions_too_small_to_be_an_object():
         flows[i, 0, 10:13, 10 + 8 * i:15 + 8 * i] = 3.0
     flows = _camera_pan(flows)
     assert moving_region(flows).any()  # found as moving, then left out by its area
-    out_images, out_flows, _ = augment(images, flows, Augmentation(copy_paste=1.0), torch.Generator().manual_seed(0))
+    out_images, out_flows, _, _ = augment(images, flows, Augmentation(copy_paste=1.0), torch.Generator().manual_seed(0))
     assert torch.equal(out_images, images) and torch.equal(out_flows, flows)
 
 

@@ -30,6 +30,9 @@ from models.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["Augmentation", "augment", "moving_region"]
 
+#: What augmentation returns: images, flows, flow trust (or None), teacher masks (or None).
+_Augmented = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]
+
 #: Luma weights of ITU-R BT.601, what greyscale conversions commonly use.
 _LUMA = (0.299, 0.587, 0.114)
 
@@ -109,11 +112,11 @@ def _gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)[0]
 
 
-def _zoom_crop(images: torch.Tensor, flows: torch.Tensor, confidence: torch.Tensor | None, max_zoom: float,
-               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def _zoom_crop(images: torch.Tensor, flows: torch.Tensor, confidence: torch.Tensor | None,
+               teacher: torch.Tensor | None, max_zoom: float, generator: torch.Generator) -> _Augmented:
     """Random windows of images (B, 3, H, W) and the same windows of flows (B, 2, h, w) in pixels of
-    their grid (and of their trust masks), each scaled back up to its full size; flow vectors are
-    multiplied by the zoom.
+    their grid (and of their trust masks and teacher masks), each scaled back up to its full size; flow
+    vectors are multiplied by the zoom.
 
     The window is one affine sampling grid in normalised coordinates, shared by image and flow, so
     the two stay aligned whatever their resolutions."""
@@ -130,7 +133,9 @@ def _zoom_crop(images: torch.Tensor, flows: torch.Tensor, confidence: torch.Tens
         return F.grid_sample(tensor, grid, mode=mode, padding_mode="border", align_corners=False)
 
     confidence = None if confidence is None else sample(confidence, "nearest")
-    return sample(images, "bilinear"), sample(flows, "nearest") * zooms.to(flows).view(n, 1, 1, 1), confidence
+    teacher = None if teacher is None else sample(teacher, "bilinear")
+    return (sample(images, "bilinear"), sample(flows, "nearest") * zooms.to(flows).view(n, 1, 1, 1), confidence,
+            teacher)
 
 
 #: A flow vector belongs to the moving region when its residual under the frame's dominant quadratic
@@ -180,18 +185,18 @@ def _trusted_median(values: torch.Tensor, trust: torch.Tensor) -> torch.Tensor:
     return masked.nanmedian(dim=-1, keepdim=True).values
 
 
-def _copy_paste(images: torch.Tensor, flows: torch.Tensor, confidence: torch.Tensor | None, probability: float,
-                generator: torch.Generator, relative: bool = False,
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def _copy_paste(images: torch.Tensor, flows: torch.Tensor, confidence: torch.Tensor | None,
+                teacher: torch.Tensor | None, probability: float, generator: torch.Generator,
+                relative: bool = False) -> _Augmented:
     """Paste the moving region of sample (i + offset) mod B onto sample i, for each i drawn with
     ``probability``: its pixels (edges feathered over one flow-grid pixel) and its flow vectors (and
-    trust), where they are — as they are, or with ``relative`` their motion relative to the donor's
-    dominant motion added to the receiver's (see :class:`Augmentation`). Returns new tensors."""
+    trust and teacher mask), where they are — as they are, or with ``relative`` their motion relative to
+    the donor's dominant motion added to the receiver's (see :class:`Augmentation`). Returns new tensors."""
     n = len(images)
     receives = torch.rand(n, generator=generator) < probability
     offset = int(torch.randint(1, max(n, 2), (1,), generator=generator))
     if n < 2 or not receives.any():
-        return images, flows, confidence
+        return images, flows, confidence, teacher
     donor = (torch.arange(n) + offset) % n
     background, moving = _dominant_motion(flows, confidence)
     region = moving[donor]
@@ -205,24 +210,28 @@ def _copy_paste(images: torch.Tensor, flows: torch.Tensor, confidence: torch.Ten
     flows = torch.where(region, pasted, flows)
     if confidence is not None:
         confidence = torch.where(region, confidence[donor], confidence)
-    return images, flows, confidence
+    if teacher is not None:
+        teacher = torch.where(region, teacher[donor], teacher)
+    return images, flows, confidence, teacher
 
 
 def augment(images: torch.Tensor, flows: torch.Tensor, config: Augmentation, generator: torch.Generator,
-            confidence: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+            confidence: torch.Tensor | None = None, teacher: torch.Tensor | None = None) -> _Augmented:
     """Augment a batch: normalised network inputs (B, 3, H, W), flow (B, 2, h, w) in pixels of the
-    flow grid (before conversion to reference units) and optional flow trust masks (B, 1, h, w),
-    which follow the flow's crop. Returns new tensors; the inputs are unchanged."""
+    flow grid (before conversion to reference units), optional flow trust masks and optional teacher
+    masks (B, 1, h, w), both of which follow the flow's crop and paste. Returns new tensors (images,
+    flows, confidence, teacher); the inputs are unchanged."""
     if not config.enabled:
-        return images, flows, confidence
+        return images, flows, confidence, teacher
     if config.max_zoom > 1.0:
-        images, flows, confidence = _zoom_crop(images, flows, confidence, config.max_zoom, generator)
+        images, flows, confidence, teacher = _zoom_crop(images, flows, confidence, teacher, config.max_zoom,
+                                                        generator)
     if config.copy_paste:
-        images, flows, confidence = _copy_paste(images, flows, confidence, config.copy_paste, generator,
-                                                config.paste_relative_flow)
+        images, flows, confidence, teacher = _copy_paste(images, flows, confidence, teacher, config.copy_paste,
+                                                         generator, config.paste_relative_flow)
     if config.colour_jitter or config.grey_probability or config.blur_probability:
         mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
         rgb = _appearance(images * std + mean, config, generator)
         images = (rgb - mean) / std
-    return images, flows, confidence
+    return images, flows, confidence, teacher

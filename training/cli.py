@@ -1,4 +1,4 @@
-"""The training commands of ``gwm``: flow, train, eval, export, card.
+"""The training commands of ``gwm``: flow, pseudo-label, train, eval, export, interpolate, widen, card.
 
 The root command (:mod:`gwm_cli`) builds a command's parser with the ``configure_*`` function of that
 command only when it runs, so ``gwm --help`` never imports what these defaults come from (torch).
@@ -22,7 +22,8 @@ from .flow import DEFAULT_FLOW_METHOD, DEFAULT_RAFT_ITERATIONS, DEFAULT_RAFT_SCA
 from .flow_cache import PAPER_GAPS
 from .frames import DEFAULT_EVAL_DATA, DEFAULT_EVAL_SPLIT, DEFAULT_RESOLUTION, DEFAULT_TRAIN_DATA
 
-__all__ = ["configure_card", "configure_eval", "configure_export", "configure_flow", "configure_train", "parse_size"]
+__all__ = ["configure_card", "configure_eval", "configure_export", "configure_flow", "configure_pseudo_label",
+           "configure_train", "parse_size"]
 
 log = logging.getLogger("gwm")
 
@@ -242,6 +243,11 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                        help="paste the donor's motion relative to its own background onto the receiver's background "
                             "motion, so that every pasted thing moves unlike its new background (default: its flow "
                             "as it is)")
+    group.add_argument("--pseudo-labels", dest="pseudo_labels",
+                       help="folder of teacher masks from gwm pseudo-label, taught beside the flow loss "
+                            "(self-training; default none, as the paper)")
+    group.add_argument("--pseudo-label-weight", dest="pseudo_label_weight", type=float,
+                       help=f"weight of the teacher masks' loss (default {defaults.pseudo_label_weight:g})")
     group.add_argument("--flow-trust-check", dest="flow_trust_check", action="store_const", const=True,
                        help="zero weight for flow failing the forward-backward check (default off, as the paper)")
     group.add_argument("--steps", type=int, help=f"training steps (default {defaults.steps})")
@@ -414,6 +420,45 @@ def configure_widen(widen: argparse.ArgumentParser) -> None:
     widen.add_argument("--version", help="model version to record (default: SOURCE's)")
     widen.add_argument("--output", required=True, help="checkpoint to write (.pt)")
     widen.set_defaults(handler=_cmd_widen)
+
+
+def _cmd_pseudo_label(args: argparse.Namespace) -> int:
+    from .adapt import AdaptationSettings
+    from .frames import list_sources
+    from .pseudo_labels import write_pseudo_labels
+
+    videos = list_sources(args.data, args.resolution)
+    settings = AdaptationSettings(steps=args.steps, seed=args.seed)
+    output = write_pseudo_labels(videos, args.checkpoint, args.output, settings,
+                                 refine=args.refine, temporal=args.temporal)
+    print(f"pseudo-labels: {output}")
+    return 0
+
+
+def configure_pseudo_label(pseudo_label: argparse.ArgumentParser) -> None:
+    """``gwm pseudo-label``: masks of the training videos from a network adapted to each (self-training)."""
+    from .adapt import AdaptationSettings
+
+    defaults = AdaptationSettings()
+    pseudo_label.description = ("Adapt a copy of CHECKPOINT's network to each training video, as POST "
+                                "/adapt-and-segment does, and write its masks (a PNG per frame) under --output; "
+                                "gwm train --pseudo-labels OUTPUT then teaches them to the single-frame network "
+                                "beside the flow loss. Re-running resumes.")
+    pseudo_label.add_argument("checkpoint", help="the teacher's weights (.pt), e.g. models/weights/gwm-default.pt")
+    pseudo_label.add_argument("--data", nargs="+", default=list(DEFAULT_TRAIN_DATA), metavar="ROOT[:SPLITS]",
+                              help=f"frame roots (default {' '.join(DEFAULT_TRAIN_DATA)}: never val-dev)")
+    pseudo_label.add_argument("--resolution", default=DEFAULT_RESOLUTION,
+                              help=f"JPEGImages sub-folder (default {DEFAULT_RESOLUTION})")
+    pseudo_label.add_argument("--steps", type=int, default=defaults.steps,
+                              help=f"adaptation steps per video (default {defaults.steps}, the service's)")
+    pseudo_label.add_argument("--seed", type=int, default=defaults.seed,
+                              help=f"adaptation seed (default {defaults.seed})")
+    pseudo_label.add_argument("--refine", action=argparse.BooleanOptionalAction, default=True,
+                              help="snap masks to image edges (default on, as the service)")
+    pseudo_label.add_argument("--temporal", action=argparse.BooleanOptionalAction, default=True,
+                              help="fuse each mask with its neighbours' along the flow (default on, as the service)")
+    pseudo_label.add_argument("--output", required=True, help="folder of the masks, e.g. runs/pseudo-labels")
+    pseudo_label.set_defaults(handler=_cmd_pseudo_label)
 
 
 def configure_card(card: argparse.ArgumentParser) -> None:

@@ -58,12 +58,14 @@ def to_reference_units(flow: torch.Tensor, clip: float | None) -> torch.Tensor:
 
 @dataclass
 class Batch:
-    """Network input (B, 3, H, W), the matching flow (B, 2, h, w) in reference units, and optionally
-    how far each flow vector is trusted (B, 1, h, w) in [0, 1] (models/motion.py ``confidence``)."""
+    """Network input (B, 3, H, W), the matching flow (B, 2, h, w) in reference units, optionally how
+    far each flow vector is trusted (B, 1, h, w) in [0, 1] (models/motion.py ``confidence``) and
+    optionally a teacher's soft foreground mask (B, 1, h, w) (training/pseudo_labels.py)."""
 
     images: torch.Tensor
     flows: torch.Tensor
     confidence: torch.Tensor | None = None
+    teacher: torch.Tensor | None = None
 
     def rescaled(self, scale: float) -> Batch:
         """The same batch at ``scale`` × its resolution (images antialiased, flow nearest).
@@ -71,7 +73,8 @@ class Batch:
         Flow stays in reference units, so the loss keeps its scale across resolutions.
         """
         return Batch(images=rescale_images(self.images, scale), flows=rescale_grid(self.flows, scale),
-                     confidence=None if self.confidence is None else rescale_grid(self.confidence, scale))
+                     confidence=None if self.confidence is None else rescale_grid(self.confidence, scale),
+                     teacher=None if self.teacher is None else rescale_grid(self.teacher, scale))
 
 
 def rescale_images(images: torch.Tensor, scale: float) -> torch.Tensor:
@@ -100,6 +103,8 @@ class FlowPairDataset:
             (training/augment.py); ``None``: none.
         trust_check: give zero weight to flow vectors that fail the forward–backward check
             (models/video_flow.py); off by default, as in the paper, which trusts every vector.
+        teacher: each frame's soft teacher mask (N, 1, h, w) on the flow grid, drawn with its frame and
+            moved with its flow (training/pseudo_labels.py); ``None``: none.
     """
 
     def __init__(
@@ -111,9 +116,14 @@ class FlowPairDataset:
         flow_clip: float | None = 20.0,
         augmentation: Augmentation | None = None,
         trust_check: bool = False,
+        teacher: torch.Tensor | None = None,
     ) -> None:
         if not flow.valid.any(dim=1).all():
             raise ValueError("every frame needs at least one flow field")
+        if teacher is not None and tuple(teacher.shape) != (len(images), 1, *flow.flows.shape[2:4]):
+            raise ValueError(f"teacher masks {tuple(teacher.shape)} do not match {len(images)} frames of flow "
+                             f"on a {tuple(flow.flows.shape[2:4])} grid")
+        self.teacher = teacher
         self.images, self.flow = images, flow
         self.confidence = flow.confidence() if trust_check else None
         self.loss_size = tuple(loss_size) if loss_size else tuple(flow.flows.shape[2:4])
@@ -195,6 +205,7 @@ class FlowPairDataset:
         subset.images = self.images[frames]
         subset.flow = VideoFlow(self.flow.flows[frames], self.flow.valid[frames], self.flow.gaps)
         subset.confidence = None if self.confidence is None else self.confidence[frames]
+        subset.teacher = None if self.teacher is None else self.teacher[frames]
         return subset
 
     def __len__(self) -> int:
@@ -211,12 +222,15 @@ class FlowPairDataset:
         images = self.images[index]
         flows = self.flow.flows[index, gap].permute(0, 3, 1, 2).float()  # (B, 2, h, w)
         confidence = None if self.confidence is None else self.confidence[index, gap].unsqueeze(1).float()
+        teacher = None if self.teacher is None else self.teacher[index].float()
         if self.loss_size != tuple(flows.shape[-2:]):
             src_h, src_w = flows.shape[-2:]
             flows = F.interpolate(flows, size=self.loss_size, mode="nearest")
             flows = flows * flows.new_tensor([self.loss_size[1] / src_w, self.loss_size[0] / src_h]).view(1, 2, 1, 1)
             if confidence is not None:
                 confidence = F.interpolate(confidence, size=self.loss_size, mode="nearest")
+            if teacher is not None:
+                teacher = F.interpolate(teacher, size=self.loss_size, mode="bilinear", align_corners=False)
         if flip.any():
             images[flip] = images[flip].flip(-1)
             flipped = flows[flip].flip(-1)
@@ -224,5 +238,9 @@ class FlowPairDataset:
             flows[flip] = flipped
             if confidence is not None:
                 confidence[flip] = confidence[flip].flip(-1)
-        images, flows, confidence = augment(images, flows, self.augmentation, generator, confidence)
-        return Batch(images=images, flows=to_reference_units(flows, self.flow_clip), confidence=confidence)
+            if teacher is not None:
+                teacher[flip] = teacher[flip].flip(-1)
+        images, flows, confidence, teacher = augment(images, flows, self.augmentation, generator, confidence,
+                                                     teacher)
+        return Batch(images=images, flows=to_reference_units(flows, self.flow_clip), confidence=confidence,
+                     teacher=teacher)

@@ -21,6 +21,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
+from models.distillation import subset_distillation_loss
 from models.merge_strategy import PAPER_MERGE, MergeStrategy
 from models.motion import MotionModel, coordinate_basis, motion_loss
 from models.preprocessing import DEFAULT_INPUT_SIZE
@@ -33,6 +34,7 @@ from .data import Batch, FlowPairDataset
 from .flow import DEFAULT_FLOW_METHOD
 from .flow_cache import FlowCache, default_cache_dir
 from .frames import DEFAULT_EVAL_DATA, DEFAULT_EVAL_SPLIT, DEFAULT_RESOLUTION, DEFAULT_TRAIN_DATA, list_sources
+from .pseudo_labels import load_pseudo_labels
 
 __all__ = ["AUTO_MERGE", "LossFunction", "TrainConfig", "learning_rate", "make_optimizer", "select_device", "train", "train_step"]
 
@@ -93,6 +95,10 @@ class TrainConfig:
     max_zoom: float = 1.0
     copy_paste: float = 0.0
     paste_relative_flow: bool = False  # pasted flow relative to the donor's background (Augmentation)
+    # Self-training (training/pseudo_labels.py; the paper has none): a folder of teacher masks from
+    # `gwm pseudo-label`, taught beside the flow loss with this weight (models/distillation.py).
+    pseudo_labels: str | None = None
+    pseudo_label_weight: float = 1.0
     seed: int = 0
     device: str = "auto"
     threads: int | None = None  # None = all cores
@@ -180,7 +186,8 @@ def make_optimizer(model: Segmenter, config: TrainConfig) -> torch.optim.AdamW:
 
 
 class LossFunction:
-    """The GWM loss with its basis cached for the loss grid."""
+    """The GWM loss with its basis cached for the loss grid, plus, where a batch has teacher masks,
+    ``pseudo_label_weight`` × the subset distillation loss (models/distillation.py)."""
 
     def __init__(self, config: TrainConfig, device: torch.device) -> None:
         self.config = config
@@ -188,7 +195,7 @@ class LossFunction:
         self._basis: dict[tuple[int, int], torch.Tensor] = {}
 
     def __call__(self, logits: torch.Tensor, flows: torch.Tensor,
-                 confidence: torch.Tensor | None = None) -> torch.Tensor:
+                 confidence: torch.Tensor | None = None, teacher: torch.Tensor | None = None) -> torch.Tensor:
         size = tuple(flows.shape[-2:])
         if size not in self._basis:
             self._basis[size] = coordinate_basis(*size, self.config.motion_model, device=self.device)
@@ -197,7 +204,10 @@ class LossFunction:
         probabilities = logits.float().softmax(dim=1)
         loss = motion_loss(probabilities, flows, self.config.motion_model,
                            weight_power=self.config.weight_power, basis=self._basis[size], confidence=confidence)
-        return loss * self.config.loss_multiplier
+        loss = loss * self.config.loss_multiplier
+        if teacher is not None:
+            loss = loss + self.config.pseudo_label_weight * subset_distillation_loss(probabilities, teacher)
+        return loss
 
 
 def train_step(
@@ -216,7 +226,8 @@ def train_step(
     images = batch.images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
     flows = batch.flows.to(device, non_blocking=True)
     confidence = None if batch.confidence is None else batch.confidence.to(device, non_blocking=True)
-    loss = loss_fn(model(images), flows, confidence)
+    teacher = None if batch.teacher is None else batch.teacher.to(device, non_blocking=True)
+    loss = loss_fn(model(images), flows, confidence, teacher)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -285,9 +296,12 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
     (out / "flow.json").write_text(cache.spec.to_json())
 
     videos = list_sources(config.data, config.resolution)
+    teacher = (load_pseudo_labels(videos, config.pseudo_labels, (cache.spec.height, cache.spec.width))
+               if config.pseudo_labels else None)
     dataset = FlowPairDataset.from_cache(videos, cache, config.input_size, progress=progress,
                                          loss_size=config.loss_size, flip=config.flip, flow_clip=config.flow_clip,
-                                         augmentation=config.augmentation(), trust_check=config.flow_trust_check)
+                                         augmentation=config.augmentation(), trust_check=config.flow_trust_check,
+                                         teacher=teacher)
     log.info("training on %d frames from %d sequences, device %s, %d threads",
              len(dataset), len(videos), device, torch.get_num_threads())
     loss_fn = LossFunction(config, device)

@@ -1,0 +1,57 @@
+"""A second training target: a teacher's foreground mask, taught to K soft regions (self-training).
+
+The network predicts K regions, and which of them form the foreground is decided after the fact by
+a label-free merge (models/merging.py). A binary target therefore says nothing about which region
+should hold the object. The loss below lets the regions keep their roles: for each image it takes the
+proper subset of regions whose hard union best matches the teacher's mask (IoU, like the evaluation's
+oracle merge; no gradient through the choice) and scores the soft union of that subset against the
+mask with the soft Jaccard loss, 1 − Σ u·t / Σ (u + t − u·t): the metric users are served (J), and
+bounded per image, so that a teacher confidently wrong on one video cannot outweigh the rest of a
+batch (per-pixel cross-entropy measured up to 3.6 on such a video against 0.1–0.3 elsewhere).
+Regions already carving the object are pushed to carve it better; the flow loss keeps deciding how
+the rest of the frame splits.
+
+Images whose teacher mask is (nearly) empty or (nearly) the whole frame carry no information about an
+object, and the merge never returns such masks; they are left out (see :func:`informative`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .merging import MAX_FOREGROUND_COVERAGE, MIN_FOREGROUND_COVERAGE, region_subsets
+
+__all__ = ["best_subsets", "informative", "subset_distillation_loss"]
+
+
+def informative(teacher: torch.Tensor) -> torch.Tensor:
+    """Which soft teacher masks (B, 1, h, w) cover neither (nearly) nothing nor (nearly) everything: (B,)."""
+    coverage = (teacher > 0.5).float().mean(dim=(-3, -2, -1))
+    return (coverage >= MIN_FOREGROUND_COVERAGE) & (coverage <= MAX_FOREGROUND_COVERAGE)
+
+
+@torch.no_grad()
+def best_subsets(probabilities: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """For soft regions (B, K, h, w) and soft teacher masks (B, 1, h, w): the proper subset of regions
+    (B, K) 0/1 whose hard union (> 0.5) has the highest IoU with the hard teacher mask (> 0.5)."""
+    subsets = region_subsets(probabilities.shape[1], probabilities)  # (S, K)
+    candidates = torch.einsum("sk,bkhw->bshw", subsets, probabilities) > 0.5
+    truth = teacher > 0.5
+    intersection = (candidates & truth).flatten(2).sum(-1).double()
+    union = (candidates | truth).flatten(2).sum(-1).double()
+    iou = intersection / union.clamp_min(1)
+    return subsets[iou.argmax(dim=1)]
+
+
+def subset_distillation_loss(probabilities: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean soft Jaccard loss between each image's best subset of soft regions (B, K, h, w) and its soft
+    teacher mask (B, 1, h, w), over the :func:`informative` images; 0 (with a gradient) where none is."""
+    keep = informative(teacher)
+    if not keep.any():
+        return probabilities.sum() * 0.0
+    probabilities, teacher = probabilities[keep], teacher[keep, 0].to(probabilities.dtype)
+    chosen = best_subsets(probabilities, teacher.unsqueeze(1))
+    union = torch.einsum("bk,bkhw->bhw", chosen, probabilities)
+    intersection = (union * teacher).sum(dim=(-2, -1))
+    total = (union + teacher).sum(dim=(-2, -1)) - intersection
+    return (1 - intersection / total.clamp_min(1e-6)).mean()
