@@ -22,6 +22,7 @@ from training.data import FlowPairDataset
 from training.flow import DISFlow
 from training.flow_cache import FlowCache, FlowCacheSpec
 from training.frames import list_sequences
+from training.model_card import training_summary
 from training.pseudo_labels import RECORD_NAME, load_pseudo_labels, write_pseudo_labels
 from training.train import LossFunction, TrainConfig, train
 
@@ -151,6 +152,8 @@ def test_gwm_pseudo_label_then_train_on_the_labels(fake_davis, tmp_path, one_thr
                          batch_size=3, warmup_steps=1, threads=1, device="cpu", pseudo_labels=str(labels))
     state = load_checkpoint(train(config, progress=False))
     assert state["step"] == 2 and state["config"]["pseudo_labels"] == str(labels)
+    card_training = training_summary(tmp_path / "run")  # the card says which teacher made the labels
+    assert card_training["pseudo_labels"] == json.loads((labels / RECORD_NAME).read_text())
     (labels / "beta" / "00000.png").unlink()
     with pytest.raises(FileNotFoundError):
         train(TrainConfig(**{**config.__dict__, "output_dir": str(tmp_path / "run2")}), progress=False)

@@ -20,6 +20,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from models.segmenters import Segmenter
 from models.spec import ModelSpec
 
+from .pseudo_labels import RECORD_NAME as PSEUDO_LABEL_RECORD
+
 __all__ = ["build_model_card", "inference_cost", "interpolation_record", "training_summary", "with_initial_training"]
 
 
@@ -75,9 +77,11 @@ def training_summary(run_dir: str | Path) -> dict[str, Any]:
     # method, grid, gaps, settings: recorded in the run (since 2026-12-07), else read from its cache
     flow_meta = next((path for path in (run_dir / "flow.json", Path(config.get("flow_cache", "")) / "meta.json")
                       if path.is_file()), None)
+    labels = run_dir / PSEUDO_LABEL_RECORD  # written by runs with --pseudo-labels
     return {
         "config": config,
         "flow": json.loads(flow_meta.read_text()) if flow_meta else None,
+        **({"pseudo_labels": json.loads(labels.read_text())} if labels.is_file() else {}),
         "steps": previous,
         "training_hours": seconds / 3600,
         "final_loss": steps[-1]["loss"] if steps else None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from .data import Batch, FlowPairDataset
 from .flow import DEFAULT_FLOW_METHOD
 from .flow_cache import FlowCache, default_cache_dir
 from .frames import DEFAULT_EVAL_DATA, DEFAULT_EVAL_SPLIT, DEFAULT_RESOLUTION, DEFAULT_TRAIN_DATA, list_sources
+from .pseudo_labels import RECORD_NAME as PSEUDO_LABEL_RECORD
 from .pseudo_labels import load_pseudo_labels
 
 __all__ = ["AUTO_MERGE", "LossFunction", "TrainConfig", "learning_rate", "make_optimizer", "select_device", "train", "train_step"]
@@ -296,8 +298,11 @@ def train(config: TrainConfig, resume: bool = True, progress: bool = True) -> Pa
     (out / "flow.json").write_text(cache.spec.to_json())
 
     videos = list_sources(config.data, config.resolution)
-    teacher = (load_pseudo_labels(videos, config.pseudo_labels, (cache.spec.height, cache.spec.width))
-               if config.pseudo_labels else None)
+    teacher = None
+    if config.pseudo_labels:
+        teacher = load_pseudo_labels(videos, config.pseudo_labels, (cache.spec.height, cache.spec.width))
+        # what made the labels (teacher weights, adaptation settings), beside the config for gwm card
+        shutil.copyfile(Path(config.pseudo_labels) / PSEUDO_LABEL_RECORD, out / PSEUDO_LABEL_RECORD)
     dataset = FlowPairDataset.from_cache(videos, cache, config.input_size, progress=progress,
                                          loss_size=config.loss_size, flip=config.flip, flow_clip=config.flow_clip,
                                          augmentation=config.augmentation(), trust_check=config.flow_trust_check,
