@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from models.distillation import best_subsets, informative, subset_distillation_loss
+from models.merging import foreground_probability
 
 
 def _quadrant_regions(h: int = 16, w: int = 24, sharpness: float = 8.0) -> torch.Tensor:
@@ -69,3 +70,24 @@ def test_uninformative_teachers_are_left_out():
     nothing = subset_distillation_loss(probabilities[:2], teacher[:2])
     nothing.backward()  # zero, and still part of the graph
     assert nothing.item() == 0.0 and probabilities.grad is not None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_taught_to_the_merges_choice_too_the_merge_serves_the_teachers_mask(seed):
+    """With ``regions="both"`` what the label-free border merge returns becomes the teacher's square."""
+    torch.manual_seed(seed)
+    logits = torch.randn(1, 4, 24, 32, requires_grad=True)
+    teacher = torch.zeros(1, 1, 24, 32)
+    teacher[..., 6:15, 18:28] = 1.0
+    optimiser = torch.optim.Adam([logits], lr=0.1)
+    for _ in range(150):
+        loss = subset_distillation_loss(logits.softmax(dim=1), teacher, regions="both", merge="border")
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    served = foreground_probability(logits.detach(), torch.zeros(1, 1, 24, 32), "border") > 0.5
+    assert _iou(served[0], teacher[0, 0] > 0.5) > 0.95
+    with pytest.raises(ValueError, match="features"):
+        subset_distillation_loss(logits.softmax(dim=1), teacher, regions="both", merge="spectral")
+    with pytest.raises(ValueError, match="regions"):
+        subset_distillation_loss(logits.softmax(dim=1), teacher, regions="merge")

@@ -194,6 +194,7 @@ def _cmd_card(args: argparse.Namespace) -> int:
 
 
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    from models.distillation import DISTILLED_REGIONS
     from models.motion import MotionModel, WeightPower
     from models.segmenters import ARCHITECTURES
 
@@ -248,6 +249,10 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                             "(self-training; default none, as the paper)")
     group.add_argument("--pseudo-label-weight", dest="pseudo_label_weight", type=float,
                        help=f"weight of the teacher masks' loss (default {defaults.pseudo_label_weight:g})")
+    group.add_argument("--pseudo-label-regions", dest="pseudo_label_regions", choices=DISTILLED_REGIONS,
+                       help="teach the masks to the regions that match them best, or to those and to the ones "
+                            "the label-free merge picks (border or framed) "
+                            f"(default {defaults.pseudo_label_regions})")
     group.add_argument("--flow-trust-check", dest="flow_trust_check", action="store_const", const=True,
                        help="zero weight for flow failing the forward-backward check (default off, as the paper)")
     group.add_argument("--steps", type=int, help=f"training steps (default {defaults.steps})")

@@ -101,6 +101,7 @@ class TrainConfig:
     # `gwm pseudo-label`, taught beside the flow loss with this weight (models/distillation.py).
     pseudo_labels: str | None = None
     pseudo_label_weight: float = 1.0
+    pseudo_label_regions: str = "best"  # taught to the best-matching regions, or to them and the merge's choice
     seed: int = 0
     device: str = "auto"
     threads: int | None = None  # None = all cores
@@ -208,7 +209,8 @@ class LossFunction:
                            weight_power=self.config.weight_power, basis=self._basis[size], confidence=confidence)
         loss = loss * self.config.loss_multiplier
         if teacher is not None:
-            loss = loss + self.config.pseudo_label_weight * subset_distillation_loss(probabilities, teacher)
+            loss = loss + self.config.pseudo_label_weight * subset_distillation_loss(
+                probabilities, teacher, self.config.pseudo_label_regions, self.config.recorded_merge())
         return loss
 
 
