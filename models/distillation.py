@@ -32,9 +32,9 @@ from .merge_strategy import MergeStrategy
 from .merging import (
     MAX_FOREGROUND_COVERAGE,
     MIN_FOREGROUND_COVERAGE,
+    best_matching_subsets,
     border_contrast_groups,
     framed_groups,
-    region_subsets,
 )
 
 __all__ = ["DISTILLED_REGIONS", "best_subsets", "informative", "merged_subsets", "subset_distillation_loss"]
@@ -53,13 +53,7 @@ def informative(teacher: torch.Tensor) -> torch.Tensor:
 def best_subsets(probabilities: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """For soft regions (B, K, h, w) and soft teacher masks (B, 1, h, w): the proper subset of regions
     (B, K) 0/1 whose hard union (> 0.5) has the highest IoU with the hard teacher mask (> 0.5)."""
-    subsets = region_subsets(probabilities.shape[1], probabilities)  # (S, K)
-    candidates = torch.einsum("sk,bkhw->bshw", subsets, probabilities) > 0.5
-    truth = teacher > 0.5
-    intersection = (candidates & truth).flatten(2).sum(-1).double()
-    union = (candidates | truth).flatten(2).sum(-1).double()
-    iou = intersection / union.clamp_min(1)
-    return subsets[iou.argmax(dim=1)]
+    return best_matching_subsets(probabilities, teacher[:, 0] > 0.5)
 
 
 @torch.no_grad()

@@ -260,14 +260,21 @@ def masks_at_size(soft: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return resized.squeeze(1) > 0.5
 
 
-def oracle_merge(probabilities: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """Evaluation only: the soft foreground from the subset of regions whose mask best matches the
-    ground truth (B, H, W) bool at the same resolution. Returns (B, H, W) soft foreground."""
-    subsets = region_subsets(probabilities.shape[1], probabilities, include_all=True)
+def best_matching_subsets(probabilities: torch.Tensor, truth: torch.Tensor, include_all: bool = False) -> torch.Tensor:
+    """The subset of regions (B, K) 0/1, among :func:`region_subsets`, whose hard union (> 0.5) of soft
+    regions (B, K, H, W) has the highest IoU with the boolean masks ``truth`` (B, H, W); an empty union
+    with an empty mask counts as a perfect match."""
+    subsets = region_subsets(probabilities.shape[1], probabilities, include_all=include_all)
     candidates = torch.einsum("sk,bkhw->bshw", subsets, probabilities) > 0.5
     truth = truth.unsqueeze(1)
     intersection = (candidates & truth).flatten(2).sum(-1).double()
     union = (candidates | truth).flatten(2).sum(-1).double()
     iou = torch.where(union > 0, intersection / union.clamp_min(1), torch.ones_like(union))
-    best = subsets[iou.argmax(dim=1)]  # (B, K)
+    return subsets[iou.argmax(dim=1)]
+
+
+def oracle_merge(probabilities: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Evaluation only: the soft foreground from the subset of regions whose mask best matches the
+    ground truth (B, H, W) bool at the same resolution. Returns (B, H, W) soft foreground."""
+    best = best_matching_subsets(probabilities, truth, include_all=True)
     return torch.einsum("bk,bkhw->bhw", best, probabilities)

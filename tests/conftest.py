@@ -12,6 +12,17 @@ from helpers.paths import DAVIS_FRAMES
 from helpers.service_media import davis_frames, encode_video
 
 
+@pytest.fixture
+def single_thread():
+    """Torch on one thread for the test (tiny networks, deterministic and quick), restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(ONNX path, checkpoint path) of a small random-weight U-Net, built with the training code.

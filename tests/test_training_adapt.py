@@ -21,14 +21,6 @@ from training.train import LossFunction
 SETTINGS = AdaptationSettings(steps=20, batch_size=8, lr=1e-2, holdout_every=4, check_every=5)
 
 
-@pytest.fixture
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _dataset(flows: np.ndarray, valid: np.ndarray, frames: np.ndarray) -> FlowPairDataset:
     images = torch.from_numpy(np.stack([prepare_image(f, (HEIGHT, WIDTH)) for f in frames]))
     return FlowPairDataset(images, VideoFlow(torch.from_numpy(flows).half(), torch.from_numpy(valid), GAPS))

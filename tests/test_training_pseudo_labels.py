@@ -30,14 +30,6 @@ SETTINGS = AdaptationSettings(steps=2, flow_method="dis-ultrafast")
 
 
 @pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
 def fake_davis(tmp_path):
     davis = write_fake_davis(tmp_path / "davis", sequences=("alpha", "beta"), frames=4, size=(40, 60))
     options = {"num_regions": 3, "width": 4, "depth": 2}
@@ -55,7 +47,7 @@ def _copy_annotations(davis, videos, output) -> None:
             Image.open(truth).save(output / video.name / f"{frame.stem}.png")
 
 
-def test_a_mask_per_frame_at_its_size_a_record_and_a_resume(fake_davis, tmp_path, monkeypatch, one_thread):
+def test_a_mask_per_frame_at_its_size_a_record_and_a_resume(fake_davis, tmp_path, monkeypatch, single_thread):
     davis, teacher = fake_davis
     videos = list_sequences(davis, "240p", ["train"])
     out = write_pseudo_labels(videos, teacher, tmp_path / "labels", SETTINGS, refine=False, temporal=False,
@@ -136,7 +128,7 @@ def test_the_loss_adds_the_weighted_distillation_term():
     assert added.item() > 0
 
 
-def test_gwm_pseudo_label_then_train_on_the_labels(fake_davis, tmp_path, one_thread):
+def test_gwm_pseudo_label_then_train_on_the_labels(fake_davis, tmp_path, single_thread):
     from gwm_cli.main import main
 
     davis, teacher = fake_davis
