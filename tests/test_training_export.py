@@ -241,6 +241,14 @@ def test_card_of_a_fine_tuned_run_keeps_the_starting_weights_history(tmp_path):
     interpolation = json.loads((tmp_path / "card.json").read_text())["training"]["weight_interpolation"]
     assert interpolation["end"] == "ema.pt" and "moving average" in interpolation["method"]
     assert interpolation["command"].endswith(f"{run / 'ema.pt'} --alpha 0.5")
+    # ... or with an earlier generation than the run's start: the shipped model that one came from
+    (tmp_path / "older.card.json").write_text(json.dumps({"version": "0.9", "training": {}}))
+    assert main([*card, "--run-dir", str(run), "--interpolation-alpha", "0.5",
+                 "--interpolation-start", str(tmp_path / "older.card.json")]) == 0
+    interpolation = json.loads((tmp_path / "card.json").read_text())["training"]["weight_interpolation"]
+    assert interpolation["start_version"] == "0.9" and "version 0.9" in interpolation["method"]
+    with pytest.raises(SystemExit, match="--interpolation-alpha"):
+        main([*card, "--run-dir", str(run), "--interpolation-start", str(tmp_path / "older.card.json")])
     with pytest.raises(SystemExit, match="--initialised-from"):
         main([*card[:-2], "--run-dir", str(run), "--interpolation-alpha", "0.5"])
     with pytest.raises(SystemExit, match="--interpolation-alpha"):  # an end without an alpha is not ignored

@@ -172,16 +172,20 @@ def _cmd_card(args: argparse.Namespace) -> int:
         raise SystemExit("--initialised-from goes with --run-dir (the run that started from those weights)")
     if args.interpolation_alpha is not None and not args.initialised_from:
         raise SystemExit("--interpolation-alpha goes with --initialised-from (the weights interpolated from)")
-    if args.interpolation_end is not None and args.interpolation_alpha is None:
-        raise SystemExit("--interpolation-end goes with --interpolation-alpha (how far the weights were interpolated)")
+    for option, value in (("--interpolation-end", args.interpolation_end),
+                          ("--interpolation-start", args.interpolation_start)):
+        if value is not None and args.interpolation_alpha is None:
+            raise SystemExit(f"{option} goes with --interpolation-alpha (how far the weights were interpolated)")
     model, spec = load_model(args.checkpoint)
     if args.run_dir:
         training = training_summary(args.run_dir)
         if args.initialised_from:
             training = with_initial_training(training, json.loads(Path(args.initialised_from).read_text()))
         if args.interpolation_alpha is not None:
+            start_version = (json.loads(Path(args.interpolation_start).read_text())["version"]
+                             if args.interpolation_start else None)
             training["weight_interpolation"] = interpolation_record(training, args.interpolation_alpha, args.run_dir,
-                                                                    args.interpolation_end or "last.pt")
+                                                                    args.interpolation_end or "last.pt", start_version)
     else:
         training = json.loads(Path(args.training_from).read_text())["training"]
     card = build_model_card(
@@ -485,6 +489,10 @@ def configure_card(card: argparse.ArgumentParser) -> None:
     card.add_argument("--interpolation-end", dest="interpolation_end",
                       help="with --interpolation-alpha: the run's file that was interpolated towards, e.g. "
                            "ema.pt for the moving average of `gwm train --ema-decay` (default last.pt)")
+    card.add_argument("--interpolation-start", dest="interpolation_start",
+                      help="with --interpolation-alpha: the card of the weights interpolated from, where they "
+                           "are not the run's starting weights but an earlier generation's (default: the "
+                           "--initialised-from card)")
     card.add_argument("--eval", required=True, help="report from `gwm eval --output`")
     card.add_argument("--name", default="gwm-default", help="model name in the card (default gwm-default)")
     card.add_argument("--output", required=True, help="card JSON file to write")

@@ -101,13 +101,18 @@ def with_initial_training(training: dict[str, Any], earlier_card: dict[str, Any]
 
 
 def interpolation_record(training: dict[str, Any], alpha: float, run_dir: str | Path,
-                         end: str = "last.pt") -> dict[str, Any]:
-    """How shipped weights made by ``gwm interpolate`` relate to the run: ``(1 - alpha)`` × the weights
-    the run started from + ``alpha`` × the run's ``end`` file (``last.pt``, or ``ema.pt``: the moving
-    average of its weights, `gwm train --ema-decay`; see training.checkpoint)."""
+                         end: str = "last.pt", start_version: str | None = None) -> dict[str, Any]:
+    """How shipped weights made by ``gwm interpolate`` relate to the run: ``(1 - alpha)`` × START +
+    ``alpha`` × the run's ``end`` file (``last.pt``, or ``ema.pt``: the moving average of its weights,
+    `gwm train --ema-decay`; see training.checkpoint).
+
+    START is the weights the run started from, unless ``start_version`` names others: a run started
+    from a fine-tuned model may still be interpolated with the shipped model that one came from, whose
+    history ``initialised_from`` already holds a generation further down."""
     which = "the moving average of this run's weights" if end.startswith("ema") else f"this run's {end}"
-    return {"method": f"weight-space interpolation (WiSE-FT) of the starting weights and {which}",
-            "start_version": training["initialised_from"]["version"], "alpha": alpha, "end": end,
+    start = "the starting weights" if start_version is None else f"the weights of version {start_version}"
+    return {"method": f"weight-space interpolation (WiSE-FT) of {start} and {which}",
+            "start_version": start_version or training["initialised_from"]["version"], "alpha": alpha, "end": end,
             "command": f"gwm interpolate START.pt {Path(run_dir) / end} --alpha {alpha:g}"}
 
 
