@@ -28,8 +28,8 @@ sys.path.insert(0, str(REPO))
 import torch
 
 from training.adapt import AdaptationSettings
+from training.batch import Batch
 from training.checkpoint import load_model
-from training.data import Batch
 from training.train import LossFunction, make_optimizer, train_step
 
 

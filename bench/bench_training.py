@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.segmenters import build_segmenter
-from training.data import Batch
+from training.batch import Batch
 from training.train import LossFunction, TrainConfig, make_optimizer, select_device, train_step
 
 

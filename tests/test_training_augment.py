@@ -8,6 +8,7 @@ import torch
 
 from models.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from training.augment import Augmentation, augment, moving_region
+from training.batch import Batch
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
@@ -33,16 +34,17 @@ def test_disabled_augmentation_changes_nothing_and_draws_nothing():
     images, flows = _scene()
     generator = torch.Generator().manual_seed(0)
     state = generator.get_state()
-    out_images, out_flows, _, _ = augment(images, flows, Augmentation(), generator)
-    assert out_images is images and out_flows is flows
+    batch = Batch(images, flows)
+    assert augment(batch, Augmentation(), generator) is batch
     assert torch.equal(generator.get_state(), state)
 
 
 def test_appearance_changes_the_frame_but_not_the_flow():
     images, flows = _scene(batch=16)
     config = Augmentation(colour_jitter=0.4, grey_probability=0.5, blur_probability=0.5)
-    out_images, out_flows, _, _ = augment(images, flows.clone(), config, torch.Generator().manual_seed(1))
-    assert torch.equal(out_flows, flows)
+    out = augment(Batch(images, flows.clone()), config, torch.Generator().manual_seed(1))
+    out_images = out.images
+    assert torch.equal(out.flows, flows)
     rgb = out_images * STD + MEAN
     assert rgb.min() >= -1e-5 and rgb.max() <= 1 + 1e-5
     changed = (out_images - images).abs().flatten(1).amax(1) > 1e-3
@@ -63,7 +65,8 @@ def _centre(mask: torch.Tensor) -> torch.Tensor:
 def test_zoom_crop_moves_image_and_flow_together(seed):
     images, flows = _scene(batch=8)
     config = Augmentation(max_zoom=1.6)
-    out_images, out_flows, _, _ = augment(images, flows, config, torch.Generator().manual_seed(seed))
+    out = augment(Batch(images, flows), config, torch.Generator().manual_seed(seed))
+    out_images, out_flows = out.images, out.flows
     image_square, moving = _square(out_images), out_flows[:, 0] > 0.5
     compared = 0
     for i in range(len(images)):
@@ -84,16 +87,17 @@ def test_zoom_crop_moves_image_and_flow_together(seed):
 def test_augmentation_is_reproducible_from_the_generator():
     images, flows = _scene(batch=6)
     config = Augmentation(colour_jitter=0.3, grey_probability=0.2, blur_probability=0.3, max_zoom=1.5)
-    first = augment(images, flows, config, torch.Generator().manual_seed(7))
-    second = augment(images, flows, config, torch.Generator().manual_seed(7))
-    assert all(torch.equal(a, b) for a, b in zip(first[:2], second[:2]))
+    first = augment(Batch(images, flows), config, torch.Generator().manual_seed(7))
+    second = augment(Batch(images, flows), config, torch.Generator().manual_seed(7))
+    assert torch.equal(first.images, second.images) and torch.equal(first.flows, second.flows)
 
 
 def test_flow_trust_masks_follow_the_flow_through_crops():
     images, flows = _scene(batch=8)
     trusted = (flows[:, :1] > 0.5).float()  # trust exactly the moving square's vectors
-    _, out_flows, out_trusted, out_teacher = augment(images, flows, Augmentation(max_zoom=1.6),
-                                                     torch.Generator().manual_seed(3), trusted, teacher=trusted)
+    out = augment(Batch(images, flows, confidence=trusted, teacher=trusted), Augmentation(max_zoom=1.6),
+                  torch.Generator().manual_seed(3))
+    out_flows, out_trusted, out_teacher = out.flows, out.confidence, out.teacher
     assert torch.equal(out_trusted, (out_flows[:, :1] > 0.5).float())
     assert out_trusted.shape == trusted.shape
     # teacher masks are resampled bilinearly (they are soft): they agree but at the square's edge
@@ -150,8 +154,8 @@ def test_copy_paste_moves_another_samples_object_with_its_flow():
     config = Augmentation(copy_paste=1.0)
     teacher = torch.zeros(4, 1, 32, 60)
     teacher[1, 0] = (donor_flows[0, 0] == 3.0).float()  # the donor's teacher mask travels with its pixels
-    out_images, out_flows, out_trust, out_teacher = augment(images, flows, config, torch.Generator().manual_seed(0),
-                                                            trust, teacher)
+    out = augment(Batch(images, flows, confidence=trust, teacher=teacher), config, torch.Generator().manual_seed(0))
+    out_images, out_flows, out_trust, out_teacher = out.images, out.flows, out.confidence, out.teacher
     square = donor_flows[0, 0] == 3.0
     receivers = [i for i in (0, 2, 3) if _square(out_images)[i].any()]
     assert len(receivers) == 1  # the one sample whose donor is sample 1 received the square
@@ -177,10 +181,10 @@ def test_relative_paste_moves_the_object_unlike_its_new_background():
     receiver_background = _camera_pan(torch.zeros_like(flows[:1]), pan=3.0)
     flows = torch.cat([receiver_background, donor_flows, receiver_background, receiver_background])
     square = donor_flows[0, 0] == 3.0
-    outputs = {relative: augment(images, flows, Augmentation(copy_paste=1.0, paste_relative_flow=relative),
+    outputs = {relative: augment(Batch(images, flows), Augmentation(copy_paste=1.0, paste_relative_flow=relative),
                                  torch.Generator().manual_seed(0)) for relative in (False, True)}
-    receiver = next(i for i in (0, 2, 3) if _square(outputs[True][0])[i].any())
-    absolute, relative = outputs[False][1][receiver], outputs[True][1][receiver]
+    receiver = next(i for i in (0, 2, 3) if _square(outputs[True].images)[i].any())
+    absolute, relative = outputs[False].flows[receiver], outputs[True].flows[receiver]
     assert torch.equal(absolute[:, square], donor_flows[0][:, square])
     assert torch.allclose(relative[:, square] - receiver_background[0][:, square],
                           donor_flows[0][:, square] - donor_background[0][:, square], atol=1e-3)
@@ -201,8 +205,8 @@ def test_copy_paste_skips_regions_too_small_to_be_an_object():
         flows[i, 0, 10:13, 10 + 8 * i:15 + 8 * i] = 3.0
     flows = _camera_pan(flows)
     assert moving_region(flows).any()  # found as moving, then left out by its area
-    out_images, out_flows, _, _ = augment(images, flows, Augmentation(copy_paste=1.0), torch.Generator().manual_seed(0))
-    assert torch.equal(out_images, images) and torch.equal(out_flows, flows)
+    out = augment(Batch(images, flows), Augmentation(copy_paste=1.0), torch.Generator().manual_seed(0))
+    assert torch.equal(out.images, images) and torch.equal(out.flows, flows)
 
 
 def _varied_scene(batch: int):
@@ -220,7 +224,8 @@ def test_copy_paste_draws_from_the_generator_and_leaves_inputs_alone():
     before = images.clone(), flows.clone()
 
     def run(seed: int) -> tuple[torch.Tensor, ...]:
-        return augment(images, flows, Augmentation(copy_paste=0.5), torch.Generator().manual_seed(seed))[:2]
+        out = augment(Batch(images, flows), Augmentation(copy_paste=0.5), torch.Generator().manual_seed(seed))
+        return out.images, out.flows
 
     first, again, other = run(5), run(5), run(6)
     assert not torch.equal(first[1], flows)  # something was pasted

@@ -92,8 +92,9 @@ from models.inference import segment_frames
 from models.segmenters import Segmenter
 from models.steadiness import Steadiness
 
+from .batch import Batch, rescale_grid, rescale_images
 from .checkpoint import average_weights, interpolate_weights, load_model
-from .data import Batch, FlowPairDataset, rescale_grid, rescale_images, to_reference_units
+from .data import FlowPairDataset, to_reference_units
 from .flow import DEFAULT_FLOW_METHOD, build_flow_estimator, video_flow_size
 from .flow_cache import PAPER_GAPS
 from .train import LossFunction, TrainConfig, make_optimizer, select_device, train_step

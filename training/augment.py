@@ -20,6 +20,7 @@ Every random draw comes from the training run's generator, so a resumed run repl
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -28,10 +29,9 @@ import torch.nn.functional as F
 from models.motion import MotionModel, coordinate_basis, fit_motion, motion_residuals
 from models.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["Augmentation", "augment", "moving_region"]
+from .batch import Batch
 
-#: What augmentation returns: images, flows, flow trust (or None), teacher masks (or None).
-_Augmented = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]
+__all__ = ["Augmentation", "augment", "moving_region"]
 
 #: Luma weights of ITU-R BT.601, what greyscale conversions commonly use.
 _LUMA = (0.299, 0.587, 0.114)
@@ -112,14 +112,14 @@ def _gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)[0]
 
 
-def _zoom_crop(images: torch.Tensor, flows: torch.Tensor, confidence: torch.Tensor | None,
-               teacher: torch.Tensor | None, max_zoom: float, generator: torch.Generator) -> _Augmented:
-    """Random windows of images (B, 3, H, W) and the same windows of flows (B, 2, h, w) in pixels of
-    their grid (and of their trust masks and teacher masks), each scaled back up to its full size; flow
-    vectors are multiplied by the zoom.
+def _zoom_crop(batch: Batch, max_zoom: float, generator: torch.Generator) -> Batch:
+    """Random windows of the images (B, 3, H, W) and the same windows of the flows (B, 2, h, w) in
+    pixels of their grid (and of their maps), each scaled back up to its full size; flow vectors are
+    multiplied by the zoom.
 
     The window is one affine sampling grid in normalised coordinates, shared by image and flow, so
     the two stay aligned whatever their resolutions."""
+    images, flows = batch.images, batch.flows
     n = len(images)
     zooms = _uniform(1.0, max_zoom, n, generator)
     centres = (torch.rand(n, 2, generator=generator) * 2 - 1) * (1 - 1 / zooms).unsqueeze(1)  # (x, y)
@@ -132,10 +132,8 @@ def _zoom_crop(images: torch.Tensor, flows: torch.Tensor, confidence: torch.Tens
         grid = F.affine_grid(theta, list(tensor.shape), align_corners=False)
         return F.grid_sample(tensor, grid, mode=mode, padding_mode="border", align_corners=False)
 
-    confidence = None if confidence is None else sample(confidence, "nearest")
-    teacher = None if teacher is None else sample(teacher, "bilinear")
-    return (sample(images, "bilinear"), sample(flows, "nearest") * zooms.to(flows).view(n, 1, 1, 1), confidence,
-            teacher)
+    return batch.with_maps(sample, images=sample(images, "bilinear"),
+                           flows=sample(flows, "nearest") * zooms.to(flows).view(n, 1, 1, 1))
 
 
 #: A flow vector belongs to the moving region when its residual under the frame's dominant quadratic
@@ -185,53 +183,43 @@ def _trusted_median(values: torch.Tensor, trust: torch.Tensor) -> torch.Tensor:
     return masked.nanmedian(dim=-1, keepdim=True).values
 
 
-def _copy_paste(images: torch.Tensor, flows: torch.Tensor, confidence: torch.Tensor | None,
-                teacher: torch.Tensor | None, probability: float, generator: torch.Generator,
-                relative: bool = False) -> _Augmented:
+def _copy_paste(batch: Batch, probability: float, generator: torch.Generator, relative: bool = False) -> Batch:
     """Paste the moving region of sample (i + offset) mod B onto sample i, for each i drawn with
     ``probability``: its pixels (edges feathered over one flow-grid pixel) and its flow vectors (and
-    trust and teacher mask), where they are — as they are, or with ``relative`` their motion relative to
-    the donor's dominant motion added to the receiver's (see :class:`Augmentation`). Returns new tensors."""
+    maps), where they are — as they are, or with ``relative`` their motion relative to the donor's
+    dominant motion added to the receiver's (see :class:`Augmentation`). Returns new tensors."""
+    images, flows = batch.images, batch.flows
     n = len(images)
     receives = torch.rand(n, generator=generator) < probability
     offset = int(torch.randint(1, max(n, 2), (1,), generator=generator))
     if n < 2 or not receives.any():
-        return images, flows, confidence, teacher
+        return batch
     donor = (torch.arange(n) + offset) % n
-    background, moving = _dominant_motion(flows, confidence)
+    background, moving = _dominant_motion(flows, batch.confidence)
     region = moving[donor]
     area = region.flatten(1).float().mean(1)
     paste = (receives.to(area.device) & (area >= PASTE_AREA[0]) & (area <= PASTE_AREA[1])).view(n, 1, 1, 1)
     region = region & paste
     alpha = F.avg_pool2d(region.float(), 3, 1, 1, count_include_pad=False)
     alpha = F.interpolate(alpha, size=images.shape[-2:], mode="bilinear", align_corners=False)
-    images = images + alpha * (images[donor] - images)
     pasted = background + flows[donor] - background[donor] if relative else flows[donor]
-    flows = torch.where(region, pasted, flows)
-    if confidence is not None:
-        confidence = torch.where(region, confidence[donor], confidence)
-    if teacher is not None:
-        teacher = torch.where(region, teacher[donor], teacher)
-    return images, flows, confidence, teacher
+    return batch.with_maps(lambda values, _: torch.where(region, values[donor], values),
+                           images=images + alpha * (images[donor] - images), flows=torch.where(region, pasted, flows))
 
 
-def augment(images: torch.Tensor, flows: torch.Tensor, config: Augmentation, generator: torch.Generator,
-            confidence: torch.Tensor | None = None, teacher: torch.Tensor | None = None) -> _Augmented:
+def augment(batch: Batch, config: Augmentation, generator: torch.Generator) -> Batch:
     """Augment a batch: normalised network inputs (B, 3, H, W), flow (B, 2, h, w) in pixels of the
-    flow grid (before conversion to reference units), optional flow trust masks and optional teacher
-    masks (B, 1, h, w), both of which follow the flow's crop and paste. Returns new tensors (images,
-    flows, confidence, teacher); the inputs are unchanged."""
+    flow grid (before conversion to reference units), and the maps that follow the flow's crop and
+    paste (trust, teacher). Returns a new batch; the input is unchanged."""
     if not config.enabled:
-        return images, flows, confidence, teacher
+        return batch
     if config.max_zoom > 1.0:
-        images, flows, confidence, teacher = _zoom_crop(images, flows, confidence, teacher, config.max_zoom,
-                                                        generator)
+        batch = _zoom_crop(batch, config.max_zoom, generator)
     if config.copy_paste:
-        images, flows, confidence, teacher = _copy_paste(images, flows, confidence, teacher, config.copy_paste,
-                                                         generator, config.paste_relative_flow)
+        batch = _copy_paste(batch, config.copy_paste, generator, config.paste_relative_flow)
     if config.colour_jitter or config.grey_probability or config.blur_probability:
-        mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        rgb = _appearance(images * std + mean, config, generator)
-        images = (rgb - mean) / std
-    return images, flows, confidence, teacher
+        mean = batch.images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = batch.images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        rgb = _appearance(batch.images * std + mean, config, generator)
+        batch = dataclasses.replace(batch, images=(rgb - mean) / std)
+    return batch

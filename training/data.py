@@ -14,8 +14,8 @@ mean the same thing whatever grid the flow was stored on.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -27,11 +27,12 @@ from models.preprocessing import DEFAULT_INPUT_SIZE, prepare_image
 from models.video_flow import VideoFlow
 
 from .augment import Augmentation, augment
+from .batch import Batch
 from .flow import TRAINING_FLOW_SIZE, FlowEstimator
 from .flow_cache import FlowCache, compute_sequence_flow
 from .frames import VideoFolder
 
-__all__ = ["REFERENCE_FLOW_SIZE", "Batch", "FlowPairDataset", "rescale_grid", "rescale_images", "to_reference_units"]
+__all__ = ["REFERENCE_FLOW_SIZE", "FlowPairDataset", "to_reference_units"]
 
 
 def _align_gaps(stored: Sequence[np.ndarray], gaps: Sequence[int], n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,39 +55,6 @@ def to_reference_units(flow: torch.Tensor, clip: float | None) -> torch.Tensor:
     scale = flow.new_tensor([REFERENCE_FLOW_SIZE[1] / w, REFERENCE_FLOW_SIZE[0] / h]).view(1, 2, 1, 1)
     flow = flow * scale
     return flow.clamp(-clip, clip) if clip is not None else flow
-
-
-@dataclass
-class Batch:
-    """Network input (B, 3, H, W), the matching flow (B, 2, h, w) in reference units, optionally how
-    far each flow vector is trusted (B, 1, h, w) in [0, 1] (models/motion.py ``confidence``) and
-    optionally a teacher's soft foreground mask (B, 1, h, w) (training/pseudo_labels.py)."""
-
-    images: torch.Tensor
-    flows: torch.Tensor
-    confidence: torch.Tensor | None = None
-    teacher: torch.Tensor | None = None
-
-    def rescaled(self, scale: float) -> Batch:
-        """The same batch at ``scale`` × its resolution (images antialiased, flow nearest).
-
-        Flow stays in reference units, so the loss keeps its scale across resolutions.
-        """
-        return Batch(images=rescale_images(self.images, scale), flows=rescale_grid(self.flows, scale),
-                     confidence=None if self.confidence is None else rescale_grid(self.confidence, scale),
-                     teacher=None if self.teacher is None else rescale_grid(self.teacher, scale))
-
-
-def rescale_images(images: torch.Tensor, scale: float) -> torch.Tensor:
-    """Network inputs (B, 3, H, W) at ``scale`` × their size, antialiased."""
-    size = [round(s * scale) for s in images.shape[-2:]]
-    return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
-
-
-def rescale_grid(values: torch.Tensor, scale: float) -> torch.Tensor:
-    """Flow in reference units or trust masks (B, C, h, w) at ``scale`` × their grid, nearest: the
-    values themselves do not change."""
-    return F.interpolate(values, size=[round(s * scale) for s in values.shape[-2:]], mode="nearest")
 
 
 class FlowPairDataset:
@@ -219,28 +187,37 @@ class FlowPairDataset:
         scores = scores.masked_fill(~self.flow.valid[index], -1.0)
         gap = scores.argmax(dim=1)
         flip = torch.rand(batch_size, generator=generator) < 0.5 if self.flip else torch.zeros(batch_size, dtype=torch.bool)
-        images = self.images[index]
-        flows = self.flow.flows[index, gap].permute(0, 3, 1, 2).float()  # (B, 2, h, w)
-        confidence = None if self.confidence is None else self.confidence[index, gap].unsqueeze(1).float()
-        teacher = None if self.teacher is None else self.teacher[index].float()
-        if self.loss_size != tuple(flows.shape[-2:]):
-            src_h, src_w = flows.shape[-2:]
-            flows = F.interpolate(flows, size=self.loss_size, mode="nearest")
-            flows = flows * flows.new_tensor([self.loss_size[1] / src_w, self.loss_size[0] / src_h]).view(1, 2, 1, 1)
-            if confidence is not None:
-                confidence = F.interpolate(confidence, size=self.loss_size, mode="nearest")
-            if teacher is not None:
-                teacher = F.interpolate(teacher, size=self.loss_size, mode="bilinear", align_corners=False)
+        batch = Batch(images=self.images[index],
+                      flows=self.flow.flows[index, gap].permute(0, 3, 1, 2).float(),  # (B, 2, h, w)
+                      confidence=None if self.confidence is None else self.confidence[index, gap].unsqueeze(1).float(),
+                      teacher=None if self.teacher is None else self.teacher[index].float())
+        if self.loss_size != tuple(batch.flows.shape[-2:]):
+            batch = _resample_flow_grid(batch, self.loss_size)
         if flip.any():
-            images[flip] = images[flip].flip(-1)
-            flipped = flows[flip].flip(-1)
-            flipped[:, 0] = -flipped[:, 0]
-            flows[flip] = flipped
-            if confidence is not None:
-                confidence[flip] = confidence[flip].flip(-1)
-            if teacher is not None:
-                teacher[flip] = teacher[flip].flip(-1)
-        images, flows, confidence, teacher = augment(images, flows, self.augmentation, generator, confidence,
-                                                     teacher)
-        return Batch(images=images, flows=to_reference_units(flows, self.flow_clip), confidence=confidence,
-                     teacher=teacher)
+            batch = _flip(batch, flip)
+        batch = augment(batch, self.augmentation, generator)
+        return dataclasses.replace(batch, flows=to_reference_units(batch.flows, self.flow_clip))
+
+
+def _resample_flow_grid(batch: Batch, size: tuple[int, int]) -> Batch:
+    """The batch's flow and maps on the loss grid ``size``, nearest (the vectors rescaled to its pixels;
+    a teacher mask bilinear, it is soft)."""
+    src_h, src_w = batch.flows.shape[-2:]
+    flows = F.interpolate(batch.flows, size=size, mode="nearest")
+    flows = flows * flows.new_tensor([size[1] / src_w, size[0] / src_h]).view(1, 2, 1, 1)
+
+    def resample(values: torch.Tensor, mode: str) -> torch.Tensor:
+        return F.interpolate(values, size=size, mode=mode, align_corners=False if mode == "bilinear" else None)
+
+    return batch.with_maps(resample, flows=flows)
+
+
+def _flip(batch: Batch, flip: torch.Tensor) -> Batch:
+    """Mirror the samples where ``flip`` (B,) is true, left to right; their flow's u component changes
+    sign."""
+    where = flip.view(-1, 1, 1, 1)
+    mirrored = batch.flows.flip(-1)
+    mirrored[:, 0] = -mirrored[:, 0]
+    return batch.with_maps(lambda values, _: torch.where(where, values.flip(-1), values),
+                           images=torch.where(where, batch.images.flip(-1), batch.images),
+                           flows=torch.where(where, mirrored, batch.flows))

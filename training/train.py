@@ -30,8 +30,9 @@ from models.segmenters import DEFAULT_BACKBONE, Segmenter, build_segmenter
 from models.spec import ModelSpec
 
 from .augment import Augmentation
+from .batch import Batch
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import Batch, FlowPairDataset
+from .data import FlowPairDataset
 from .flow import DEFAULT_FLOW_METHOD
 from .flow_cache import FlowCache, default_cache_dir
 from .frames import DEFAULT_EVAL_DATA, DEFAULT_EVAL_SPLIT, DEFAULT_RESOLUTION, DEFAULT_TRAIN_DATA, list_sources
