@@ -35,7 +35,7 @@ def segmenter() -> OnnxSegmenter:
 def test_shipped_files_load_with_their_spec() -> None:
     """The shipped checkpoint and ONNX file were written before ModelSpec was a class; both must still
     load, unchanged, and describe the same model."""
-    expected = ModelSpec("unet", {"num_regions": 4, "width": 16}, input_size=(112, 192), version="0.5.1",
+    expected = ModelSpec("unet", {"num_regions": 4, "width": 16}, input_size=(112, 192), version="0.6.0",
                          merge=MergeStrategy.BORDER, keep_aspect=True, video_input_size=(128, 224))
     model, checkpoint_spec = load_model(WEIGHTS / "gwm-default.pt")
     onnx_spec = ModelSpec.from_onnx_metadata(read_metadata(WEIGHTS / "gwm-default.onnx"))
