@@ -187,7 +187,7 @@ def _copy_paste(batch: Batch, probability: float, generator: torch.Generator, re
     """Paste the moving region of sample (i + offset) mod B onto sample i, for each i drawn with
     ``probability``: its pixels (edges feathered over one flow-grid pixel) and its flow vectors (and
     maps), where they are — as they are, or with ``relative`` their motion relative to the donor's
-    dominant motion added to the receiver's (see :class:`Augmentation`). Returns new tensors."""
+    dominant motion added to the receiver's (see :class:`Augmentation`). Returns a new batch."""
     images, flows = batch.images, batch.flows
     n = len(images)
     receives = torch.rand(n, generator=generator) < probability
